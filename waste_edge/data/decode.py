@@ -1,0 +1,84 @@
+"""Robust image decoding shared by training, evaluation, parity and the runtime.
+
+Real waste photos arrive as greyscale, palette, RGBA, 16-bit and CMYK files, rotated by EXIF tags, and
+sometimes truncated or not images at all. Every consumer needs the same answer for the same file (the
+reference pipeline, the embedding cache and `predict` must agree), so decoding lives in exactly one place
+and a bad file raises `DecodeError` with a one-line reason instead of crashing a long run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from waste_edge.errors import WasteEdgeError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+
+
+class DecodeError(WasteEdgeError):
+    """A file that cannot be used as an image; `str(err)` is the one-line reason for the report."""
+
+
+def is_image_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB the way a person would expect to see it."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit greyscale: PIL's convert('L') clips instead of scaling, so scale by the real range.
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        arr = np.clip(np.rint(arr * (255.0 / hi)), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent backgrounds become white, not black: product photos with cut-out backgrounds.
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | Path, *, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode `path` to an upright 8-bit RGB PIL image, or raise `DecodeError` saying why not.
+
+    `draft=(w, h)` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (never below that size): the duplicate check
+    only needs a thumbnail, and a 3072x2048 photo then decodes several times faster. Other formats ignore it.
+    """
+    p = Path(path)
+    try:
+        if p.stat().st_size == 0:
+            raise DecodeError("empty file (0 bytes)")
+    except FileNotFoundError:
+        raise DecodeError("file not found") from None
+    except OSError as e:
+        raise DecodeError(f"cannot stat file: {e.strerror or e}") from None
+    try:
+        with Image.open(p) as img:
+            if draft is not None:
+                img.draft(None, draft)
+            img.load()  # forces the full decode, so truncation is detected here and not later
+            img = ImageOps.exif_transpose(img) or img
+            rgb = _to_rgb(img)
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DecodeError(f"corrupt or truncated image: {msg}") from None
+    if rgb.width == 0 or rgb.height == 0:
+        raise DecodeError("image has zero width or height")
+    return rgb
+
+
+def load_rgb_array(path: str | Path) -> np.ndarray:
+    """`load_rgb` as an HxWx3 uint8 array (RGB order), the form the runtime feeds to a fused model."""
+    return np.ascontiguousarray(np.asarray(load_rgb(path), dtype=np.uint8))

@@ -1,0 +1,78 @@
+"""The metadata contract of a fused model (DESIGN.md, contract 2), shared by export and runtime.
+
+Export writes it into ONNX `metadata_props` (and, for a TensorRT engine, into a sidecar JSON together with
+the TensorRT version and GPU compute capability); the runtime reads it back to know the classes, the
+channel order and the input size without importing any training code. Values are strings in ONNX, so
+structured fields are JSON-encoded under fixed keys with a common prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from waste_edge.errors import WasteEdgeError
+
+FORMAT_VERSION = 1
+PREFIX = "waste_edge."
+INPUT_NAME = "image"
+OUTPUT_PROBABILITIES = "probabilities"
+OUTPUT_LABEL = "label"
+
+
+class MetadataError(WasteEdgeError, ValueError):
+    """A model file without usable waste-edge metadata (not exported by this toolkit, or a newer format)."""
+
+
+@dataclass
+class ModelMetadata:
+    classes: list[str]
+    display_names: list[str]
+    channel_order: str  # "BGR" (OpenCV frames) or "RGB"
+    preprocess: dict[str, Any]  # the encoder's PreprocessSpec as a dict
+    encoder: str  # encoder id, e.g. "clip:ViT-B-32/openai" or "effnet-lite0"
+    head_sha256: str
+    toolkit_version: str
+    variant: str = "fp32"  # fp32 | int8 | fp16
+    input_size: list[int] | None = None  # [H, W] when exported with fixed --imgsz, else None (any size)
+    model_kind: str = "linear"  # linear (encoder + logistic head) | keras (study baselines)
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("BGR", "RGB"):
+            raise MetadataError(f"channel_order must be BGR or RGB, got {self.channel_order!r}")
+        if len(self.classes) < 2 or len(self.display_names) != len(self.classes):
+            raise MetadataError("metadata needs at least two classes and one display name per class")
+
+    def to_props(self) -> dict[str, str]:
+        """Flat string map for `onnx.helper.set_model_props` / `ModelProto.metadata_props`."""
+        return {PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str]) -> "ModelMetadata":
+        """Parse ONNX metadata (`InferenceSession.get_modelmeta().custom_metadata_map`) or a sidecar dict."""
+        own = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+        if not own:
+            raise MetadataError("the model carries no waste-edge metadata: export it with `waste-edge export`")
+        version = int(json.loads(str(own.get("format_version", "0"))))
+        if version > FORMAT_VERSION:
+            raise MetadataError(f"model format version {version} is newer than this toolkit ({FORMAT_VERSION}): upgrade waste-edge")
+        str_fields = {"channel_order", "encoder", "head_sha256", "toolkit_version", "variant", "model_kind"}
+        kwargs: dict[str, Any] = {}
+        try:
+            for name in cls.__dataclass_fields__:
+                if name in own:
+                    raw = own[name]
+                    kwargs[name] = raw if name in str_fields or not isinstance(raw, str) else json.loads(raw)
+            return cls(**kwargs)
+        except (TypeError, json.JSONDecodeError) as e:
+            raise MetadataError(f"malformed waste-edge metadata: {e}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ModelMetadata":
+        return cls.from_props({PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()})

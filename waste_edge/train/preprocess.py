@@ -1,0 +1,96 @@
+"""Preprocessing specs as data, and their reference implementation on PIL images.
+
+An encoder's preprocessing is described by a `PreprocessSpec` so that export can rebuild exactly the same
+steps inside the fused ONNX graph, and the reference pipeline (training, `parity`) runs them on PIL as the
+study did. Two resize modes exist:
+
+- ``shortest``: open_clip's own path: resize the shortest side to `size` (bicubic, antialiased), centre
+  crop `size` x `size`. For CLIP encoders the model's `preprocess_cfg` is the source of truth.
+- ``box_crop``: ours, for edge models whose head we train: centre-crop the largest square whose side is a
+  multiple of k = max(1, shortest // size), average k x k boxes (PIL `reduce`, an exact integer box filter
+  that a graph does with a reshape + mean), then a small resize to `size`. A 640x480 frame costs a fraction
+  of a full-frame antialiased resize, and the result is reproducible to the grey level inside ONNX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+RESIZE_MODES = ("shortest", "box_crop")
+_PIL_INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    size: int  # side of the square the encoder sees
+    resize_mode: str  # see module docstring
+    interpolation: str  # bicubic | bilinear | nearest
+    antialias: bool  # PIL-style antialiasing when downscaling (PIL always does; ONNX Resize needs antialias=1)
+    mean: tuple[float, float, float]  # per RGB channel, in [0, 1] units (x/255 - mean) / std
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode {self.resize_mode!r} (expected one of {RESIZE_MODES})")
+        if self.interpolation not in _PIL_INTERP:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessSpec":
+        return cls(
+            size=int(d["size"]), resize_mode=str(d["resize_mode"]), interpolation=str(d["interpolation"]),
+            antialias=bool(d["antialias"]), mean=tuple(float(x) for x in d["mean"]), std=tuple(float(x) for x in d["std"]),
+        )
+
+
+def box_crop_geometry(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """(left, top, side, k) of the `box_crop` mode; shared by the PIL reference and the ONNX builder."""
+    short = min(width, height)
+    k = max(1, short // size)
+    side = (short // k) * k
+    return (width - side) // 2, (height - side) // 2, side, k
+
+
+def resize_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """The geometric part of the spec on a PIL RGB image: returns a `size` x `size` RGB image."""
+    interp = _PIL_INTERP[spec.interpolation]
+    if spec.resize_mode == "box_crop":
+        left, top, side, k = box_crop_geometry(img.width, img.height, spec.size)
+        img = img.crop((left, top, left + side, top + side))
+        if k > 1:
+            img = img.reduce(k)
+        if img.size != (spec.size, spec.size):
+            img = img.resize((spec.size, spec.size), interp)
+        return img
+    # "shortest": torchvision Resize(int) semantics (the long side is truncated), then a centre crop.
+    w, h = img.size
+    if w <= h:
+        new_w, new_h = spec.size, int(spec.size * h / w)
+    else:
+        new_w, new_h = int(spec.size * w / h), spec.size
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), interp)
+    left = int(round((new_w - spec.size) / 2.0))
+    top = int(round((new_h - spec.size) / 2.0))
+    return img.crop((left, top, left + spec.size, top + spec.size))
+
+
+def normalise(rgb_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """HxWx3 uint8 RGB -> 3xHxW float32, (x/255 - mean) / std."""
+    x = rgb_uint8.astype(np.float32) / 255.0
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def reference_preprocess(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """The spec applied on PIL, as the training and parity reference: 3 x size x size float32."""
+    return normalise(np.asarray(resize_crop(img.convert("RGB"), spec), dtype=np.uint8), spec)
