@@ -6,17 +6,18 @@ SHIM := ../shared/env/torchvision_cpu_shim.py
 EXTRAS ?= all
 PYTEST_ARGS ?=
 
-.PHONY: test install clean
+.PHONY: test install demo default-model clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	@# Environment-only fix (../shared/env/README.md): a CPU torch next to a CUDA torchvision build
-	@# needs two fake op schemas before `import torchvision`. Product code never imports the shim.
+	@# needs two fake op schemas before `import torchvision`. Product code never imports the shim; a hook
+	@# loads it on the first `import torchvision`, so torch-free processes stay torch-free.
 	@if ! $(VPY) -c "import torchvision" >/dev/null 2>&1 && [ -f $(SHIM) ]; then \
 	  site=$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
-	  cp $(SHIM) $$site/ && echo "import torchvision_cpu_shim" > $$site/torchvision_cpu_shim.pth; \
+	  cp $(SHIM) scripts/env/torchvision_shim_hook.py $$site/ && echo "import torchvision_shim_hook" > $$site/torchvision_cpu_shim.pth; \
 	  echo "installed torchvision CPU shim into $(VENV)"; fi
 	touch $@
 
@@ -25,5 +26,16 @@ install: $(VENV)/.installed-$(EXTRAS)
 test: install
 	OMP_NUM_THREADS=2 $(VPY) -m pytest -q $(PYTEST_ARGS)
 
+# The main job on the embedded default model. From a fresh clone: a .venv with the base package only
+# (numpy, onnxruntime, opencv-python-headless, pillow, tqdm; no torch), then camera 0 or a generated video.
+demo:
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -c "import waste_edge.runtime.classifier" 2>/dev/null || $(VPY) -m pip install -q -e .
+	$(VENV)/bin/waste-edge demo --out demo-out
+
+# Rebuild waste_edge/models/default.onnx and default.json from pinned inputs (needs ../shared/data/waste-sample).
+default-model: install
+	$(VPY) scripts/build_default_model.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info demo-out

@@ -39,7 +39,7 @@ def _fraction(text: str) -> float:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a classifier on a dataset", description="Train a classifier.")
-    tsub = train.add_subparsers(dest="train_cmd", metavar="{linear}", required=True)
+    tsub = train.add_subparsers(dest="train_cmd", metavar="{linear,baseline}", required=True)
     p = tsub.add_parser(
         "linear",
         help="image encoder embeddings + logistic-regression head (the study's CLIP pipeline)",
@@ -69,6 +69,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no split (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split for plain class folders (default: %(default)s)")
     p.set_defaults(func=_cmd_train_linear)
+    _add_train_baseline(tsub)
 
     e = sub.add_parser(
         "eval",
@@ -84,6 +85,57 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=_positive_int, default=None)
     e.add_argument("--cache", type=Path, default=None)
     e.set_defaults(func=_cmd_eval)
+
+
+def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
+    b = tsub.add_parser(
+        "baseline",
+        help="the study's Keras baselines: small CNN, VGG16, EfficientNetB0, InceptionV3 (needs the [baselines] extra)",
+        description=(
+            "Train one of the study's Keras baselines on the training split (a stratified part of it held out for early "
+            "stopping when the data has no VAL split), save the best epoch as model.keras and evaluate it on the test split. "
+            "ImageNet backbones train a pooled Dense head on the frozen backbone, then optionally fine-tune from a layer. "
+            "The run directory exports with `waste-edge export RUN_DIR` like any other run."
+        ),
+        epilog=(
+            "weights: imagenet (downloaded by Keras, cached in ~/.keras/models; default for vgg16/efficientnetb0/inceptionv3), "
+            "none (random init, the whole network trains; default for cnn), or a local no-top weights file (.h5).\n"
+            "examples:\n"
+            "  waste-edge train baseline --arch cnn --data ../shared/data/waste-sample --out runs/cnn --imgsz 128 --epochs 5\n"
+            "  waste-edge train baseline --arch vgg16 --data DATA --out runs/vgg16 --fine-tune-from block5_conv1"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--arch", required=True, choices=["cnn", "vgg16", "efficientnetb0", "inceptionv3"], help="network to train")
+    b.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label CSV")
+    b.add_argument("--out", required=True, type=Path, help="run directory to write (card.json, model.keras, metrics, plots)")
+    b.add_argument("--epochs", type=_positive_int, default=10, help="maximum epochs (early stopping may end sooner; default: %(default)s)")
+    b.add_argument("--imgsz", type=_positive_int, default=None, help="square input side (default: 128 for cnn, 299 for inceptionv3, else 224)")
+    b.add_argument("--batch-size", type=_positive_int, default=32, help="images per training step (default: %(default)s)")
+    b.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet, none for cnn)")
+    b.add_argument("--fine-tune-from", default=None, metavar="LAYER", help="after the head, unfreeze the backbone from this layer name or index")
+    b.add_argument("--fine-tune-epochs", type=_positive_int, default=None, help="epochs of fine-tuning (default: --epochs)")
+    b.add_argument("--lr", type=float, default=1e-3, help="learning rate of the first phase (default: %(default)s)")
+    b.add_argument("--patience", type=_positive_int, default=3, help="early-stopping patience in epochs (default: %(default)s)")
+    b.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
+    b.add_argument("--threads", type=_positive_int, default=2, help="TensorFlow intra-op threads (default: %(default)s)")
+    b.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no split (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and shuffling (default: %(default)s)")
+    b.set_defaults(func=_cmd_train_baseline)
+
+
+def _cmd_train_baseline(args: argparse.Namespace) -> int:
+    from waste_edge.train.baselines import BaselineConfig, train_baseline
+
+    cfg = BaselineConfig(
+        data=args.data, arch=args.arch, out=args.out, epochs=args.epochs, imgsz=args.imgsz, batch_size=args.batch_size,
+        weights=args.weights, fine_tune_from=args.fine_tune_from, fine_tune_epochs=args.fine_tune_epochs,
+        learning_rate=args.lr, patience=args.patience, workers=args.workers, threads=args.threads,
+        test_size=args.test_size, seed=args.seed, progress=sys.stderr.isatty(),
+    )
+    result = train_baseline(cfg, log=print)
+    print(result.summary())
+    return 0
 
 
 def _cmd_train_linear(args: argparse.Namespace) -> int:
@@ -121,11 +173,521 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# section: runtime (camera, predict)
+# ----------------------------------------------------------------------------------------------------------
+
+_BACKEND_HELP = "auto (best available: tensorrt > cuda > cpu), cpu, cuda or tensorrt (default: %(default)s)"
+_MODEL_HELP = "fused model: .onnx, or a TensorRT .engine with its .engine.json sidecar (written by `waste-edge export`)"
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _log_to_stderr() -> None:
+    """Reconnects, stalls and skipped frames are logged by the runtime; show them as one-line warnings."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def _add_runtime(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "camera",
+        help="classify live camera frames (or a stream, video, image folder) with a fused model",
+        description=(
+            "Classify frames from a camera, stream, video, image folder or glob. Live sources keep only the newest "
+            "frame (drops are counted); a stalled or unplugged camera is reopened with backoff while the loop keeps "
+            "running. The window shows label, confidence, FPS and latency; press q or Esc, or Ctrl-C, to stop. "
+            "A summary (frames, drops, p50/p90/p99 latency, mean FPS) is printed at the end."
+        ),
+        epilog=(
+            "--device forms: 0 (camera index), /dev/video0, rtsp://user:pass@host/stream, http://host/mjpg, "
+            "a GStreamer pipeline ending in appsink, video.mp4, a folder of images, 'shots/**/*.jpg'.\n"
+            "Below --threshold the label reads 'uncertain'. JSONL events: frame, ts, label, confidence, "
+            "probabilities, latency_ms {read, infer, total}, dropped.\n"
+            "example: waste-edge camera --device 0 --model lite0-int8.onnx --smooth 5 --jsonl events.jsonl"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("--device", default="0", help="camera index, URL, GStreamer pipeline, video, image folder or glob (default: %(default)s)")
+    c.add_argument("--model", default=None, help=_MODEL_HELP)
+    c.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
+    c.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    c.add_argument("--no-show", action="store_true", help="no window (also automatic without a display or GUI-enabled OpenCV)")
+    c.add_argument("--save", type=Path, default=None, help="write the annotated frames to a video (.mp4 or .avi)")
+    c.add_argument("--jsonl", default=None, metavar="PATH|-", help="write one JSON event per frame to PATH, or to stdout with -")
+    c.add_argument("--smooth", type=_positive_int, default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
+    c.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema", help="ema of probabilities or majority vote of labels (default: %(default)s)")
+    c.add_argument("--hysteresis", type=_probability, default=0.1, help="ema: probability lead a new label needs to take over (default: %(default)s)")
+    c.add_argument("--threshold", type=_probability, default=0.0, metavar="P", help="below this confidence the label is 'uncertain' (default: %(default)s)")
+    c.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N classified frames")
+    c.add_argument("--stall-timeout", type=float, default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    c.set_defaults(func=_cmd_camera)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify images, folders and videos into a CSV or JSONL table",
+        description=(
+            "Classify image files, folders (recursively), globs and videos (frame by frame). One row per image or "
+            "video frame: path, frame, label (class name, e.g. B), confidence, p_<class>; an unreadable file becomes "
+            "a row with an error, never a crash. Rows are flushed batch by batch, so a killed run keeps its work."
+        ),
+        epilog="example: waste-edge predict photos/ clip.mp4 --model lite0-int8.onnx --out predictions.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image, video, folder or glob")
+    p.add_argument("--model", default=None, help=_MODEL_HELP)
+    p.add_argument("--out", default=None, metavar="FILE.csv|FILE.jsonl", help="output table (default: CSV on stdout)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per inference batch (default: %(default)s)")
+    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="image decoding threads (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_camera(args: argparse.Namespace) -> int:
+    from waste_edge.runtime.camera import CameraConfig, run_camera
+    from waste_edge.runtime.classifier import Classifier
+    from waste_edge.runtime.sources import open_source
+
+    _log_to_stderr()
+    out = sys.stderr if args.jsonl == "-" else sys.stdout  # keep stdout pure JSONL when events go there
+    with Classifier(args.model, args.backend, threads=args.threads) as clf:
+        print(f"model: {clf.describe()}", file=out, flush=True)
+        with open_source(args.device, stall_timeout=args.stall_timeout) as source:
+            print(f"source: {source.name} ({source.kind}{', live' if source.live else ''})", file=out, flush=True)
+            config = CameraConfig(
+                show=not args.no_show, save=args.save, jsonl=args.jsonl, smooth=args.smooth, smooth_mode=args.smooth_mode,
+                hysteresis=args.hysteresis, threshold=args.threshold, max_frames=args.max_frames,
+            )
+            summary = run_camera(clf, source, config)
+    print(summary.format(), file=out)
+    return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from waste_edge.runtime.classifier import Classifier
+    from waste_edge.runtime.predict import run_predict
+
+    _log_to_stderr()
+    with Classifier(args.model, args.backend, threads=args.threads) as clf:
+        print(f"model: {clf.describe()}", file=sys.stderr)
+        summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
+    print(summary.format(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
+    if summary.predictions == 0:
+        print("error: no input could be classified (see the error column)", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# section: export (export, parity)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from waste_edge.runtime.formats import FORMATS
+
+    table = "\n".join(
+        f"  {f.name:<7} {f.suffix:<8} {'CPU+GPU' if f.cpu and f.gpu else 'GPU' if f.gpu else 'CPU':<8} options: "
+        + " ".join("--" + a.replace("_", "-") for a in sorted(f.args))
+        for f in FORMATS
+    )
+    p = sub.add_parser(
+        "export",
+        help="fuse preprocessing + encoder + head of a run into one ONNX model or TensorRT engine",
+        description=(
+            "Build ONE graph from a raw uint8 NHWC frame (any size, BGR by default) to class probabilities: the "
+            "encoder's own preprocessing (resize, crop, normalise), the encoder, the logistic head, softmax. "
+            "Outputs `probabilities` [N, K] and `label` [N]; metadata (classes, preprocessing, encoder, head sha256) "
+            "travels inside the file (or beside an engine)."
+        ),
+        epilog=(
+            f"formats:\n{table}\n\n"
+            "variants: fp32 (default); --int8: dynamic MatMul quantisation for ViTs, static QDQ calibrated on --calib "
+            "images for conv encoders; --half: fp16 weights for GPU providers (normalisation layers stay fp32).\n"
+            "examples:\n"
+            "  waste-edge export runs/lite0 --format onnx --int8 --calib data/waste-sample/TRAIN\n"
+            "  waste-edge export runs/clip --format engine --half --dynamic --batch 16"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", type=Path, help="run directory written by `train linear` (card.json + head.json)")
+    p.add_argument("--format", default="onnx", help="onnx | engine (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="output file (default: <run>/model-<variant>.<suffix>)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default: 18)")
+    p.add_argument("--dynamic", action="store_true", default=None, help="dynamic batch dimension (else fixed to --batch)")
+    p.add_argument("--batch", type=_positive_int, default=None, help="fixed batch size, or the largest batch of a TensorRT profile with --dynamic (default: 1)")
+    p.add_argument("--imgsz", type=_positive_int, nargs=2, metavar=("H", "W"), default=None, help="fix the input frame size (default: any size)")
+    p.add_argument("--half", action="store_true", default=None, help="FP16 variant (GPU execution providers / TensorRT)")
+    p.add_argument("--int8", action="store_true", default=None, help="INT8 variant (method chosen per encoder)")
+    p.add_argument("--calib", type=Path, default=None, help="folder of real images to calibrate --int8 (needed for conv encoders)")
+    p.add_argument("--channel-order", choices=["BGR", "RGB"], type=str.upper, default=None, help="channel order of the input frames (default: BGR, as OpenCV decodes)")
+    p.add_argument("--workspace", type=float, default=None, help="TensorRT builder workspace in GiB (engine only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_export)
+
+    q = sub.add_parser(
+        "parity",
+        help="check an exported model against the study's reference pipeline",
+        description=(
+            "Run the reference pipeline (PIL preprocessing, PyTorch encoder, scikit-learn predict_proba) and the exported "
+            "model on the same images; report label agreement, max / p99 |dp|, embedding cosine and a per-stage "
+            "breakdown of the worst image. Exit 1 when below the variant's tolerance (fp32: 100 %% agreement and "
+            "max |dp| <= 1e-3; int8 / fp16: >= 99.5 %% agreement)."
+        ),
+        epilog="example: waste-edge parity runs/lite0/model-int8.onnx --run runs/lite0 --data data/waste-sample/TEST --json parity.json",
+    )
+    q.add_argument("model", type=Path, help="exported model (.onnx or .engine)")
+    q.add_argument("--run", required=True, type=Path, help="the run directory it was exported from")
+    q.add_argument("--data", required=True, type=Path, help="folder of images (class sub-folders give accuracies too)")
+    q.add_argument("--limit", type=_positive_int, default=None, help="check at most N images (a fixed-seed sample)")
+    q.add_argument("--json", type=Path, default=None, help="write the full report as JSON here")
+    q.add_argument("--threads", type=_positive_int, default=2, help="CPU threads (default: %(default)s)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_parity)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from waste_edge.export.exporter import export
+
+    opts = {k: getattr(args, k) for k in ("out", "opset", "dynamic", "batch", "imgsz", "half", "int8", "calib", "channel_order", "workspace")}
+    result = export(args.run, args.format, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **opts)
+    print(result.summary())
+    return 0
+
+
+def _cmd_parity(args: argparse.Namespace) -> int:
+    from waste_edge.export.parity import run_parity, write_report
+
+    report = run_parity(args.model, args.run, args.data, limit=args.limit, threads=args.threads, progress=not args.quiet)
+    print(report.summary())
+    if args.json:
+        print(f"report: {write_report(report, args.json)}")
+    return 0 if report.passed else 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# section: bench
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,16, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,16, got {text!r}")
+    return values
+
+
+def _backend_list(text: str) -> list[str]:
+    values = [x.strip().lower() for x in text.split(",") if x.strip()]
+    bad = [v for v in values if v not in ("cpu", "cuda", "tensorrt")]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"backends are cpu, cuda, tensorrt (comma-separated), got {text!r}")
+    return values
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    from waste_edge.bench.frames import parse_frame_size
+
+    try:
+        return parse_frame_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="latency / throughput of models x backends x batch sizes, against the study's own pipeline",
+        description=(
+            "Time frame -> probabilities for every model x backend x batch size on a real-sized uint8 frame "
+            "(preprocessing included): p50 / p90 / p99 / mean latency, throughput, load time, size, peak RSS, and "
+            "with --reference the study's pipeline (PIL, PyTorch, scikit-learn) of the same run in the same run, "
+            "each row's speed-up against it. Rounds are interleaved (A B A B) and ratios are medians over rounds. "
+            "A backend that is missing here or fails becomes a row with the reason; the other rows go on."
+        ),
+        epilog=(
+            "examples:\n"
+            "  waste-edge bench --model runs/lite0/model-fp32.onnx --model runs/lite0/model-int8.onnx --reference runs/lite0 --camera\n"
+            "  waste-edge bench --model vit-int8.onnx --reference runs/vit --batch 1,16 --json out.json --md out.md --plot out.png\n"
+            "  waste-edge bench --model vit-fp16.onnx --backends cuda,tensorrt --batch 1,256 --seconds 10"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", action="append", default=None, metavar="M", help=f"{_MODEL_HELP}; repeat for several (default: the embedded default model, when there is one)")
+    p.add_argument("--reference", action="append", default=[], type=Path, metavar="RUN_DIR", help="run directory whose study pipeline is the baseline; repeatable (each model is compared with the run it was exported from)")
+    p.add_argument("--backends", type=_backend_list, default=None, help="comma-separated cpu,cuda,tensorrt (default: every backend available here for each model)")
+    p.add_argument("--batch", type=_int_list, default=[1, 16], metavar="1,16", help="comma-separated batch sizes (default: 1,16)")
+    p.add_argument("--frame", type=_frame_size, default=(640, 480), metavar="WxH", help="input frame size (default: 640x480)")
+    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed calls per target and batch (default: %(default)s)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--iters", type=_positive_int, default=None, metavar="N", help="timed calls per target per round (default: 10)")
+    g.add_argument("--seconds", type=float, default=None, metavar="S", help="timing budget per target and batch, split over the rounds")
+    p.add_argument("--rounds", type=_positive_int, default=5, metavar="R", help="interleaved rounds; medians are over rounds (default: %(default)s)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: the usable cores)")
+    p.add_argument("--data", type=Path, default=None, help="dataset (e.g. Kaggle layout): adds an accuracy column on its test split")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="with --data: at most N images (fixed-seed sample)")
+    p.add_argument("--camera", action="store_true", help="also measure the camera loop on a video file vs pure inference, per model")
+    p.add_argument("--camera-frames", type=_positive_int, default=300, metavar="N", help="frames of the camera-loop video (default: %(default)s)")
+    p.add_argument("--profile", action="store_true", help="add an ONNX Runtime per-op profile of each ONNX model (CPU, every batch size)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS probes (one child process per target)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
+    p.add_argument("--md", type=Path, default=None, metavar="OUT", help="write the Markdown table")
+    p.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write latency and throughput vs batch as a PNG")
+    p.add_argument("--title", default="waste-edge benchmark", help="title of the Markdown section and the plot")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import os
+
+    from waste_edge.bench.harness import BenchConfig, run_bench
+    from waste_edge.bench.report import to_markdown, write_json, write_markdown, write_plot
+    from waste_edge.runtime.model_path import resolve_model_path
+
+    models = [Path(m) for m in args.model] if args.model else ([resolve_model_path(None)] if not args.reference else [])
+    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    cfg = BenchConfig(
+        models=models, references=list(args.reference), backends=args.backends, batches=args.batch, frame=args.frame,
+        warmup=args.warmup, iters=args.iters or (None if args.seconds else 10), seconds=args.seconds, rounds=args.rounds,
+        threads=threads, data=args.data, data_limit=args.limit, camera=args.camera, camera_frames=args.camera_frames,
+        memory=not args.no_memory, profile=args.profile, progress=not args.quiet,
+    )
+    report = run_bench(cfg, log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))).to_dict()
+    print(to_markdown(report, args.title))
+    for path, write in ((args.json, write_json), (args.md, lambda r, p: write_markdown(r, p, args.title)), (args.plot, lambda r, p: write_plot(r, p, args.title))):
+        if path is not None:
+            print(f"wrote {write(report, path)}")
+    if not any(r["status"] == "ok" for r in report["rows"]):
+        print("error: no combination could be measured (see the status column)", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# section: data (check, split, download)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser(
+        "data",
+        help="check a dataset for bad files, duplicates and flip/rotation leakage; split without it; download",
+        description="Dataset tools: check (corrupt files, duplicates, leakage), split (leak-free), download (Kaggle).",
+    )
+    dsub = data.add_subparsers(dest="data_cmd", metavar="{check,split,download}", required=True)
+    c = dsub.add_parser(
+        "check",
+        help="report unreadable files, exact and flip/rotation near duplicates, and leakage between splits",
+        description=(
+            "Walk a dataset (Kaggle TRAIN*/TEST* folders, class folders, or a path,label[,split] CSV) and report counts "
+            "per split and class, unreadable files with the reason, exact duplicates (same bytes) and near duplicates "
+            "in any of the 8 flips/rotations (perceptual hashes, robust to JPEG re-encoding and mild resizing). Pairs "
+            "across splits are leakage; pairs with different labels are conflicts. Files named like the Kaggle set "
+            "(_ORI_, _HFL_, _VFL_, _ROT_) are also grouped by name, reported separately. Hashes are cached per file "
+            "content, so a second check hashes nothing. Exit status: 0 when the check ran, whatever it found, unless "
+            "--fail-on asks for 1."
+        ),
+        epilog=(
+            "example: waste-edge data check ../shared/data/waste-sample --json out/check.json\n"
+            "         waste-edge data check data/kaggle --fail-on leakage   # for CI: exit 1 on leakage"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("dir", type=Path, help="dataset folder or CSV manifest")
+    c.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON to OUT")
+    _data_check_options(c)
+    c.add_argument(
+        "--fail-on", choices=["never", "leakage", "conflicts", "any"], default="never",
+        help="exit 1 when the check finds leakage across splits, label conflicts, or any problem (default: %(default)s)",
+    )
+    c.add_argument("--show", type=int, default=10, help="pairs and files to list in the summary (default: %(default)s)")
+    c.set_defaults(func=_cmd_data_check)
+
+    s = dsub.add_parser(
+        "split",
+        help="group-aware stratified train/test split: duplicates and flipped/rotated copies stay on one side",
+        description=(
+            "Run the check, join exact and near duplicates into groups, and split the groups (stratified by class, "
+            "deterministic for --seed) so that no group spans train and test. Writes path,label,split,group with paths "
+            "relative to the CSV's folder when the data lies under it (else absolute); `train linear --split-file` and any --data accept it."
+        ),
+        epilog="example: waste-edge data split ../shared/data/waste-sample --out runs/split.csv --test-size 0.2 --seed 0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("dir", type=Path, help="dataset folder or CSV manifest")
+    s.add_argument("--out", required=True, type=Path, help="CSV to write (path,label,split,group)")
+    s.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction per class (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the group assignment (default: %(default)s)")
+    _data_check_options(s)
+    s.set_defaults(func=_cmd_data_split)
+
+    d = dsub.add_parser(
+        "download",
+        help="fetch the study's Kaggle dataset with kagglehub (needs network and Kaggle credentials)",
+        description=(
+            "Download rayhanzamzamy/non-and-biodegradable-waste-dataset with kagglehub (pip install 'waste-edge[data]'). "
+            "Without credentials or network it fails at once and says how to place the data by hand."
+        ),
+        epilog="example: KAGGLE_USERNAME=me KAGGLE_KEY=... waste-edge data download --out data/kaggle",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.add_argument("--out", type=Path, default=None, help="folder to download into (default: kagglehub's cache)")
+    d.set_defaults(func=_cmd_data_download)
+
+
+def _data_check_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_positive_int, default=None, help="hashing processes (default: all cores)")
+    p.add_argument(
+        "--threshold", type=int, default=8, metavar="BITS",
+        help="near-duplicate radius in bits of the 64-bit pHash, 0-32 (default: %(default)s; planted copies are <= 4)",
+    )
+    p.add_argument(
+        "--fine-threshold", type=int, default=40, metavar="BITS",
+        help="confirmation radius in bits of the 256-bit pHash (default: %(default)s; planted copies <= 20, distinct photos >= 48)",
+    )
+    p.add_argument("--cache", type=Path, default=None, help="hash cache folder (default: ~/.cache/waste-edge/hashes)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the hash cache")
+
+
+def _run_data_check(args: argparse.Namespace):
+    from waste_edge.data.check import check_dataset
+
+    if not 0 <= args.threshold <= 32:
+        raise WasteEdgeError(f"--threshold must be between 0 and 32 bits, got {args.threshold}")
+    if not 0 <= args.fine_threshold <= 256:
+        raise WasteEdgeError(f"--fine-threshold must be between 0 and 256 bits, got {args.fine_threshold}")
+    return check_dataset(
+        args.dir, threshold=args.threshold, fine_threshold=args.fine_threshold, workers=args.workers,
+        cache_dir=args.cache, use_cache=not args.no_cache, progress=sys.stderr.isatty(),
+    )
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from waste_edge.data.check import write_json
+
+    result = _run_data_check(args)
+    print(result.format_text(show=args.show))
+    if args.json is not None:
+        print(f"wrote {write_json(result, args.json)}")
+    if result.should_fail(args.fail_on):
+        print(f"error: the check found {args.fail_on if args.fail_on != 'any' else 'problems'} (--fail-on {args.fail_on})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_data_split(args: argparse.Namespace) -> int:
+    from waste_edge.data.split_groups import write_split
+
+    result = write_split(_run_data_check(args), args.out, test_size=args.test_size, seed=args.seed)
+    print(result.format_text())
+    return 0
+
+
+def _cmd_data_download(args: argparse.Namespace) -> int:
+    from waste_edge.data.download import download_dataset
+
+    root = download_dataset(args.out)
+    print(f"dataset in {root}\nnext: waste-edge data check {root}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# section: first run (info, demo)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _add_first_run(sub: argparse._SubParsersAction) -> None:
+    i = sub.add_parser(
+        "info",
+        help="show what a model is: classes, preprocessing, encoder, measured accuracy, size, sha256",
+        description="Print a model's card. Without --model: the embedded default model (EfficientNet-Lite0 INT8 + logistic head).",
+        epilog="example: waste-edge info --model runs/lite0/model-int8.onnx --json",
+    )
+    i.add_argument("--model", default=None, help="an .onnx or .engine model (default: the embedded default model)")
+    i.add_argument("--json", action="store_true", help="print the full description as JSON")
+    i.set_defaults(func=_cmd_info)
+
+    d = sub.add_parser(
+        "demo",
+        help="the main job with no setup: camera 0 if it opens, else a generated demo video",
+        description=(
+            "Run the camera loop with the embedded default model on camera --device when it opens; otherwise say so "
+            "in one line and run the same loop on a short generated 640x480 video (synthetic frames, no third-party "
+            "images). Headless when there is no display. Writes an annotated video and a JSONL event log to --out and "
+            "prints the loop's summary."
+        ),
+        epilog="example: waste-edge demo --out demo-out   (what `make demo` runs)",
+    )
+    d.add_argument("--device", type=int, default=0, help="camera index to try first (default: %(default)s)")
+    d.add_argument("--model", default=None, help="fused model (default: the embedded default model)")
+    d.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help="execution backend (default: %(default)s)")
+    d.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for the annotated video and events (default: %(default)s)")
+    d.add_argument("--seconds", type=float, default=4.0, help="length of the generated demo video (default: %(default)s)")
+    d.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames (default: the whole video; a camera runs until q or Ctrl-C)")
+    d.add_argument("--no-show", action="store_true", help="never open a window")
+    d.set_defaults(func=_cmd_demo)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from waste_edge.runtime.model_info import describe_model, format_description
+
+    info = describe_model(args.model)
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        print(format_description(info))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from waste_edge.runtime.camera import CameraConfig, run_camera
+    from waste_edge.runtime.classifier import Classifier
+    from waste_edge.runtime.demo import camera_opens, write_demo_video
+    from waste_edge.runtime.sources import open_source
+
+    _log_to_stderr()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if camera_opens(args.device):
+        source: str = str(args.device)
+        print(f"camera {args.device} opened: classifying live frames (q, Esc or Ctrl-C to stop)")
+    else:
+        source = str(write_demo_video(args.out / "demo-input.mp4", seconds=args.seconds))
+        print(f"no camera at index {args.device}: running the same loop on a generated demo video ({source})")
+    with Classifier(args.model, args.backend) as clf:
+        print(f"model: {clf.describe()}")
+        with open_source(source) as src:
+            config = CameraConfig(show=not args.no_show, save=args.out / "demo-annotated.mp4", jsonl=args.out / "demo-events.jsonl",
+                                  smooth=5, max_frames=args.max_frames)
+            summary = run_camera(clf, src, config)
+    print(summary.format())
+    print(f"annotated video: {config.save}\nevents (JSONL):  {config.jsonl}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The parser. Each section above contributes one `_add_*` function to REGISTRARS.
 # ----------------------------------------------------------------------------------------------------------
 
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
+    _add_runtime,
+    _add_export,
+    _add_bench,
+    _add_data,
+    _add_first_run,
 ]
 
 

@@ -1,0 +1,229 @@
+"""`Classifier`: a fused model (contract 2) behind one call, `predict(frames)`, on the best backend here.
+
+Everything that does not change between frames (metadata, class names, output names, the input contract,
+whether channels must be flipped) is settled once at load time, so a frame costs a few attribute checks,
+at most one channel flip into a reused buffer, and the inference itself. That is what lets the camera
+loop stay within ~1 ms of pure inference time.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from waste_edge.runtime.frames import FrameError, check_batch, check_channel_order, check_frame
+from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_PROBABILITIES, ModelMetadata
+from waste_edge.runtime.model_path import resolve_model_path
+from waste_edge.runtime.runners import BackendError, Runner, open_runner
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One frame's answer. `label` is the class name from the model (e.g. "B"); `index` its position."""
+
+    label: str
+    display_name: str
+    confidence: float
+    probabilities: dict[str, float] = field(hash=False)
+    index: int
+
+
+class Classifier:
+    """Load a fused `.onnx` (or TensorRT `.engine`) model and classify HxWx3 uint8 frames.
+
+    backend: "auto" (best available: tensorrt > cuda > cpu for ONNX), "cpu", "cuda" or "tensorrt".
+    threads: ONNX Runtime intra-op threads (default: ORT's choice, one per physical core).
+    Not meant for concurrent `predict` calls from several threads on one instance beyond what ORT allows;
+    the reused conversion buffers are per thread, so that much is safe.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        backend: str = "auto",
+        *,
+        threads: int | None = None,
+        session_config: Mapping[str, str] | None = None,
+    ) -> None:
+        self.path = resolve_model_path(model_path)
+        self.runner: Runner = open_runner(self.path, backend, threads=threads, session_config=session_config)
+        self.requested_backend = backend
+        try:
+            self.metadata = ModelMetadata.from_props(self.runner.custom_metadata())
+            self._check_contract()
+        except Exception:
+            self.runner.deactivate()
+            raise
+        self.classes: list[str] = list(self.metadata.classes)
+        self.display_names: list[str] = list(self.metadata.display_names)
+        self.channel_order: str = self.metadata.channel_order
+        self._outputs = [OUTPUT_PROBABILITIES]
+        self._tls = threading.local()
+        self._checked_width = False
+
+    # -- load-time checks ------------------------------------------------------------------------------------
+
+    def _check_contract(self) -> None:
+        shape = self.runner.input_shape()
+        name_type = getattr(self.runner, "input_info", lambda: (INPUT_NAME, "tensor(uint8)"))()
+        problems = []
+        if name_type[0] != INPUT_NAME:
+            problems.append(f"input is named {name_type[0]!r}, expected {INPUT_NAME!r}")
+        if name_type[1] != "tensor(uint8)":
+            problems.append(f"input type is {name_type[1]}, expected tensor(uint8)")
+        if len(shape) != 4 or shape[3] not in (None, 3):
+            problems.append(f"input shape is {list(shape)}, expected [N, H, W, 3] (NHWC)")
+        if OUTPUT_PROBABILITIES not in self.runner.output_names():
+            problems.append(f"no {OUTPUT_PROBABILITIES!r} output")
+        if problems:
+            raise BackendError(f"{self.path.name} is not a waste-edge fused model: {'; '.join(problems)}")
+        size = self.metadata.input_size
+        if size is None and shape[1] is not None and shape[2] is not None:
+            size = [shape[1], shape[2]]
+        self.input_size: tuple[int, int] | None = (int(size[0]), int(size[1])) if size else None
+        self.max_batch: int | None = shape[0]  # a graph exported with a fixed batch takes only that many
+
+    # -- properties ------------------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        return self.runner.backend
+
+    @property
+    def provider(self) -> str:
+        return self.runner.provider
+
+    def describe(self) -> str:
+        size = f"{self.input_size[0]}x{self.input_size[1]}" if self.input_size else "any size"
+        return (
+            f"{self.path.name}: {self.metadata.encoder} {self.metadata.variant}, classes {', '.join(self.classes)}, "
+            f"{self.channel_order} input ({size}), backend {self.backend} ({self.provider})"
+        )
+
+    def __repr__(self) -> str:
+        return f"Classifier({str(self.path)!r}, backend={self.backend!r})"
+
+    # -- frame preparation -----------------------------------------------------------------------------------
+
+    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A per-thread scratch array reused while frames keep their size (no allocation per frame)."""
+        bufs: dict[str, np.ndarray] | None = getattr(self._tls, "bufs", None)
+        if bufs is None:
+            bufs = self._tls.bufs = {}
+        buf = bufs.get(key)
+        if buf is None or buf.shape != shape:
+            buf = bufs[key] = np.empty(shape, dtype=np.uint8)
+        return buf
+
+    def _prepare(self, frame: np.ndarray, flip: bool, out: np.ndarray | None = None) -> np.ndarray:
+        """Resize (fixed-size models only) and flip channels (only if the model wants the other order)."""
+        if self.input_size is not None and frame.shape[:2] != self.input_size:
+            h, w = self.input_size
+            shrink = frame.shape[0] > h or frame.shape[1] > w
+            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if flip:
+            dst = out if out is not None else self._buffer("flip", frame.shape)
+            return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=dst)  # the same swap serves RGB->BGR
+        if out is not None:
+            np.copyto(out, frame)
+            return out
+        return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        probs = self.runner.run(self._outputs, {INPUT_NAME: batch})[0]
+        if not self._checked_width:
+            if probs.ndim != 2 or probs.shape[1] != len(self.classes):
+                raise BackendError(f"{self.path.name}: probabilities have shape {probs.shape}, expected [N, {len(self.classes)}] (metadata lists {len(self.classes)} classes)")
+            self._checked_width = True
+        return probs
+
+    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Run an NxHxWx3 model-ready batch, split to the graph's fixed batch size if it has one."""
+        n = batch.shape[0]
+        fixed = self.max_batch
+        if fixed is None or fixed == n:
+            return self._run(batch)
+        parts = []
+        for start in range(0, n, fixed):
+            chunk = batch[start : start + fixed]
+            if chunk.shape[0] < fixed:  # pad the tail with copies of its last frame, drop their answers
+                pad = np.repeat(chunk[-1:], fixed - chunk.shape[0], axis=0)
+                parts.append(self._run(np.concatenate([chunk, pad]))[: chunk.shape[0]])
+            else:
+                parts.append(self._run(chunk))
+        return np.concatenate(parts)
+
+    # -- public API ------------------------------------------------------------------------------------------
+
+    def predict_proba(self, frames: Any, channel_order: str = "BGR") -> np.ndarray:
+        """Per-class probabilities, float32 [N, K], for one frame (N=1), an NxHxWx3 array or a list of frames."""
+        flip = check_channel_order(channel_order) != self.channel_order
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            check_batch(frames)
+            if not flip and (self.input_size is None or frames.shape[1:3] == self.input_size):
+                return self._run_batch(np.ascontiguousarray(frames))
+            frames = list(frames)
+        if isinstance(frames, (list, tuple)):
+            return self._predict_list(frames, flip)
+        frame = check_frame(frames)
+        return self._run_batch(self._prepare(frame, flip)[None])
+
+    def _predict_list(self, frames: Sequence[Any], flip: bool) -> np.ndarray:
+        if not frames:
+            raise FrameError("no frames given (empty list)")
+        for i, f in enumerate(frames):
+            try:
+                check_frame(f)
+            except FrameError as e:
+                raise FrameError(f"frame {i}: {e}") from None
+        # Frames of different sizes cannot share one NHWC tensor: run one batch per size, keep the order.
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, f in enumerate(frames):
+            shape = (*self.input_size, 3) if self.input_size is not None else f.shape
+            groups.setdefault(tuple(shape), []).append(i)
+        out = np.empty((len(frames), len(self.classes)), dtype=np.float32)
+        for shape, idx in groups.items():
+            batch = np.empty((len(idx), *shape), dtype=np.uint8)
+            for j, i in enumerate(idx):
+                self._prepare(frames[i], flip, out=batch[j])
+            out[idx] = self._run_batch(batch)
+        return out
+
+    def result(self, probs: np.ndarray) -> Prediction:
+        """Wrap one row of probabilities as a `Prediction`."""
+        i = int(probs.argmax())
+        return Prediction(
+            label=self.classes[i],
+            display_name=self.display_names[i],
+            confidence=float(probs[i]),
+            probabilities={c: float(p) for c, p in zip(self.classes, probs)},
+            index=i,
+        )
+
+    def predict(self, frames: Any, channel_order: str = "BGR") -> Prediction | list[Prediction]:
+        """Classify one HxWx3 uint8 frame (-> Prediction) or a batch / list of frames (-> list[Prediction]).
+
+        `channel_order` is the order of the frames you pass (OpenCV gives BGR, PIL gives RGB); channels are
+        flipped only when the model was exported for the other order. Bad frames raise `FrameError`
+        (a ValueError) naming what is wrong.
+        """
+        probs = self.predict_proba(frames, channel_order)
+        single = not isinstance(frames, (list, tuple)) and not (isinstance(frames, np.ndarray) and frames.ndim == 4)
+        if single:
+            return self.result(probs[0])
+        return [self.result(row) for row in probs]
+
+    def close(self) -> None:
+        if self.runner.is_active:
+            self.runner.deactivate()
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

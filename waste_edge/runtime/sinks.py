@@ -1,0 +1,146 @@
+"""Where the camera loop's results go: JSONL events, an annotated video, a window.
+
+Each sink is opened once and written per frame; none parses or allocates more than the event itself.
+The window needs a display and an OpenCV build with GUI support (opencv-python, not -headless); when
+either is missing the loop runs headless and says so once, instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any, Mapping
+
+import cv2
+import numpy as np
+
+from waste_edge.errors import WasteEdgeError
+
+log = logging.getLogger(__name__)
+
+# Codecs OpenCV's own FFmpeg / MJPEG writers can produce without extra libraries.
+VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+
+class SinkError(WasteEdgeError):
+    """An output that cannot be written (bad path, unsupported video container)."""
+
+
+class JsonlSink:
+    """One JSON object per line to a file or to stdout ('-'), flushed per event so a tail -f sees it live."""
+
+    def __init__(self, target: str | Path) -> None:
+        self.to_stdout = str(target) == "-"
+        if self.to_stdout:
+            self._fh: IO[str] = sys.stdout
+        else:
+            path = Path(target)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(path, "w", encoding="utf-8")
+            except OSError as e:
+                raise SinkError(f"{path}: cannot write JSONL: {e.strerror or e}") from None
+        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        self._fh.write(self._dumps(event))
+        self._fh.write("\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self.to_stdout:
+            self._fh.close()
+
+
+class VideoSink:
+    """Annotated frames to a video file; opened on the first frame (its size), later frames resized to it."""
+
+    def __init__(self, path: str | Path, fps: float = 30.0) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_CODECS:
+            raise SinkError(f"{self.path}: cannot save video as {suffix or 'no suffix'!r}; use one of {', '.join(sorted(VIDEO_CODECS))}")
+        self.fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[suffix])
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        self._writer: Any = None
+        self._size: tuple[int, int] | None = None
+        self._bgr: np.ndarray | None = None
+        self.frames = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SinkError(f"{self.path}: cannot create folder: {e.strerror or e}") from None
+
+    def write(self, frame: np.ndarray, channel_order: str = "BGR") -> None:
+        if self._writer is None:
+            self._size = (frame.shape[1], frame.shape[0])
+            self._writer = cv2.VideoWriter(str(self.path), self.fourcc, self.fps, self._size)
+            if not self._writer.isOpened():
+                raise SinkError(f"{self.path}: OpenCV cannot open a video writer for this file")
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+        if channel_order != "BGR":
+            if self._bgr is None or self._bgr.shape != frame.shape:
+                self._bgr = np.empty_like(frame)
+            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR, dst=self._bgr)
+        self._writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def display_available() -> bool:
+    """A display to open a window on: X11 / Wayland on Linux; macOS and Windows always have one."""
+    if sys.platform.startswith("linux") or "bsd" in sys.platform:
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class WindowSink:
+    """An OpenCV window; `show` returns False when the user presses q / Esc or closes the window."""
+
+    def __init__(self, title: str = "waste-edge") -> None:
+        self.title = title
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as e:
+            raise SinkError("this OpenCV build has no GUI support (opencv-python-headless?): " + str(e).strip().splitlines()[-1][:120]) from None
+        self._opened = True
+
+    def show(self, frame: np.ndarray, channel_order: str = "BGR") -> bool:
+        if channel_order != "BGR":
+            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        cv2.imshow(self.title, frame)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error:
+            return True
+
+    def close(self) -> None:
+        if self._opened:
+            try:
+                cv2.destroyWindow(self.title)
+            except cv2.error:
+                pass
+            self._opened = False
+
+
+def open_window(title: str = "waste-edge") -> WindowSink | None:
+    """A window if one can be shown here, else None (logged once): the loop then runs headless."""
+    if not display_available():
+        log.warning("no display (DISPLAY / WAYLAND_DISPLAY unset): running headless")
+        return None
+    try:
+        return WindowSink(title)
+    except SinkError as e:
+        log.warning("%s: running headless", e)
+        return None
