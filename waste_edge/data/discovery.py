@@ -112,6 +112,9 @@ def _discover_kaggle(root: Path, split_dirs: list[Path]) -> Dataset:
             samples += [Sample(p, cd.name, split, sd.name) for p in _visible_files(cd)]
         for stray in (p for p in sd.iterdir() if p.is_file() and not p.name.startswith(".")):
             problems.append((str(stray), "file outside a class folder: no label"))
+    for other in _class_dirs(root):
+        if other not in split_dirs:
+            problems.append((str(other), "folder beside the split folders is not a split (train*, val*, test*): ignored"))
     return Dataset(root, "kaggle", samples, sorted(classes), problems)
 
 
@@ -125,6 +128,13 @@ def _discover_folders(root: Path, test_size: float, seed: int) -> Dataset:
 
 def _discover_csv(manifest: Path, test_size: float, seed: int) -> Dataset:
     base = manifest.parent
+    try:
+        return _read_csv(manifest, base, test_size, seed)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"{manifest}: not a readable UTF-8 CSV manifest ({e})") from None
+
+
+def _read_csv(manifest: Path, base: Path, test_size: float, seed: int) -> Dataset:
     with manifest.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
@@ -137,6 +147,14 @@ def _discover_csv(manifest: Path, test_size: float, seed: int) -> Dataset:
             if not path or not label:
                 problems.append((f"{manifest.name}:{lineno}", "row without a path or a label"))
                 continue
+            if split:
+                try:
+                    split = normalise_split(split)
+                    if split not in SPLITS:
+                        raise DatasetError(f"unknown split {split!r}: use one of train, val, test")
+                except DatasetError as e:
+                    problems.append((f"{manifest.name}:{lineno}", str(e)))
+                    continue
             p = Path(path)
             rows.append((p if p.is_absolute() else base / p, label, split))
     if any(not s for _, _, s in rows) and any(s for _, _, s in rows):
@@ -144,7 +162,7 @@ def _discover_csv(manifest: Path, test_size: float, seed: int) -> Dataset:
     if rows and not rows[0][2]:
         assigned = stratified_split([lab for _, lab, _ in rows], test_size, seed)
     else:
-        assigned = [normalise_split(s) for _, _, s in rows]
+        assigned = [s for _, _, s in rows]
     samples = [Sample(p, lab, sp, manifest.name) for (p, lab, _), sp in zip(rows, assigned)]
     return Dataset(manifest, "csv", samples, sorted({s.label for s in samples}), problems)
 
