@@ -163,7 +163,16 @@ def _cmd_train_linear(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from waste_edge.train.pipeline import evaluate_run
+    from waste_edge.train.run import read_card
 
+    if read_card(args.run).get("kind") == "keras":
+        from waste_edge.train.baselines import evaluate_keras_run
+
+        report = evaluate_keras_run(args.run, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
+                                    workers=args.workers, threads=args.threads or 2)
+        m = report.metrics
+        print(f"accuracy {m['accuracy']:.4f} on {m['n']} images, unreadable {m['n_unreadable']}\nreport: {report.files[0].parent}")
+        return 0
     result = evaluate_run(
         args.run, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
         workers=args.workers, threads=args.threads, cache_dir=args.cache, log=print,
@@ -434,6 +443,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seconds", type=float, default=None, metavar="S", help="timing budget per target and batch, split over the rounds")
     p.add_argument("--rounds", type=_positive_int, default=5, metavar="R", help="interleaved rounds; medians are over rounds (default: %(default)s)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: the usable cores)")
+    p.add_argument("--session-config", action="append", default=[], metavar="KEY=VALUE", help="ONNX Runtime session config entry for every model, repeatable (a lever to try, e.g. session.intra_op.allow_spinning=0)")
     p.add_argument("--data", type=Path, default=None, help="dataset (e.g. Kaggle layout): adds an accuracy column on its test split")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="with --data: at most N images (fixed-seed sample)")
     p.add_argument("--camera", action="store_true", help="also measure the camera loop on a video file vs pure inference, per model")
@@ -457,10 +467,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     models = [Path(m) for m in args.model] if args.model else ([resolve_model_path(None)] if not args.reference else [])
     threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    bad = [e for e in args.session_config if "=" not in e]
+    if bad:
+        print(f"error: --session-config takes KEY=VALUE, got {bad[0]!r}", file=sys.stderr)
+        return 2
     cfg = BenchConfig(
         models=models, references=list(args.reference), backends=args.backends, batches=args.batch, frame=args.frame,
         warmup=args.warmup, iters=args.iters or (None if args.seconds else 10), seconds=args.seconds, rounds=args.rounds,
-        threads=threads, data=args.data, data_limit=args.limit, camera=args.camera, camera_frames=args.camera_frames,
+        threads=threads, session_config=dict(e.split("=", 1) for e in args.session_config), data=args.data, data_limit=args.limit, camera=args.camera, camera_frames=args.camera_frames,
         memory=not args.no_memory, profile=args.profile, progress=not args.quiet,
     )
     report = run_bench(cfg, log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))).to_dict()

@@ -163,6 +163,25 @@ def build_fused_onnx(
     return fused, meta, details
 
 
+def _builder_for(
+    run_dir: Path, opts: ExportOptions, *, progress: bool, log: Callable[[str], None] | None
+) -> Callable[[ExportOptions], tuple[onnx.ModelProto, ModelMetadata, dict[str, Any]]]:
+    """The fused-graph builder for the kind of model the run's card says it holds (linear head or Keras)."""
+    from waste_edge.train.run import load_run, read_card
+
+    if read_card(run_dir).get("kind") == "keras":
+        from waste_edge.export.keras_onnx import build_keras_onnx
+        from waste_edge.train.baselines import load_keras_run
+
+        if opts.int8 or opts.half:
+            raise ExportError(f"{run_dir}: --int8 / --half are not available for Keras baselines yet; export fp32 (TensorRT can still build FP16)")
+        keras_run = load_keras_run(run_dir)
+        return lambda o: build_keras_onnx(keras_run, opset=o.opset, channel_order=o.channel_order,
+                                          batch=None if o.dynamic else o.batch, imgsz=o.imgsz, log=log)
+    run = load_run(run_dir)
+    return lambda o: build_fused_onnx(run, o, progress=progress, log=log)
+
+
 def export(
     run_dir: str | Path,
     fmt: str = "onnx",
@@ -172,15 +191,13 @@ def export(
     **options: Any,
 ) -> ExportResult:
     """Export a run directory (contract 1) to a fused model (contract 2) in format `fmt`."""
-    from waste_edge.train.run import load_run
-
     f = get_format(fmt)
     opts = validate_options(f, options)
-    run = load_run(run_dir)
+    build = _builder_for(Path(run_dir), opts, progress=progress, log=log)
     out = opts.out or default_out(Path(run_dir), f, opts.variant)
     out.parent.mkdir(parents=True, exist_ok=True)
     if f.name == "onnx":
-        model, meta, details = build_fused_onnx(run, opts, progress=progress, log=log)
+        model, meta, details = build(opts)
         tmp = out.with_name(out.name + ".tmp")
         onnx.save(model, tmp)
         tmp.replace(out)
@@ -191,7 +208,7 @@ def export(
         require_tensorrt()  # fail before minutes of ONNX export on a machine without a GPU
         # TensorRT builds from the fp32 fused graph and applies FP16 / INT8 itself.
         onnx_opts = ExportOptions(**{**opts.__dict__, "half": False, "int8": False, "calib": None, "out": None})
-        model, meta, details = build_fused_onnx(run, onnx_opts, progress=progress, log=log)
+        model, meta, details = build(onnx_opts)
         onnx_path = out.with_suffix(".onnx")
         onnx.save(model, onnx_path)
         meta.variant = opts.variant

@@ -122,21 +122,32 @@ def list_images(data: str | Path, limit: int | None = None, seed: int = 0) -> li
 
 
 class ReferencePipeline:
-    """The study's path for one run: PIL preprocessing, PyTorch encoder, sklearn predict_proba."""
+    """The study's path for a linear run: PIL preprocessing, PyTorch encoder, sklearn predict_proba.
 
-    def __init__(self, run: Any) -> None:
+    Every reference (this one, the Keras one) answers the same questions: which run and head it stands for,
+    the probabilities (and embedding, where there is one) of a PIL image, and the uint8 crop its
+    preprocessing produces, so `run_parity` does not care which kind of model it checks.
+    """
+
+    def __init__(self, run: Any, threads: int = 2) -> None:
+        import torch
+
         from waste_edge.train.encoders import create_encoder
 
         self.run = run
+        self.path, self.classes, self.encoder_id, self.head_sha256 = run.path, run.classes, run.encoder_id, run.head.sha256()
         self.encoder = create_encoder(run.encoder_id)
         self.clf = run.head.to_sklearn()
+        self._torch_threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // 2) if threads > 1 else 1)  # torch and ORT share the cores
+
+    def close(self) -> None:
+        import torch
+
+        torch.set_num_threads(self._torch_threads)
 
     def tensor(self, img: Any) -> np.ndarray:
-        from waste_edge.train.preprocess import reference_preprocess
-
-        if self.encoder.reference_transform is not None:
-            return np.asarray(self.encoder.reference_transform(img), dtype=np.float32)
-        return reference_preprocess(img, self.encoder.spec)
+        return np.asarray(self.encoder.preprocess(img), dtype=np.float32)
 
     def crop_uint8(self, img: Any) -> np.ndarray:
         """The geometric part alone (3 x S x S uint8 RGB), for the preprocessing-stage comparison."""
@@ -152,6 +163,40 @@ class ReferencePipeline:
 
     def proba(self, features: np.ndarray) -> np.ndarray:
         return self.clf.predict_proba(self.run.head.normalise(features))
+
+    def __call__(self, img: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        feats = self.embed(self.tensor(img)[None])
+        return self.proba(feats)[0], feats[0]
+
+
+class KerasReferenceAdapter:
+    """A Keras baseline's reference for parity: the Keras model itself on the same PIL crop (no embedding)."""
+
+    def __init__(self, run: Any, threads: int = 2) -> None:
+        from waste_edge.train.baselines import KerasReference
+
+        self.ref = KerasReference(run, threads)
+        self.path, self.classes, self.encoder_id, self.head_sha256 = run.path, run.classes, run.encoder_id, run.model_sha256
+
+    def close(self) -> None:
+        pass
+
+    def crop_uint8(self, img: Any) -> np.ndarray:
+        return self.ref.crop_uint8(img)
+
+    def __call__(self, img: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.ref.proba([img])[0], None
+
+
+def open_reference(run_dir: str | Path, threads: int = 2) -> ReferencePipeline | KerasReferenceAdapter:
+    """The reference pipeline for a run directory of any kind (the card says which)."""
+    from waste_edge.train.run import load_run, read_card
+
+    if read_card(run_dir).get("kind") == "keras":
+        from waste_edge.train.baselines import load_keras_run
+
+        return KerasReferenceAdapter(load_keras_run(run_dir), threads)
+    return ReferencePipeline(load_run(run_dir), threads)
 
 
 class _ModelUnderTest:
@@ -200,28 +245,23 @@ def run_parity(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> ParityReport:
-    import torch
     from tqdm import tqdm
 
     from waste_edge.data.decode import DecodeError, load_rgb
-    from waste_edge.train.run import load_run
 
     model_path = Path(model_path)
     if not model_path.is_file():
         raise ParityError(f"{model_path}: no such model file")
-    run = load_run(run_dir)
     images = list_images(data, limit)
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // 2) if threads > 1 else 1)  # torch and ORT share the cores
+    ref = open_reference(run_dir, threads)
     try:
         model = _ModelUnderTest(model_path, threads)
         meta = model.metadata
-        if meta.head_sha256 != run.head.sha256():
-            raise ParityError(f"{model_path.name} embeds head {meta.head_sha256[:12]}..., but {run.path} has head {run.head.sha256()[:12]}...: wrong run directory?")
-        if meta.encoder != run.encoder_id:
-            raise ParityError(f"{model_path.name} was exported from encoder {meta.encoder}, the run uses {run.encoder_id}")
-        ref = ReferencePipeline(run)
-        classes = run.classes
+        if meta.head_sha256 != ref.head_sha256:
+            raise ParityError(f"{model_path.name} embeds head {meta.head_sha256[:12]}..., but {ref.path} has head {ref.head_sha256[:12]}...: wrong run directory?")
+        if meta.encoder != ref.encoder_id:
+            raise ParityError(f"{model_path.name} was exported from encoder {meta.encoder}, the run uses {ref.encoder_id}")
+        classes = ref.classes
         rows: list[ImageParity] = []
         dps: list[float] = []
         skipped: list[str] = []
@@ -233,8 +273,7 @@ def run_parity(
                 skipped.append(f"{path}: {e}")
                 continue
             rgb = np.asarray(img, dtype=np.uint8)
-            feats = ref.embed(ref.tensor(img)[None])
-            p_ref = ref.proba(feats)[0]
+            p_ref, feats = ref(img)
             out = model(rgb)
             p_model = np.asarray(out[OUTPUT_PROBABILITIES], dtype=np.float64)[0]
             dp = float(np.max(np.abs(p_model - p_ref)))
@@ -244,14 +283,14 @@ def run_parity(
             )
             if "pixels" in out:
                 row.preprocess_max_grey = float(np.max(np.abs(out["pixels"][0] - ref.crop_uint8(img).astype(np.float32))))
-            if "embedding" in out:
-                a, b = np.asarray(out["embedding"][0], np.float64), feats[0].astype(np.float64)
+            if "embedding" in out and feats is not None:
+                a, b = np.asarray(out["embedding"][0], np.float64), feats.astype(np.float64)
                 row.embedding_cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
             rows.append(row)
             dps.append(dp)
             truth.append(label if label in classes else None)
     finally:
-        torch.set_num_threads(torch_threads)
+        ref.close()
     if not rows:
         raise ParityError(f"--data {data}: none of the {len(images)} images could be decoded")
     tol = TOLERANCES.get(meta.variant, TOLERANCES["int8"])
@@ -259,7 +298,7 @@ def run_parity(
     agreement = float(np.mean(agree))
     d = np.asarray(dps)
     report = ParityReport(
-        model=str(model_path), run=str(run.path), variant=meta.variant, n=len(rows), agreement=agreement,
+        model=str(model_path), run=str(ref.path), variant=meta.variant, n=len(rows), agreement=agreement,
         max_abs_dp=float(d.max()), p99_abs_dp=float(np.percentile(d, 99)), mean_abs_dp=float(d.mean()), tolerance=tol,
         passed=agreement >= tol.min_agreement and (tol.max_abs_dp is None or float(d.max()) <= tol.max_abs_dp),
         worst=rows[int(d.argmax())], disagreements=[r for r, ok in zip(rows, agree) if not ok], skipped=skipped,

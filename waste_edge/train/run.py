@@ -73,18 +73,27 @@ def write_json(path: Path, doc: Any) -> Path:
     return path
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """Read and cross-check card.json and head.json of a run directory."""
+def read_card(run_dir: str | Path) -> dict[str, Any]:
+    """card.json of a run directory of any kind, checked for format and version (not for its model files)."""
     path = Path(run_dir)
     card_path = path / "card.json"
     if not card_path.is_file():
-        raise RunError(f"{path} is not a run directory (no card.json): train one with `waste-edge train linear`")
+        raise RunError(f"{path} is not a run directory (no card.json): train one with `waste-edge train linear` or `train baseline`")
     try:
         card = json.loads(card_path.read_text())
     except json.JSONDecodeError as e:
         raise RunError(f"{card_path}: not valid JSON ({e})") from None
     if card.get("format") != CARD_FORMAT or int(card.get("version", 0)) > CARD_VERSION:
         raise RunError(f"{card_path}: not a waste-edge run card (format {card.get('format')!r}, version {card.get('version')!r})")
+    return card
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read and cross-check card.json and head.json of a linear run directory."""
+    path = Path(run_dir)
+    card = read_card(path)
+    if card.get("kind", "linear") == "keras":
+        raise RunError(f"{path} holds a Keras baseline (kind 'keras'), not a linear head: load it with waste_edge.train.baselines.load_keras_run")
     head = LinearHead.load(path / "head.json")
     if card.get("head", {}).get("sha256") != head.sha256():
         raise RunError(f"{path}: head.json does not match the card's head sha256 (edited after training?)")
