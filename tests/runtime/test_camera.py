@@ -247,11 +247,11 @@ def test_camera_cli_jsonl_file_and_save(model, video, tmp_path, capsys):
     assert "end of source" in out and "dropped 0" in out
 
 
-def test_camera_cli_without_model_is_a_clear_error(video, capsys):
-    rc = main(["camera", "--device", str(video), "--no-show"])
-    _, err = capsys.readouterr()
-    assert rc == 1
-    assert err.strip() == "error: no model given: pass --model PATH (an .onnx or .engine file written by `waste-edge export`)"
+def test_camera_cli_without_model_uses_the_embedded_default(video, capsys):
+    rc = main(["camera", "--device", str(video), "--no-show", "--max-frames", "3"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "default.onnx: effnet-lite0 int8" in out and "3 frames" in out
 
 
 def test_camera_cli_bad_device_is_a_clear_error(model, tmp_path, capsys):

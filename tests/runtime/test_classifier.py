@@ -148,8 +148,12 @@ def test_models_that_break_the_contract_are_refused(models):
         Classifier(models["named"])
 
 
-def test_model_path_errors(tmp_path):
-    with pytest.raises(WasteEdgeError, match="no model given: pass --model"):
+def test_model_path_errors(tmp_path, monkeypatch):
+    from waste_edge.runtime import model_path
+
+    assert resolve_model_path(None) == model_path.DEFAULT_MODEL  # no --model: the embedded default
+    monkeypatch.setattr(model_path, "DEFAULT_MODEL", tmp_path / "not-built.onnx")
+    with pytest.raises(WasteEdgeError, match="default model is missing from this install: pass --model"):
         resolve_model_path(None)
     with pytest.raises(WasteEdgeError, match="model file not found"):
         Classifier(tmp_path / "missing.onnx")

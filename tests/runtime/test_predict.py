@@ -202,7 +202,12 @@ def test_predict_cli_nothing_classifiable_exits_1(model, tmp_path, capsys):
     assert read_csv(tmp_path / "o.csv")[0]["error"] == "file not found"
 
 
-def test_predict_cli_requires_a_model(tmp_path, capsys):
-    rc = main(["predict", str(tmp_path)])
+def test_predict_cli_defaults_to_the_embedded_model(tmp_path, capsys):
+    from tests.helpers import save_image, synthetic_rgb
+
+    save_image(tmp_path / "in" / "a.png", synthetic_rgb("B", 1, (320, 240)))
+    rc = main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"), "--no-progress"])
     _, err = capsys.readouterr()
-    assert rc == 1 and "no model given: pass --model" in err
+    assert rc == 0 and "default.onnx" in err
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0].startswith("path,") and "p_B" in rows[0] and len(rows) == 2

@@ -22,6 +22,7 @@ import numpy as np
 
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_LABEL, OUTPUT_PROBABILITIES, ModelMetadata
+from waste_edge.train.reference import open_reference
 
 
 class ParityError(WasteEdgeError):
@@ -119,84 +120,6 @@ def list_images(data: str | Path, limit: int | None = None, seed: int = 0) -> li
         idx = np.random.default_rng(seed).choice(len(files), size=limit, replace=False)
         files = [files[i] for i in sorted(idx)]
     return [(p, p.parent.name if p.parent != root else None) for p in files]
-
-
-class ReferencePipeline:
-    """The study's path for a linear run: PIL preprocessing, PyTorch encoder, sklearn predict_proba.
-
-    Every reference (this one, the Keras one) answers the same questions: which run and head it stands for,
-    the probabilities (and embedding, where there is one) of a PIL image, and the uint8 crop its
-    preprocessing produces, so `run_parity` does not care which kind of model it checks.
-    """
-
-    def __init__(self, run: Any, threads: int = 2) -> None:
-        import torch
-
-        from waste_edge.train.encoders import create_encoder
-
-        self.run = run
-        self.path, self.classes, self.encoder_id, self.head_sha256 = run.path, run.classes, run.encoder_id, run.head.sha256()
-        self.encoder = create_encoder(run.encoder_id)
-        self.clf = run.head.to_sklearn()
-        self._torch_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, threads // 2) if threads > 1 else 1)  # torch and ORT share the cores
-
-    def close(self) -> None:
-        import torch
-
-        torch.set_num_threads(self._torch_threads)
-
-    def tensor(self, img: Any) -> np.ndarray:
-        return np.asarray(self.encoder.preprocess(img), dtype=np.float32)
-
-    def crop_uint8(self, img: Any) -> np.ndarray:
-        """The geometric part alone (3 x S x S uint8 RGB), for the preprocessing-stage comparison."""
-        from waste_edge.train.preprocess import resize_crop
-
-        return np.asarray(resize_crop(img.convert("RGB"), self.encoder.spec), dtype=np.uint8).transpose(2, 0, 1)
-
-    def embed(self, tensors: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            return self.encoder.module(torch.from_numpy(np.ascontiguousarray(tensors))).float().numpy()
-
-    def proba(self, features: np.ndarray) -> np.ndarray:
-        return self.clf.predict_proba(self.run.head.normalise(features))
-
-    def __call__(self, img: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        feats = self.embed(self.tensor(img)[None])
-        return self.proba(feats)[0], feats[0]
-
-
-class KerasReferenceAdapter:
-    """A Keras baseline's reference for parity: the Keras model itself on the same PIL crop (no embedding)."""
-
-    def __init__(self, run: Any, threads: int = 2) -> None:
-        from waste_edge.train.baselines import KerasReference
-
-        self.ref = KerasReference(run, threads)
-        self.path, self.classes, self.encoder_id, self.head_sha256 = run.path, run.classes, run.encoder_id, run.model_sha256
-
-    def close(self) -> None:
-        pass
-
-    def crop_uint8(self, img: Any) -> np.ndarray:
-        return self.ref.crop_uint8(img)
-
-    def __call__(self, img: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.ref.proba([img])[0], None
-
-
-def open_reference(run_dir: str | Path, threads: int = 2) -> ReferencePipeline | KerasReferenceAdapter:
-    """The reference pipeline for a run directory of any kind (the card says which)."""
-    from waste_edge.train.run import load_run, read_card
-
-    if read_card(run_dir).get("kind") == "keras":
-        from waste_edge.train.baselines import load_keras_run
-
-        return KerasReferenceAdapter(load_keras_run(run_dir), threads)
-    return ReferencePipeline(load_run(run_dir), threads)
 
 
 class _ModelUnderTest:

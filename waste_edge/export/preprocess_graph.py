@@ -12,8 +12,9 @@ Why each step is written the way it is:
   two passes run in Pillow's order (see `_resize_two_pass`). A bit-exact rebuild of Pillow's arithmetic
   (`pil_resample.py`) would cost a dense GEMM per pass over the full frame, too slow for big frames.
 - `box_crop` (edge models): the k x k box average as two ReduceSums with Pillow's own fixed-point rounding
-  (bit-exact with `Image.reduce`), then Pillow's resampling rebuilt exactly from GEMMs on the small reduced
-  square (`pil_resample.py`): bit-exact with the PIL reference, and far cheaper than a full-frame resize.
+  (bit-exact with `Image.reduce`), which lands exactly on `size` for camera-like frames; other sizes take an
+  `If` branch with Pillow's resampling rebuilt exactly from GEMMs on the small reduced square
+  (`pil_resample.py`). Bit-exact with the PIL reference, and no resampling cost on camera frames.
 - Geometry is computed from the runtime shape with integer ops so that one graph serves every frame size and
   reproduces torchvision's `Resize(int)` truncation and `CenterCrop`'s round-half-even offsets (ONNX `Round`
   is half-to-even like Python's `round`), and `box_crop_geometry`.
@@ -78,6 +79,25 @@ def _resize_two_pass(g: GraphBuilder, x: str, n: str, h: str, w: str, new_h: str
     )
 
 
+def _resize_small_square(g: GraphBuilder, reduced: str, n: str, m: str, size: str, spec: PreprocessSpec) -> str:
+    """`reduced` (NCHW float holding uint8 values, m x m) resized to size x size, in an `If` so that the camera
+    case (m == size) costs nothing."""
+    cond = g.op("Squeeze", [g.op("Not", [g.op("Equal", [m, size])]), g.const([0])])
+    sub = GraphBuilder(f"{g.prefix}resize/")
+    if spec.interpolation in FILTER_SUPPORT and spec.antialias:
+        # Pillow's arithmetic exactly (square to square: Pillow's horizontal-first order).
+        out = sub.op("Identity", [resize_exact_nchw(sub, reduced, m, m, size, size, spec.interpolation)])
+    else:
+        nhwc = sub.op("Transpose", [sub.op("Cast", [reduced], to=UINT8)], perm=[0, 2, 3, 1])
+        resized = _resize(sub, nhwc, sub.op("Concat", [n, size, size, sub.const([3])], axis=0), spec)
+        out = sub.op("Cast", [sub.op("Transpose", [resized], perm=[0, 3, 1, 2])], to=FLOAT)
+    then = onnx.helper.make_graph(sub.nodes, "resize", [], [tensor_info(out, FLOAT, [None, 3, None, None])], sub.initializers)
+    keep = GraphBuilder(f"{g.prefix}keep/")
+    same = keep.op("Identity", [reduced])
+    other = onnx.helper.make_graph(keep.nodes, "keep", [], [tensor_info(same, FLOAT, [None, 3, None, None])], keep.initializers)
+    return g.op("If", [cond], then_branch=then, else_branch=other)
+
+
 def _dims(g: GraphBuilder, image: str) -> tuple[str, str, str]:
     """(batch, height, width) of an NHWC tensor as int64 [1] tensors."""
     shape = g.op("Shape", [image])
@@ -118,10 +138,14 @@ def build_preprocess_model(
         ends = g.op("Add", [starts, g.const([spec.size, spec.size])])
         crop = g.op("Slice", [resized, starts, ends, g.const([1, 2])])
     elif spec.resize_mode == "box_crop":
-        # train.preprocess.box_crop_geometry: k = max(1, short // size), side = (short // k) * k, centred.
+        # train.preprocess.box_crop_geometry: k = max(1, short // size); side = k * size when that fits and keeps
+        # >= 7/8 of the short side (then the reduce lands on `size`), else the largest multiple of k; centred.
         k = g.op("Max", [g.op("Div", [short, size]), g.const([1])])
-        m = g.op("Div", [short, k])  # side / k: the reduced side
-        side = g.op("Mul", [m, k])
+        ks = g.op("Mul", [k, size])
+        exact = g.op("And", [g.op("LessOrEqual", [ks, short]),
+                             g.op("GreaterOrEqual", [g.op("Mul", [ks, g.const([8])]), g.op("Mul", [short, g.const([7])])])])
+        side = g.op("Where", [exact, ks, g.op("Mul", [g.op("Div", [short, k]), k])])
+        m = g.op("Div", [side, k])  # the reduced side: `size` on the fast path
         two = g.const([2])
         top = g.op("Div", [g.op("Sub", [h, side]), two])
         left = g.op("Div", [g.op("Sub", [w, side]), two])
@@ -144,12 +168,7 @@ def build_preprocess_model(
         scaled = g.op("Mul", [g.op("Add", [g.op("Cast", [sums], to=DOUBLE), amend]), g.op("Cast", [mult], to=DOUBLE)])
         mean = g.op("Cast", [g.op("Floor", [g.op("Mul", [scaled, g.const([2.0**-24], np.float64)])])], to=FLOAT)
         reduced = g.op("Reshape", [mean, g.op("Concat", [g.const([-1]), three, m, m], axis=0)])  # NCHW, uint8 values
-        if spec.interpolation in FILTER_SUPPORT and spec.antialias:
-            # Pillow's arithmetic exactly (square to square: Pillow's horizontal-first order).
-            nchw = resize_exact_nchw(g, reduced, m, m, size, size, spec.interpolation)
-        else:
-            nhwc = g.op("Transpose", [g.op("Cast", [reduced], to=UINT8)], perm=[0, 2, 3, 1])
-            nchw = g.op("Transpose", [_resize(g, nhwc, g.op("Concat", [n, size, size, g.const([3])], axis=0), spec)], perm=[0, 3, 1, 2])
+        nchw = _resize_small_square(g, reduced, n, m, size, spec)
     else:  # PreprocessSpec validates modes; a new mode must be added here too
         raise ValueError(f"no ONNX preprocessing for resize mode {spec.resize_mode!r}")
     if nchw is None:

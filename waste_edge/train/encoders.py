@@ -26,7 +26,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from waste_edge.errors import WasteEdgeError
-from waste_edge.train.preprocess import PreprocessSpec, reference_preprocess
+from waste_edge.train.preprocess import GEOMETRY_VERSION, PreprocessSpec, reference_preprocess
 
 
 class EncoderError(WasteEdgeError):
@@ -53,7 +53,7 @@ class Encoder:
 
     def cache_key(self) -> str:
         """Identifies the embeddings this encoder produces: id, exact weights and preprocessing."""
-        blob = json.dumps({"id": self.id, "weights": self.weights.get("sha256") or "random-seed0", "pre": self.spec.to_dict()}, sort_keys=True)
+        blob = json.dumps({"id": self.id, "weights": self.weights.get("sha256") or "random-seed0", "pre": self.spec.to_dict(), "geometry": GEOMETRY_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def card(self) -> dict[str, Any]:

@@ -6,10 +6,12 @@ study did. Two resize modes exist:
 
 - ``shortest``: open_clip's own path: resize the shortest side to `size` (bicubic, antialiased), centre
   crop `size` x `size`. For CLIP encoders the model's `preprocess_cfg` is the source of truth.
-- ``box_crop``: ours, for edge models whose head we train: centre-crop the largest square whose side is a
-  multiple of k = max(1, shortest // size), average k x k boxes (PIL `reduce`, an exact integer box filter
-  that a graph does with a reshape + mean), then a small resize to `size`. A 640x480 frame costs a fraction
-  of a full-frame antialiased resize, and the result is reproducible to the grey level inside ONNX.
+- ``box_crop``: ours, for edge models whose head we train: with k = max(1, shortest // size), centre-crop a
+  square and average k x k boxes (PIL `reduce`, an exact integer box filter that a graph does with a
+  reshape + sum). When a square of side k * size keeps at least 7/8 of the short side (a 640x480 camera
+  frame: crop 448 of 480, reduce 2), that is the crop and the reduce lands exactly on `size`: no resampling
+  at all. Otherwise the square is the largest multiple of k, and the reduced square is resized to `size`
+  (bilinear), so odd sizes keep their field of view. Bit-exact inside ONNX and cheap on camera frames.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 from PIL import Image
 
 RESIZE_MODES = ("shortest", "box_crop")
+# Bumped whenever a resize mode's geometry changes, so cached embeddings of the old geometry are not reused.
+GEOMETRY_VERSION = 2
 _PIL_INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
 
@@ -56,7 +60,8 @@ def box_crop_geometry(width: int, height: int, size: int) -> tuple[int, int, int
     """(left, top, side, k) of the `box_crop` mode; shared by the PIL reference and the ONNX builder."""
     short = min(width, height)
     k = max(1, short // size)
-    side = (short // k) * k
+    exact = k * size <= short and 8 * k * size >= 7 * short  # the reduce lands on `size`, little is cropped
+    side = k * size if exact else (short // k) * k
     return (width - side) // 2, (height - side) // 2, side, k
 
 
