@@ -6,7 +6,7 @@ SHIM := ../shared/env/torchvision_cpu_shim.py
 EXTRAS ?= all
 PYTEST_ARGS ?=
 
-.PHONY: test install demo default-model clean
+.PHONY: test install demo default-model bench clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo:
 # Rebuild waste_edge/models/default.onnx and default.json from pinned inputs (needs ../shared/data/waste-sample).
 default-model: install
 	$(VPY) scripts/build_default_model.py
+
+# Reproduce benchmarks/README.md's tables (CPU; GPU rows only where a CUDA GPU exists).
+bench: install
+	$(VPY) benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info demo-out

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import copy
 import io
-import math
 import warnings
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from onnx import compose
 
 from waste_edge.errors import WasteEdgeError
@@ -93,16 +91,6 @@ class _MeanPaddedSameConv(SameConv2d):
     def __init__(self, conv: SameConv2d, pad_value: float) -> None:
         super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation, conv.groups, bias=True)
         self.pad_value = pad_value
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
-        kh, kw = self.weight.shape[-2:]
-        sh, sw = self.stride
-        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2], value=self.pad_value)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class _Affine(torch.nn.Module):

@@ -176,7 +176,7 @@ def run_parity(
     if not model_path.is_file():
         raise ParityError(f"{model_path}: no such model file")
     images = list_images(data, limit)
-    ref = open_reference(run_dir, threads)
+    ref = open_reference(run_dir, max(1, threads // 2))  # torch and ORT alternate per image: share the cores
     try:
         model = _ModelUnderTest(model_path, threads)
         meta = model.metadata

@@ -38,9 +38,9 @@ from waste_edge.data.discovery import Dataset, DatasetError, Sample, discover, s
 from waste_edge.data.labels import display_names
 from waste_edge.errors import WasteEdgeError
 from waste_edge.train.embeddings import file_sha256
-from waste_edge.train.evaluate import EvalReport, write_report
+from waste_edge.train.evaluate import EvalReport, headline, write_report
 from waste_edge.train.preprocess import PreprocessSpec, resize_crop
-from waste_edge.train.run import CARD_FORMAT, CARD_VERSION, RunError, library_versions, now_iso, read_card, write_json
+from waste_edge.train.run import CARD_FORMAT, CARD_VERSION, CardFields, RunError, library_versions, now_iso, read_card, write_json
 
 Log = Callable[[str], None]
 
@@ -325,7 +325,7 @@ def _carve_validation(train: list[Sample], fraction: float, seed: int) -> tuple[
 
 
 @dataclass
-class KerasRun:
+class KerasRun(CardFields):
     """A run directory holding a Keras baseline (card kind "keras" + model.keras)."""
 
     path: Path
@@ -346,14 +346,6 @@ class KerasRun:
     @property
     def encoder_id(self) -> str:
         return f"keras:{self.arch}"
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.card["classes"])
-
-    @property
-    def display_names(self) -> list[str]:
-        return list(self.card.get("display_names") or self.card["classes"])
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -452,11 +444,8 @@ class BaselineResult:
 
     def summary(self) -> str:
         m = self.report.metrics
-        auc = "n/a" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
-        bal = "n/a" if m.get("balanced_accuracy") is None else f"{m['balanced_accuracy']:.4f}"
         return (
-            f"test accuracy {m['accuracy']:.4f} (balanced {bal}, ROC AUC {auc}) on {m['n']} images; "
-            f"trained on {self.n_train} (validation {self.n_val}), {self.epochs_run} epochs, best epoch {self.best_epoch}; "
+            f"{headline(m)}; trained on {self.n_train} (validation {self.n_val}), {self.epochs_run} epochs, best epoch {self.best_epoch}; "
             f"unreadable {m['n_unreadable']}; {self.seconds:.1f}s\nrun directory: {self.run_dir}"
         )
 

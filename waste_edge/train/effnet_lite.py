@@ -28,7 +28,12 @@ LITE0_CONFIG = {"blocks": LITE0_BLOCKS, "stem": 32, "head": 1280, "bn_eps": 1e-3
 
 
 class SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow 'SAME' padding computed from the input size (exported as a static Pad)."""
+    """Conv2d with TensorFlow 'SAME' padding computed from the input size (exported as a static Pad).
+
+    `pad_value` lets export fold the input normalisation into this layer exactly: on raw pixels the padding
+    must be the mean pixel, which normalises to the 0 the weights were trained with."""
+
+    pad_value: float = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ih, iw = x.shape[-2:]
@@ -37,7 +42,7 @@ class SameConv2d(nn.Conv2d):
         ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
         pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
         if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2], value=self.pad_value)
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 

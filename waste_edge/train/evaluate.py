@@ -25,6 +25,13 @@ class EvalReport:
         return float(self.metrics["accuracy"])
 
 
+def headline(metrics: dict[str, Any]) -> str:
+    """One line every trainer prints: accuracy, balanced accuracy and ROC AUC on n images."""
+    auc = "n/a" if metrics.get("roc_auc") is None else f"{metrics['roc_auc']:.4f}"
+    bal = "n/a" if metrics.get("balanced_accuracy") is None else f"{metrics['balanced_accuracy']:.4f}"
+    return f"test accuracy {metrics['accuracy']:.4f} (balanced {bal}, ROC AUC {auc}) on {metrics['n']} images"
+
+
 def compute_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, per-class P/R/F1, confusion matrix and ROC AUC from probabilities."""
     from sklearn.metrics import (

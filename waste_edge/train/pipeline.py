@@ -19,7 +19,7 @@ from waste_edge.data.discovery import Dataset, DatasetError, discover
 from waste_edge.data.labels import display_names
 from waste_edge.train.embeddings import Embeddings, extract_embeddings
 from waste_edge.train.encoders import Encoder, EncoderError, create_encoder
-from waste_edge.train.evaluate import EvalReport, write_report
+from waste_edge.train.evaluate import EvalReport, headline, write_report
 from waste_edge.train.head import STUDY_C, LinearHead, fit_head
 from waste_edge.train.run import load_run, make_card, save_run, write_json
 
@@ -60,10 +60,8 @@ class TrainResult:
 
     def summary(self) -> str:
         m = self.report.metrics
-        auc = "n/a" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
         return (
-            f"test accuracy {m['accuracy']:.4f} (balanced {m['balanced_accuracy']:.4f}, ROC AUC {auc}) on {m['n']} images; "
-            f"trained on {self.n_train}; C={self.head.hyperparameters.get('C')}; "
+            f"{headline(m)}; trained on {self.n_train}; C={self.head.hyperparameters.get('C')}; "
             f"unreadable {m['n_unreadable']}; {self.seconds:.1f}s\nrun directory: {self.run_dir}"
         )
 

@@ -25,6 +25,7 @@ class ReferencePipeline:
     """
 
     def __init__(self, run: Any, threads: int = 2) -> None:
+        """`threads`: torch intra-op threads while this reference lives (restored by `close`)."""
         import torch
 
         from waste_edge.train.encoders import create_encoder
@@ -39,7 +40,7 @@ class ReferencePipeline:
             raise EncoderError(f"{run.path}: the encoder weights found here differ from the run's (sha256 {expected})")
         self.clf = run.head.to_sklearn()
         self._torch_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, threads // 2) if threads > 1 else 1)  # torch and ORT share the cores
+        torch.set_num_threads(max(1, threads))
 
     def close(self) -> None:
         import torch

@@ -29,15 +29,10 @@ class RunError(WasteEdgeError):
     """Not a run directory, or its card and head disagree."""
 
 
-@dataclass
-class Run:
-    path: Path
-    card: dict[str, Any]
-    head: LinearHead
+class CardFields:
+    """What every run kind reads the same way from its card.json."""
 
-    @property
-    def encoder_id(self) -> str:
-        return str(self.card["encoder"]["id"])
+    card: dict[str, Any]
 
     @property
     def kind(self) -> str:
@@ -50,6 +45,18 @@ class Run:
     @property
     def display_names(self) -> list[str]:
         return list(self.card.get("display_names") or self.card["classes"])
+
+
+@dataclass
+class Run(CardFields):
+    path: Path
+    card: dict[str, Any]
+    head: LinearHead
+
+    @property
+    def encoder_id(self) -> str:
+        return str(self.card["encoder"]["id"])
+
 
 
 def library_versions() -> dict[str, str]:

@@ -1,0 +1,92 @@
+"""What the numbers were measured on: CPU, cores, memory, GPU, library versions, load.
+
+Benchmark figures mean nothing without the machine beside them, and on shared machines the load average at
+the start and end of a run tells a reader how much to trust absolute times (ratios are the claim).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16", "neon", "asimddp")
+
+
+def _cpu_model() -> tuple[str, list[str]]:
+    name, flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model", "Hardware") and name in ("", platform.machine(), platform.processor()):
+                    name = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    have = set(value.split())
+                    flags = [f for f in _FLAGS if f in have]
+    except OSError:
+        pass
+    return name, flags
+
+
+def _versions(names: tuple[str, ...]) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in names:
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def gpu_names() -> list[str]:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def machine_info() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from waste_edge import __version__
+
+    cpu, flags = _cpu_model()
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_flags": flags,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+    try:
+        import psutil
+
+        info["physical_cores"] = psutil.cpu_count(logical=False)
+        info["memory_gb"] = round(psutil.virtual_memory().total / 1e9, 1)
+    except ImportError:
+        pass
+    info["gpus"] = gpu_names()
+    info["onnxruntime_providers"] = ort.get_available_providers()
+    info["versions"] = {"waste_edge": __version__, **_versions(("onnxruntime", "onnxruntime-gpu", "numpy", "opencv-python-headless", "opencv-python", "torch", "open_clip_torch", "scikit-learn", "pillow", "tensorrt"))}
+    info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+    info["load_average_start"] = load_average()
+    return info
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None

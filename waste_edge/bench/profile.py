@@ -1,0 +1,65 @@
+"""Which operators dominate a fused model's time: ONNX Runtime's own profiler, summed per op type.
+
+When a target is missed the next lever depends on where the time goes (the resize of the full frame, the
+GEMMs of the encoder, a quantise / dequantise pair ORT could not fuse), so the benchmark can attach this
+breakdown to each ONNX row. The session is built like the runtime's CPU runner (graph optimisation level
+ALL, sequential, `threads` intra-op threads), so the kernels profiled are the kernels timed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_PROBABILITIES
+
+# Control-flow nodes are timed including the nodes of their subgraphs, which ORT also profiles one by one:
+# counting both would count those nodes twice.
+_CONTAINERS = frozenset({"If", "Loop", "Scan"})
+
+
+def profile_ops(model_path: str | Path, batch: np.ndarray, *, threads: int | None = None, iters: int = 5, top: int = 8) -> list[dict[str, Any]]:
+    """Per op type: milliseconds per run and share of the kernel time, largest first (at most `top`, rest summed).
+
+    Shares are the finding; the milliseconds are from a separate, profiled session at another moment than the
+    timed rounds, so they are not comparable with the table's latencies on a busy machine."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="waste-edge-profile-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        feed = {INPUT_NAME: np.ascontiguousarray(batch)}
+        n_warm = 1  # the first run (allocations, lazy initialisation) is not counted below
+        sess.run([OUTPUT_PROBABILITIES], feed)
+        for _ in range(iters):
+            sess.run([OUTPUT_PROBABILITIES], feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    totals: dict[str, float] = defaultdict(float)
+    run_ends = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    skip_before = run_ends[n_warm - 1]["ts"] + run_ends[n_warm - 1]["dur"] if len(run_ends) > n_warm else -1
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e.get("ts", 0) < skip_before:
+            continue
+        op = str(e.get("args", {}).get("op_name", "?"))
+        if op not in _CONTAINERS:
+            totals[op] += float(e.get("dur", 0)) / 1e3
+    grand = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda kv: kv[1], reverse=True)
+    rows = [{"op": op, "ms_per_run": ms / iters, "share": ms / grand} for op, ms in ranked[:top]]
+    rest = sum(ms for _, ms in ranked[top:])
+    if rest:
+        rows.append({"op": "(other)", "ms_per_run": rest / iters, "share": rest / grand})
+    return rows
