@@ -1,9 +1,8 @@
 """The edge promise: the runtime runs on numpy, onnxruntime, opencv, pillow, tqdm and the standard library.
 
 Each check runs in a fresh interpreter started with `-S` and an explicit path (the repository and the
-venv's site-packages), so .pth files are not executed: this test venv preloads torch from a .pth file
-(an environment-only torchvision shim, see ../shared/env/README.md), which would otherwise hide or fake
-what the product itself imports.
+venv's site-packages), so no .pth file runs: a test venv may carry environment-only start-up hooks (the
+torchvision CPU shim of ../shared/env), and the check must see only what the product itself imports.
 """
 
 import json
