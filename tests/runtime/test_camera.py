@@ -8,7 +8,6 @@ import pytest
 
 from tests.helpers import save_image, synthetic_rgb
 from tests.runtime.fakes import FakeCapture, ScriptedCamera
-from tests.runtime.tiny_model import make_fused_model
 from waste_edge.cli import main
 from waste_edge.runtime.camera import UNCERTAIN, CameraConfig, run_camera
 from waste_edge.runtime.classifier import Classifier
@@ -17,17 +16,6 @@ from waste_edge.runtime.sources import FrameInfo, FrameSource, SourceStats, open
 pytestmark = pytest.mark.timeout(60)
 
 PATTERN = "BBNNBNNB"
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return make_fused_model(tmp_path_factory.mktemp("m") / "bgr.onnx", channel_order="BGR")
-
-
-@pytest.fixture(scope="module")
-def clf(model):
-    with Classifier(model, threads=1) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

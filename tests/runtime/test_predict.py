@@ -7,23 +7,11 @@ import numpy as np
 import pytest
 
 from tests.helpers import save_image, synthetic_rgb
-from tests.runtime.tiny_model import expected_probs, make_fused_model
+from tests.runtime.tiny_model import expected_probs
 from waste_edge.cli import main
-from waste_edge.runtime.classifier import Classifier
 from waste_edge.runtime.predict import expand_inputs, run_predict
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return make_fused_model(tmp_path_factory.mktemp("m") / "bgr.onnx", channel_order="BGR")
-
-
-@pytest.fixture(scope="module")
-def clf(model):
-    with Classifier(model, threads=1) as c:
-        yield c
 
 
 @pytest.fixture
