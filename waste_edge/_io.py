@@ -1,0 +1,118 @@
+"""Standard-library helpers every layer may use (DESIGN.md: the bottom floor of the import graph).
+
+One helper per job, so that a fix (a torn file on a full disk, a cache folder that ignores
+`WASTE_EDGE_CACHE`) lands once and holds everywhere:
+
+- atomic writes: a file is either its old content or its whole new content, never half of each; the
+  temporary file lives in the target's folder (same file system, so `os.replace` is atomic) and is
+  removed when the write fails;
+- content hashes (`hashlib.file_digest`), the cache folder, library versions, a quick TCP probe;
+- image listing in one order for every caller.
+
+Nothing here imports numpy, onnxruntime, PIL or torch: the runtime, data, train and export layers all
+import this module, and the edge install must stay small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import tempfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+CACHE_ENV = "WASTE_EDGE_CACHE"
+
+
+# -- atomic writes ---------------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary sibling and `os.replace`; the parent folder is created."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return target
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def write_json(path: str | Path, doc: Any, *, indent: int | None = 2) -> Path:
+    """`doc` as JSON (UTF-8, trailing newline), written atomically. Argument order: where, then what."""
+    return atomic_write_text(path, json.dumps(doc, indent=indent, ensure_ascii=False) + "\n")
+
+
+# -- hashes, caches, versions, network -------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, streamed (a 350 MB model never sits in memory twice)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def cache_dir(*parts: str) -> Path:
+    """`$WASTE_EDGE_CACHE/<parts>` or `~/.cache/waste-edge/<parts>`; not created here (callers create on write)."""
+    base = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "waste-edge")
+    return Path(base).joinpath(*parts)
+
+
+def library_versions(names: Iterable[str] = ()) -> dict[str, str]:
+    """waste-edge, Python and the installed versions of the distributions in `names` (missing ones left out)."""
+    from waste_edge import __version__
+
+    out = {"waste_edge": __version__, "python": platform.python_version()}
+    for dist in names:
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def tcp_unreachable(host: str, port: int = 443, timeout: float = 3.0) -> str | None:
+    """None when a TCP connection to host:port opens within `timeout`, else the one-line reason it did not.
+
+    Used before hub / Kaggle / weight downloads so an offline machine fails in seconds, not after a minute
+    of client retries."""
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+
+
+# -- image listing ---------------------------------------------------------------------------------------
+
+
+def is_image_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """Image files under `root` (recursively; hidden files and folders such as `.DS_Store` or `._x.jpg`
+    skipped), sorted, so every caller walks a folder in the same order."""
+    base = Path(root)
+    return sorted(
+        p for p in base.rglob("*")
+        if p.is_file() and is_image_path(p) and not any(part.startswith(".") for part in p.relative_to(base).parts)
+    )
