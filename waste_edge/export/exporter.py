@@ -131,14 +131,14 @@ def build_fused_onnx(
                     f"INT8 for {encoder.id} (a convolutional encoder) needs static quantisation calibrated on real images: "
                     "pass --calib DIR (e.g. the training images)"
                 )
-            pre_rgb = build_preprocess_model(spec, "RGB", opset=opts.opset)
+            pre_rgb = build_preprocess_model(spec, "RGB", opset=opts.opset)  # calibration photos come in any size
             enc_model, calib_info = quantize_static_encoder(enc_model, pre_rgb, opts.calib, progress=progress, log=log)
             details.update(calib_info)
     elif opts.half:
         from waste_edge.export.half import convert_encoder_fp16
 
         enc_model = convert_encoder_fp16(enc_model)
-    pre = build_preprocess_model(spec, opts.channel_order, opset=opts.opset)
+    pre = build_preprocess_model(spec, opts.channel_order, opset=opts.opset, imgsz=opts.imgsz)
     fused = compose_fused(pre, enc_model, build_head_model(run.head, opset=opts.opset))
     set_io_dims(fused, None if opts.dynamic else opts.batch, opts.imgsz)
     fused = onnx.shape_inference.infer_shapes(fused)  # fresh intermediate shapes (tools like onnx.utils.Extractor use them)

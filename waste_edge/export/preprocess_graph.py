@@ -1,6 +1,8 @@
 """The encoder's preprocessing rebuilt as an ONNX graph from its `PreprocessSpec`.
 
-Input: `image` uint8 NHWC, any H and W (the camera frame as decoded, in the recorded channel order).
+Input: `image` uint8 NHWC, any H and W (the camera frame as decoded, in the recorded channel order). This is the
+dynamic form, for ONNX Runtime users who want any frame size; when the frame size is known at export the fixed-size
+form of `preprocess_fixed.py` replaces it (exact, TensorRT-clean, no Resize).
 Output: `pixels` float32 NCHW [N, 3, size, size] in RGB order and 0..255 units: the exact uint8 crop the PIL
 reference produces, cast to float. Scaling and normalisation are NOT done here: the encoder part folds them
 into its first convolution (exact, free at run time), and keeping 0..255 here lets `parity` compare this
@@ -115,10 +117,16 @@ def build_preprocess_model(
 ) -> onnx.ModelProto:
     """NHWC uint8 `image` -> NCHW float `pixels` (RGB, 0..255), reproducing `train.preprocess.resize_crop`.
 
-    `batch` / `imgsz` fix those input dimensions (None = dynamic); the graph itself is the same.
+    `batch` fixes the batch dimension (None = dynamic). With `imgsz` = (H, W) the frame size is known, and the
+    graph is the fixed-size form (`preprocess_fixed.py`: Pillow's taps as constants, no Resize / If / float64);
+    without it, this dynamic form serves any frame size.
     """
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+    if imgsz is not None:
+        from waste_edge.export.preprocess_fixed import build_fixed_preprocess_model
+
+        return build_fixed_preprocess_model(spec, channel_order, imgsz, opset=opset, batch=batch)
     if opset < 18:
         raise ValueError("the preprocessing graph needs opset >= 18 (Resize antialias)")
     g = GraphBuilder("pre/")
@@ -176,10 +184,9 @@ def build_preprocess_model(
     if channel_order == "BGR":
         nchw = g.op("Gather", [nchw, g.const([2, 1, 0])], axis=1)
     g.op("Cast", [nchw], PIXELS, to=FLOAT)
-    hh, ww = imgsz if imgsz else ("height", "width")
     bb = batch if batch else "batch"
     return g.model(
-        [tensor_info(INPUT_NAME, UINT8, [bb, hh, ww, 3])],
+        [tensor_info(INPUT_NAME, UINT8, [bb, "height", "width", 3])],
         [tensor_info(PIXELS, FLOAT, [bb, 3, spec.size, spec.size])],
         opset,
         "waste_edge_preprocess",

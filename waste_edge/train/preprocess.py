@@ -65,6 +65,13 @@ def box_crop_geometry(width: int, height: int, size: int) -> tuple[int, int, int
     return (width - side) // 2, (height - side) // 2, side, k
 
 
+def shortest_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(new_w, new_h) of torchvision's `Resize(size)`: the short side becomes `size`, the long one is truncated."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
 def resize_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     """The geometric part of the spec on a PIL RGB image: returns a `size` x `size` RGB image."""
     interp = _PIL_INTERP[spec.interpolation]
@@ -78,10 +85,7 @@ def resize_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
         return img
     # "shortest": torchvision Resize(int) semantics (the long side is truncated), then a centre crop.
     w, h = img.size
-    if w <= h:
-        new_w, new_h = spec.size, int(spec.size * h / w)
-    else:
-        new_w, new_h = int(spec.size * w / h), spec.size
+    new_w, new_h = shortest_side_size(w, h, spec.size)
     if (new_w, new_h) != (w, h):
         img = img.resize((new_w, new_h), interp)
     left = int(round((new_w - spec.size) / 2.0))
