@@ -322,7 +322,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             "images for conv encoders; --half: fp16 weights for GPU providers (normalisation layers stay fp32).\n"
             "examples:\n"
             "  waste-edge export runs/lite0 --format onnx --int8 --calib data/waste-sample/TRAIN\n"
-            "  waste-edge export runs/clip --format engine --half --dynamic --batch 16"
+            "  waste-edge export runs/clip --format onnx --imgsz 480 640        # fixed-size graph for 640x480 frames\n"
+            "  waste-edge export runs/clip --format engine --half --dynamic --batch 16 --imgsz 720 1280"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -332,7 +333,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default: 18)")
     p.add_argument("--dynamic", action="store_true", default=None, help="dynamic batch dimension (else fixed to --batch)")
     p.add_argument("--batch", type=_positive_int, default=None, help="fixed batch size, or the largest batch of a TensorRT profile with --dynamic (default: 1)")
-    p.add_argument("--imgsz", type=_positive_int, nargs=2, metavar=("H", "W"), default=None, help="fix the input frame size (default: any size)")
+    p.add_argument("--imgsz", type=_positive_int, nargs=2, metavar=("H", "W"), default=None,
+                   help="fix the input frame size: the fixed-size preprocessing (Pillow's taps as constants, no Resize), "
+                        "exact and TensorRT-clean (default: any size for onnx; 480 640 for engine)")
     p.add_argument("--half", action="store_true", default=None, help="FP16 variant (GPU execution providers / TensorRT)")
     p.add_argument("--int8", action="store_true", default=None, help="INT8 variant (method chosen per encoder)")
     p.add_argument("--calib", type=Path, default=None, help="folder of real images to calibrate --int8 (needed for conv encoders)")
@@ -625,11 +628,21 @@ def _add_first_run(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser(
         "info",
         help="show what a model is: classes, preprocessing, encoder, measured accuracy, size, sha256",
-        description="Print a model's card. Without --model: the embedded default model (EfficientNet-Lite0 INT8 + logistic head).",
-        epilog="example: waste-edge info --model runs/lite0/model-int8.onnx --json",
+        description=(
+            "Print a model's card. Without --model: the embedded default model (EfficientNet-Lite0 INT8 + logistic head). "
+            "--check tensorrt lists every node TensorRT 10.x's ONNX parser would reject or degrade (rule and source for "
+            "each) and exits 1 when there is one; `export --format engine` runs the same check before building."
+        ),
+        epilog=(
+            "examples:\n"
+            "  waste-edge info --model runs/lite0/model-int8.onnx --json\n"
+            "  waste-edge info --model runs/clip/model-fp32.onnx --check tensorrt   # needs the [export] extra (onnx)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     i.add_argument("--model", default=None, help="an .onnx or .engine model (default: the embedded default model)")
     i.add_argument("--json", action="store_true", help="print the full description as JSON")
+    i.add_argument("--check", choices=["tensorrt"], default=None, help="also check the graph for a target runtime (tensorrt)")
     i.set_defaults(func=_cmd_info)
 
     d = sub.add_parser(
@@ -659,11 +672,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from waste_edge.runtime.model_info import describe_model, format_description
 
     info = describe_model(args.model)
+    report = None
+    if args.check == "tensorrt":
+        from waste_edge.export.tensorrt_lint import lint_path
+
+        report = lint_path(info["path"])
+        info["check"] = {"tensorrt": report.to_json()}
     if args.json:
         print(json.dumps(info, indent=1))
     else:
         print(format_description(info))
-    return 0
+        if report is not None:
+            print(report.summary())
+    return 0 if report is None or report.passed else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

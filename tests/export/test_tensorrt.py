@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from waste_edge.export.exporter import ExportOptions, export
-from waste_edge.export.tensorrt import TensorRTError, make_sidecar, profile_shapes, tensorrt_available, write_sidecar
+from waste_edge.export.tensorrt import (
+    DEFAULT_ENGINE_IMGSZ,
+    TensorRTError,
+    calibration_batches,
+    engine_loader,
+    make_sidecar,
+    profile_shapes,
+    tensorrt_available,
+    timing_cache_path,
+    write_sidecar,
+)
 from waste_edge.runtime.metadata import ModelMetadata
 
 META = ModelMetadata(
@@ -36,6 +47,47 @@ def test_profile_covers_the_batch_range_and_frame_sizes():
     assert fixed == ((2, 480, 640, 3),) * 3
 
 
+@pytest.mark.parametrize("variant", ["fp32", "half", "int8"])
+def test_polygraphy_loader_chain_carries_precision_profile_and_timing_cache(tmp_path, variant):
+    """The build is Polygraphy loaders composed without TensorRT: check what each one will be asked to do."""
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessNetwork
+
+    engine = tmp_path / "m.engine"
+    opts = ExportOptions(batch=4, dynamic=True, imgsz=(480, 640), half=variant == "half", int8=variant == "int8")
+    loader = engine_loader(tmp_path / "m.onnx", engine, opts, calibrator="calibrator-sentinel" if variant == "int8" else None)
+    assert isinstance(loader, EngineBytesFromNetwork)
+    assert loader.timing_cache_path == str(timing_cache_path(engine)) == str(engine) + ".timing.cache"
+    config = loader._config
+    assert isinstance(config, CreateConfig)
+    reduced = variant != "fp32"
+    assert bool(config.fp16) == reduced and bool(config.int8) == (variant == "int8")
+    assert config.precision_constraints == ("obey" if reduced else None)
+    assert config.timing_cache_path is None  # no cache yet; a rebuild loads the saved one
+    (profile,) = config.profiles
+    shapes = profile["image"]
+    assert (tuple(shapes.min), tuple(shapes.opt), tuple(shapes.max)) == ((1, 480, 640, 3), (4, 480, 640, 3), (4, 480, 640, 3))
+    network = loader._network
+    assert isinstance(network, PostprocessNetwork if reduced else NetworkFromOnnxPath)
+    if variant == "int8":
+        assert config.calibrator == "calibrator-sentinel"
+    timing_cache_path(engine).write_bytes(b"cache")
+    assert engine_loader(tmp_path / "m.onnx", engine, opts)._config.timing_cache_path == str(timing_cache_path(engine))
+
+
+def test_calibration_batches_are_camera_frames_in_the_model_channel_order(export_images):
+    opts = ExportOptions(batch=2, imgsz=(48, 64), int8=True, calib=export_images)
+    batches = list(calibration_batches(opts, "BGR"))
+    assert len(batches) == 4  # 8 images, batch 2
+    for b in batches:
+        assert b["image"].dtype == np.uint8 and b["image"].shape == (2, 48, 64, 3)
+    rgb = list(calibration_batches(opts, "RGB", limit=1))
+    assert len(rgb) == 1 and np.array_equal(rgb[0]["image"], batches[0]["image"][..., ::-1])
+
+
+def test_engine_frames_default_to_vga():
+    assert DEFAULT_ENGINE_IMGSZ == (480, 640)
+
+
 @pytest.mark.skipif(tensorrt_available(), reason="checks the message on machines without TensorRT")
 def test_engine_export_without_a_gpu_says_what_is_missing(clip_run):
     with pytest.raises(TensorRTError, match="GPU with TensorRT"):
@@ -43,12 +95,12 @@ def test_engine_export_without_a_gpu_says_what_is_missing(clip_run):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not tensorrt_available(), reason="needs an NVIDIA GPU with TensorRT and cuda-python")
+@pytest.mark.skipif(not tensorrt_available(), reason="needs an NVIDIA GPU with TensorRT and Polygraphy")
 @pytest.mark.parametrize("opts", [{}, {"half": True}])
 def test_engine_build_and_parity(clip_run, export_images, tmp_path, opts):
     from waste_edge.export.parity import run_parity
 
     res = export(clip_run, "engine", out=tmp_path / "m.engine", dynamic=True, batch=4, progress=False, **opts)
-    assert res.path.is_file() and (tmp_path / "m.engine.json").is_file()
+    assert res.path.is_file() and (tmp_path / "m.engine.json").is_file() and (tmp_path / "m.engine.timing.cache").is_file()
     report = run_parity(res.path, clip_run, export_images, progress=False)
     assert report.agreement >= 0.995, report.summary()

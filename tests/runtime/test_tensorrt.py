@@ -85,7 +85,7 @@ def test_engine_without_tensorrt_is_a_clear_error(tmp_path):
 @pytest.mark.gpu
 def test_sidecar_mismatch_is_refused_on_a_real_gpu(tmp_path):
     if not tensorrt_available():
-        pytest.skip("needs TensorRT, cuda-python and a CUDA GPU")
+        pytest.skip("needs TensorRT, Polygraphy and a CUDA GPU")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0" * 16)
     write_sidecar(engine, tensorrt_version="0.0.0")

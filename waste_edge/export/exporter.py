@@ -203,17 +203,22 @@ def export(
         tmp.replace(out)
         return ExportResult(out, f.name, meta, out.stat().st_size, details)
     if f.name == "engine":
-        from waste_edge.export.tensorrt import build_engine, require_tensorrt
+        from waste_edge.export.tensorrt import DEFAULT_ENGINE_IMGSZ, build_engine, require_tensorrt
+        from waste_edge.export.tensorrt_lint import TensorRTLintError, lint_model
 
         require_tensorrt()  # fail before minutes of ONNX export on a machine without a GPU
-        # TensorRT builds from the fp32 fused graph and applies FP16 / INT8 itself.
+        # TensorRT builds from the fp32 fixed-size fused graph (the only form its parser takes) and applies FP16 / INT8 itself.
+        opts.imgsz = opts.imgsz or DEFAULT_ENGINE_IMGSZ
         onnx_opts = ExportOptions(**{**opts.__dict__, "half": False, "int8": False, "calib": None, "out": None})
         model, meta, details = build(onnx_opts)
+        report = lint_model(model, out.with_suffix(".onnx").name)
+        if not report.passed:
+            raise TensorRTLintError(f"not building the engine: TensorRT would reject or degrade this graph\n{report.summary()}")
         onnx_path = out.with_suffix(".onnx")
         onnx.save(model, onnx_path)
         meta.variant = opts.variant
         info = build_engine(onnx_path, out, meta, opts, progress=progress, log=log)
         details.update(info)
         details["variant"] = opts.variant
-        return ExportResult(out, f.name, meta, out.stat().st_size, details, extra_files=[onnx_path, Path(str(out) + ".json")])
+        return ExportResult(out, f.name, meta, out.stat().st_size, details, extra_files=[onnx_path, Path(str(out) + ".json"), Path(info["timing_cache"])])
     raise ExportError(f"no exporter for format {f.name!r}")  # a row was added to FORMATS without a builder

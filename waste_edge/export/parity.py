@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_LABEL, OUTPUT_PROBABILITIES, ModelMetadata
@@ -62,6 +63,7 @@ class ParityReport:
     mean_abs_dp: float
     tolerance: Tolerance
     passed: bool
+    frame: list[int] | None = None  # [W, H] every photo was resized to (fixed-size models), else None
     reference_accuracy: float | None = None  # when the images' labels are known (class folders)
     model_accuracy: float | None = None
     preprocess_max_grey: float | None = None  # over all images
@@ -78,7 +80,8 @@ class ParityReport:
         tol = self.tolerance
         need = f"agreement >= {tol.min_agreement:.1%}" + (f", max |dp| <= {tol.max_abs_dp:g}" if tol.max_abs_dp is not None else "")
         lines = [
-            f"parity {Path(self.model).name} ({self.variant}) vs reference pipeline of {self.run}: {self.n} images",
+            f"parity {Path(self.model).name} ({self.variant}) vs reference pipeline of {self.run}: {self.n} images"
+            + (f" as {self.frame[0]}x{self.frame[1]} frames" if self.frame else ""),
             f"  label agreement   {self.agreement:.2%} ({round(self.agreement * self.n)}/{self.n})",
             f"  |dp| max / p99 / mean   {self.max_abs_dp:.2e} / {self.p99_abs_dp:.2e} / {self.mean_abs_dp:.2e}",
         ]
@@ -185,6 +188,9 @@ def run_parity(
         if meta.encoder != ref.encoder_id:
             raise ParityError(f"{model_path.name} was exported from encoder {meta.encoder}, the run uses {ref.encoder_id}")
         classes = ref.classes
+        # A fixed-size model takes frames of exactly its input size (a camera's): each photo becomes such a frame
+        # first, and the reference runs on the same frame, so the comparison stays exact.
+        frame = (meta.input_size[1], meta.input_size[0]) if meta.input_size else None
         rows: list[ImageParity] = []
         dps: list[float] = []
         skipped: list[str] = []
@@ -195,6 +201,8 @@ def run_parity(
             except DecodeError as e:
                 skipped.append(f"{path}: {e}")
                 continue
+            if frame is not None and img.size != frame:
+                img = img.resize(frame, Image.Resampling.BILINEAR)  # the camera frame both pipelines see
             rgb = np.asarray(img, dtype=np.uint8)
             p_ref, feats = ref(img)
             out = model(rgb)
@@ -222,7 +230,7 @@ def run_parity(
     d = np.asarray(dps)
     report = ParityReport(
         model=str(model_path), run=str(ref.path), variant=meta.variant, n=len(rows), agreement=agreement,
-        max_abs_dp=float(d.max()), p99_abs_dp=float(np.percentile(d, 99)), mean_abs_dp=float(d.mean()), tolerance=tol,
+        max_abs_dp=float(d.max()), p99_abs_dp=float(np.percentile(d, 99)), mean_abs_dp=float(d.mean()), tolerance=tol, frame=list(frame) if frame else None,
         passed=agreement >= tol.min_agreement and (tol.max_abs_dp is None or float(d.max()) <= tol.max_abs_dp),
         worst=rows[int(d.argmax())], disagreements=[r for r, ok in zip(rows, agree) if not ok], skipped=skipped,
     )

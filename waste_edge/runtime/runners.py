@@ -192,12 +192,12 @@ def candidate_backends(path: str | Path, backend: str = "auto") -> list[str]:
     here = available_backends(path)
     if backend == "auto":
         if not here:
-            need = "a CUDA GPU with TensorRT and cuda-python (pip install 'waste-edge[tensorrt]')" if fmt.name == "engine" else "onnxruntime"
+            need = "a CUDA GPU with TensorRT and Polygraphy (pip install 'waste-edge[tensorrt]')" if fmt.name == "engine" else "onnxruntime"
             raise BackendError(f"{Path(path).name}: no backend can run a {fmt.suffix} file here; it needs {need}")
         return here
     if backend not in here:
         if fmt.name == "engine":
-            hint = "TensorRT, cuda-python and a CUDA GPU (pip install 'waste-edge[tensorrt]')"
+            hint = "TensorRT, Polygraphy and a CUDA GPU (pip install 'waste-edge[tensorrt]')"
         elif backend == "tensorrt":
             hint = "onnxruntime-gpu built with the TensorRT execution provider and TensorRT libraries"
         else:

@@ -1,27 +1,33 @@
-"""Native TensorRT backend for `.engine` files, plus the sidecar check that guards it.
+"""Native TensorRT backend for `.engine` files: Polygraphy's `TrtRunner` behind our sidecar check.
 
-A serialised TensorRT engine only runs on the TensorRT version and GPU architecture that built it;
-anything else fails deep inside deserialisation or, worse, runs wrongly. So every engine travels with
-`<file>.engine.json` (the model metadata plus the TensorRT version and compute capability it was built
-with) and this backend refuses a mismatch with a message that says to rebuild the engine.
+A serialised TensorRT engine only runs on the TensorRT version and GPU architecture that built it; anything else
+fails deep inside deserialisation or, worse, runs wrongly. So every engine travels with `<file>.engine.json` (the
+model metadata plus the TensorRT version and compute capability it was built with), and this backend refuses a
+mismatch with a message that says to rebuild the engine. Polygraphy has no such guard; everything else (engine
+deserialisation, device buffers, streams, copies) is Polygraphy's `EngineFromPath` + `TrtRunner`, whose CUDA
+wrapper (ctypes over libcudart) also answers the device count and compute capability, so no CUDA bindings are
+needed beyond TensorRT and Polygraphy (the `[tensorrt]` extra).
 
-`tensorrt` and the CUDA bindings (cuda-python) are imported inside functions only: this module imports
-on any machine, and its tests skip without a GPU. The sidecar check is a pure function so it is tested
-everywhere.
+`tensorrt` and `polygraphy` are imported inside functions only: this module imports on any machine, and its
+tests skip without a GPU. The sidecar check is a pure function so it is tested everywhere.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from waste_edge.runtime.metadata import INPUT_NAME, MetadataError, ModelMetadata
 from waste_edge.runtime.runners import BackendError, Runner
+
+# cudaDeviceAttr values of the CUDA runtime API (stable since CUDA 5).
+_CUDA_ATTR_CC_MAJOR, _CUDA_ATTR_CC_MINOR = 75, 76
 
 
 class EngineMismatchError(BackendError):
@@ -77,45 +83,41 @@ def check_engine_sidecar(
         raise BackendError(f"{name}: malformed metadata in the engine sidecar: {e}") from None
 
 
-def _import_cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart  # older cuda-python
-    return cudart
+def _cudart() -> Any:
+    """libcudart through Polygraphy's ctypes wrapper (raises when no CUDA runtime library is installed)."""
+    from polygraphy import cuda
+
+    return cuda.wrapper()
 
 
-def _cuda_check(result: Any) -> Any:
-    """cuda-python returns (error, *values): raise on an error, return the value(s)."""
-    cudart = _import_cudart()
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise BackendError(f"CUDA error: {err}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
+def _device_attribute(attr: int, device: int) -> int:
+    wrapper = _cudart()
+    value = ctypes.c_int(0)
+    wrapper.check(wrapper.handle.cudaDeviceGetAttribute(ctypes.byref(value), ctypes.c_int(attr), ctypes.c_int(device)))
+    return int(value.value)
 
 
 @functools.lru_cache(maxsize=1)
 def tensorrt_available() -> bool:
-    """True when tensorrt, cuda-python and at least one CUDA GPU are present (imports them only if installed)."""
-    if importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("cuda") is None:
+    """True when tensorrt, polygraphy and at least one CUDA GPU are present (imports them only if installed)."""
+    if importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("polygraphy") is None:
         return False
     try:
-        cudart = _import_cudart()
-        return int(_cuda_check(cudart.cudaGetDeviceCount())) > 0
-    except Exception:  # no driver, no device, broken install: all mean "not here"
+        wrapper = _cudart()
+        count = ctypes.c_int(0)
+        wrapper.check(wrapper.handle.cudaGetDeviceCount(ctypes.byref(count)))
+        return count.value > 0
+    except Exception:  # no driver, no device, no libcudart, broken install: all mean "not here"
         return False
 
 
 def compute_capability(device: int = 0) -> str:
-    cudart = _import_cudart()
-    props = _cuda_check(cudart.cudaGetDeviceProperties(device))
-    return f"{props.major}.{props.minor}"
+    """"major.minor" of a CUDA device, the architecture an engine is tied to."""
+    return f"{_device_attribute(_CUDA_ATTR_CC_MAJOR, device)}.{_device_attribute(_CUDA_ATTR_CC_MINOR, device)}"
 
 
 class TensorRTRunner(Runner):
-    """Deserialises an engine after the sidecar check; one CUDA stream, device buffers grown on demand."""
+    """An engine after the sidecar check, run by Polygraphy's `TrtRunner` (device buffers, stream, copies)."""
 
     backend = "tensorrt"
 
@@ -123,88 +125,47 @@ class TensorRTRunner(Runner):
         super().__init__()
         self.path = Path(path)
         self.device = device
-        self.provider = "TensorRT (native engine)"
+        self.provider = "TensorRT (native engine, Polygraphy TrtRunner)"
         self.metadata: ModelMetadata | None = None
-        self._device_buffers: dict[str, tuple[int, int]] = {}
+        self._runner: Any = None
 
     def activate(self) -> None:
         if not tensorrt_available():
-            raise BackendError(f"{self.path.name}: the TensorRT backend needs tensorrt, cuda-python and a CUDA GPU (pip install 'waste-edge[tensorrt]')")
+            raise BackendError(f"{self.path.name}: the TensorRT backend needs tensorrt, polygraphy and a CUDA GPU (pip install 'waste-edge[tensorrt]')")
         import tensorrt as trt
+        from polygraphy.backend.trt import EngineFromPath, TrtRunner
 
-        cudart = _import_cudart()
-        _cuda_check(cudart.cudaSetDevice(self.device))
         self.metadata = check_engine_sidecar(
             read_engine_sidecar(self.path),
             tensorrt_version=trt.__version__,
             compute_capability=compute_capability(self.device),
             name=self.path.name,
         )
-        self._trt = trt
-        self._cudart = cudart
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise BackendError(f"{self.path.name}: TensorRT could not deserialise the engine; rebuild it on this machine")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self._inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self._outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self._dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        self._stream = _cuda_check(cudart.cudaStreamCreate())
+        runner = TrtRunner(EngineFromPath(str(self.path)), name=self.path.name)
+        try:
+            runner.activate()
+        except Exception as e:  # TensorRT / Polygraphy raise their own types when deserialisation fails
+            raise BackendError(f"{self.path.name}: TensorRT could not load the engine ({type(e).__name__}: {e}); rebuild it on this machine") from None
+        self._runner = runner
+        engine = runner.engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._input_shape = tuple(int(d) if int(d) >= 0 else None for d in engine.get_tensor_shape(INPUT_NAME))
         self.is_active = True
 
-    def _device_buffer(self, name: str, nbytes: int) -> int:
-        ptr, size = self._device_buffers.get(name, (0, 0))
-        if size < nbytes:
-            if ptr:
-                _cuda_check(self._cudart.cudaFree(ptr))
-            ptr = int(_cuda_check(self._cudart.cudaMalloc(max(nbytes, 1))))
-            self._device_buffers[name] = (ptr, nbytes)
-        return ptr
-
-    def infer(self, feed: Mapping[str, np.ndarray], outputs: Any = None) -> dict[str, np.ndarray]:
-        cudart = self._cudart
-        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        stream = self._stream
-        staged = []  # host inputs must outlive the asynchronous copies: keep them until the stream syncs
-        for name in self._inputs:
-            arr = np.ascontiguousarray(feed[name], dtype=self._dtypes[name])
-            staged.append(arr)
-            self.context.set_input_shape(name, arr.shape)
-            ptr = self._device_buffer(name, arr.nbytes)
-            _cuda_check(cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, stream))
-            self.context.set_tensor_address(name, ptr)
-        host: dict[str, np.ndarray] = {}
-        for name in self._outputs:
-            out = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtypes[name])
-            self.context.set_tensor_address(name, self._device_buffer(name, out.nbytes))
-            host[name] = out
-        if not self.context.execute_async_v3(int(stream)):
-            raise BackendError(f"{self.path.name}: TensorRT execution failed")
-        for name, out in host.items():
-            _cuda_check(cudart.cudaMemcpyAsync(out.ctypes.data, self._device_buffers[name][0], out.nbytes, d2h, stream))
-        _cuda_check(cudart.cudaStreamSynchronize(stream))
-        del staged
-        if outputs is not None:
-            return {n: host[n] for n in outputs}
-        return host
+    def infer(self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        result = self._runner.infer({k: np.ascontiguousarray(v) for k, v in feed.items()})
+        names = list(outputs) if outputs is not None else self._outputs
+        return {n: np.asarray(result[n]) for n in names}
 
     def run(self, names: list[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        out = self.infer(feed)
+        out = self.infer(feed, names)
         return [out[n] for n in names]
 
     def deactivate(self) -> None:
-        for ptr, _ in self._device_buffers.values():
-            self._cudart.cudaFree(ptr)
-        self._device_buffers.clear()
-        if getattr(self, "_stream", None) is not None:
-            self._cudart.cudaStreamDestroy(self._stream)
-            self._stream = None
-        self.context = None
-        self.engine = None
+        if self._runner is not None and self._runner.is_active:
+            self._runner.deactivate()
+        self._runner = None
         self.is_active = False
 
     def custom_metadata(self) -> dict[str, str]:
@@ -212,7 +173,7 @@ class TensorRTRunner(Runner):
         return self.metadata.to_props()
 
     def input_shape(self) -> tuple[int | None, ...]:
-        return tuple(int(d) if int(d) >= 0 else None for d in self.engine.get_tensor_shape(INPUT_NAME))
+        return self._input_shape
 
     def output_names(self) -> list[str]:
         return list(self._outputs)
