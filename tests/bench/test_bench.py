@@ -135,6 +135,8 @@ def test_profile_names_the_graph_ops(full_run):
     ops = {o["op"] for o in profiles[0]["ops"]}
     assert {"ReduceMean", "Gemm", "Softmax"} <= ops
     assert sum(o["share"] for o in profiles[0]["ops"]) == pytest.approx(1.0, abs=1e-6)
+    stages = profiles[0]["stages"]  # the tiny model's nodes carry the export's pre/ and head/ prefixes
+    assert {"preprocessing", "head"} <= set(stages) and sum(v["share"] for v in stages.values()) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_broken_files_and_engines_become_rows_not_crashes(tmp_path, tiny_run, tiny_models):

@@ -59,11 +59,12 @@ def make_fused_model(
     probs = helper.make_tensor_value_info(OUTPUT_PROBABILITIES, TensorProto.FLOAT, [n, k])
     label = helper.make_tensor_value_info(OUTPUT_LABEL, TensorProto.INT64, [n])
     nodes = [
-        helper.make_node("Cast", [input_name], ["x"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2], keepdims=0),
-        helper.make_node("Gemm", ["mean", "W", "b"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], [OUTPUT_PROBABILITIES], axis=1),
-        helper.make_node("ArgMax", [OUTPUT_PROBABILITIES], [OUTPUT_LABEL], axis=1, keepdims=0),
+        # named with the stage prefixes a real export gives (pre/, head/): the benchmark's profile groups by them
+        helper.make_node("Cast", [input_name], ["x"], name="pre/cast", to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["x"], ["mean"], name="pre/mean", axes=[1, 2], keepdims=0),
+        helper.make_node("Gemm", ["mean", "W", "b"], ["logits"], name="head/gemm"),
+        helper.make_node("Softmax", ["logits"], [OUTPUT_PROBABILITIES], name="head/softmax", axis=1),
+        helper.make_node("ArgMax", [OUTPUT_PROBABILITIES], [OUTPUT_LABEL], name="head/argmax", axis=1, keepdims=0),
     ]
     graph = helper.make_graph(nodes, "tiny_fused", [image], [probs, label], initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="waste-edge-tests")

@@ -515,15 +515,15 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> BenchReport:
 
     profiles: list[dict[str, Any]] = []
     if cfg.profile:
-        from waste_edge.bench.profile import profile_ops
+        from waste_edge.bench.profile import profile_model
 
         for t in models:
             if not (t.ok and t.format == "onnx" and t.backend == "cpu"):
                 continue
             for batch in cfg.batches:
                 try:
-                    ops = profile_ops(t.path, bgr[:batch], threads=cfg.threads)
-                    profiles.append({"model": t.name, "variant": t.variant, "backend": t.backend, "batch": batch, "ops": ops})
+                    prof = profile_model(t.path, bgr[:batch], threads=cfg.threads)
+                    profiles.append({"model": t.name, "variant": t.variant, "backend": t.backend, "batch": batch, **prof})
                 except Exception as e:
                     notes.append(f"profile of {t.name} at batch {batch} failed: {_one_line(e)}")
 

@@ -23,8 +23,19 @@ from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_PROBABILITIES
 _CONTAINERS = frozenset({"If", "Loop", "Scan"})
 
 
-def profile_ops(model_path: str | Path, batch: np.ndarray, *, threads: int | None = None, iters: int = 5, top: int = 8) -> list[dict[str, Any]]:
-    """Per op type: milliseconds per run and share of the kernel time, largest first (at most `top`, rest summed).
+def stage_of(node_name: str) -> str:
+    """The fused model's stage a node belongs to, from the prefixes the export gives each part's node names."""
+    if node_name.startswith("pre/"):
+        return "preprocessing"
+    if node_name.startswith("head/"):
+        return "head"
+    return "encoder"
+
+
+def profile_model(model_path: str | Path, batch: np.ndarray, *, threads: int | None = None, iters: int = 5, top: int = 8) -> dict[str, Any]:
+    """`ops`: per op type, milliseconds per run and share of the kernel time, largest first (at most `top`, rest
+    summed); `stages`: the same per stage of the fused graph (preprocessing / encoder / head), which answers
+    "how much of the time is the resize" whatever ops the preprocessing is made of.
 
     Shares are the finding; the milliseconds are from a separate, profiled session at another moment than the
     timed rounds, so they are not comparable with the table's latencies on a busy machine."""
@@ -48,6 +59,7 @@ def profile_ops(model_path: str | Path, batch: np.ndarray, *, threads: int | Non
             sess.run([OUTPUT_PROBABILITIES], feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
     totals: dict[str, float] = defaultdict(float)
+    stages: dict[str, float] = defaultdict(float)
     run_ends = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     skip_before = run_ends[n_warm - 1]["ts"] + run_ends[n_warm - 1]["dur"] if len(run_ends) > n_warm else -1
     for e in events:
@@ -56,10 +68,12 @@ def profile_ops(model_path: str | Path, batch: np.ndarray, *, threads: int | Non
         op = str(e.get("args", {}).get("op_name", "?"))
         if op not in _CONTAINERS:
             totals[op] += float(e.get("dur", 0)) / 1e3
+            stages[stage_of(str(e["name"]))] += float(e.get("dur", 0)) / 1e3
     grand = sum(totals.values()) or 1.0
     ranked = sorted(totals.items(), key=lambda kv: kv[1], reverse=True)
     rows = [{"op": op, "ms_per_run": ms / iters, "share": ms / grand} for op, ms in ranked[:top]]
     rest = sum(ms for _, ms in ranked[top:])
     if rest:
         rows.append({"op": "(other)", "ms_per_run": rest / iters, "share": rest / grand})
-    return rows
+    by_stage = {k: {"ms_per_run": v / iters, "share": v / grand} for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}
+    return {"ops": rows, "stages": by_stage}

@@ -108,6 +108,8 @@ def to_markdown(report: Report, title: str = "waste-edge benchmark") -> str:
         lines += ["", f"### ONNX Runtime profile: {prof['model']} ({prof['variant']}, {prof['backend']}, batch {prof['batch']})", "",
                   "| Op | ms per run | share |", "|---|---|---|"]
         lines += [f"| {o['op']} | {o['ms_per_run']:.3f} | {o['share'] * 100:.1f} % |" for o in prof["ops"]]
+        if prof.get("stages"):
+            lines += ["", "By stage: " + ", ".join(f"{k} {v['ms_per_run']:.2f} ms ({v['share'] * 100:.1f} %)" for k, v in prof["stages"].items())]
     notes = report.get("notes") or []
     if notes:
         lines += [""] + [f"- note: {n}" for n in notes]

@@ -1,0 +1,21 @@
+"""A second ONNX runtime (OpenVINO CPU) gives the same answers as ONNX Runtime on the fixed-size fp32 graphs."""
+
+from __future__ import annotations
+
+import pytest
+
+from waste_edge.export.parity import list_images
+
+pytest.importorskip("openvino", reason="the [portability] extra (openvino) is not installed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["clip_run", "lite0_run"])
+def test_openvino_agrees_with_onnxruntime_on_real_photos(which, request, waste_sample, tmp_path):
+    from waste_edge.bench.portability import compare_runtimes
+    from waste_edge.export.exporter import export
+
+    model = export(request.getfixturevalue(which), "onnx", out=tmp_path / "fixed.onnx", imgsz=(480, 640), progress=False).path
+    result = compare_runtimes(model, [p for p, _ in list_images(waste_sample / "TEST", 40)])
+    assert result["n"] == 40 and result["frame"] == [640, 480]
+    assert result["agreement"] == 1.0 and result["max_abs_dp"] <= 1e-4, result
