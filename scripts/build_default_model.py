@@ -10,7 +10,7 @@ fixed-seed sample of the same TRAIN images. Rebuilding from the same inputs give
 The script refuses to write a model that misses its gates: TEST accuracy >= 0.97, INT8 agreement with its
 fp32 export >= 99.5 %, size <= 8 MB. Only the model and its card go into the repository, never the images.
 
-    .venv/bin/python scripts/build_default_model.py [--data ../shared/data/waste-sample] [--out waste_edge/models]
+    .venv/bin/python scripts/build_default_model.py [--data ../shared/data/waste-sample] [--out waste_edge/models] [--imgsz H W]
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=REPO / "build" / "default-model", help="scratch folder (run dir, fp32 export)")
     ap.add_argument("--cache", type=Path, default=None, help="embedding cache (default: ~/.cache/waste-edge/embeddings)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--imgsz", type=int, nargs=2, metavar=("H", "W"), default=None,
+                    help="build the fixed-size form for H x W frames (Pillow's taps as constants; other frame sizes are "
+                         "then cv2-resized by the runtime) instead of the dynamic form that takes any size (default)")
     args = ap.parse_args(argv)
 
     import torch
@@ -78,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if card["encoder"]["weights"]["sha256"] != ENCODER_WEIGHTS_SHA256:
         raise SystemExit(f"encoder weights sha256 {card['encoder']['weights']['sha256']} is not the pinned {ENCODER_WEIGHTS_SHA256}")
 
-    fp32 = export(run_dir, "onnx", dynamic=True, out=args.work / "default-fp32.onnx", log=print).path
-    int8 = export(run_dir, "onnx", dynamic=True, int8=True, calib=args.data / "TRAIN", out=args.work / "default-int8.onnx", log=print).path
+    imgsz = tuple(args.imgsz) if args.imgsz else None
+    fp32 = export(run_dir, "onnx", dynamic=True, imgsz=imgsz, out=args.work / "default-fp32.onnx", log=print).path
+    int8 = export(run_dir, "onnx", dynamic=True, imgsz=imgsz, int8=True, calib=args.data / "TRAIN", out=args.work / "default-int8.onnx", log=print).path
 
     p8, y = classify_files(int8, test, args.threads)
     p32, _ = classify_files(fp32, test, args.threads)
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     model_card = {
         "name": "waste-edge default: EfficientNet-Lite0 INT8 + logistic head",
         "model": {"file": dest.name, "sha256": file_sha256(dest), "size_bytes": dest.stat().st_size, "variant": "int8",
+                  "preprocessing": f"fixed-size {imgsz[0]}x{imgsz[1]} (Pillow taps)" if imgsz else "dynamic (any frame size)",
                   "quantization": "static QDQ, per-channel QInt8 weights, QUInt8 activations, calibrated on TRAIN images; preprocessing and head in fp32"},
         "encoder": card["encoder"]["id"],
         "encoder_weights": card["encoder"]["weights"],
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "parity_int8_vs_reference": {"agreement": parity.agreement, "max_abs_dp": parity.max_abs_dp, "p99_abs_dp": parity.p99_abs_dp},
         },
         "gates": GATES,
-        "build": {"command": "python scripts/build_default_model.py", "toolkit_version": __version__, "versions": card["versions"],
+        "build": {"command": "python scripts/build_default_model.py" + (f" --imgsz {imgsz[0]} {imgsz[1]}" if imgsz else ""), "toolkit_version": __version__, "versions": card["versions"],
                   "seconds": round(time.perf_counter() - t0, 1)},
     }
     (args.out / "default.json").write_text(json.dumps(model_card, indent=1) + "\n")

@@ -116,6 +116,16 @@ def test_full_frames_match_reference_pipeline(tiny_data, tmp_path):
         assert np.max(np.abs(pixels[0] - ref.crop_uint8(img).astype(np.float32))) <= 1.0
         p_ref = ref.proba([img])
         assert np.max(np.abs(p_onnx - p_ref)) < 0.05
+    # The fixed-size form for these frames: Pillow-exact, and a graph TensorRT's parser accepts.
+    from waste_edge.export.tensorrt_lint import lint_path
+
+    fixed = export_keras(out, out / "model-fixed.onnx", channel_order="RGB", imgsz=(120, 160))
+    assert lint_path(fixed).passed
+    fixed_sess = _session(fixed, extra_outputs=("pixels",))
+    for frame in frames:
+        p_fixed, pixels = fixed_sess.run(["probabilities", "pixels"], {"image": frame[None]})
+        np.testing.assert_array_equal(pixels[0], ref.crop_uint8(Image.fromarray(frame)).astype(np.float32))
+        np.testing.assert_allclose(p_fixed, sess.run(["probabilities"], {"image": frame[None]})[0], atol=1e-5)
     # The edge runtime treats the baseline like any other model.
     clf = Classifier(onnx_path, threads=2)
     probs = clf.predict_proba(np.stack(frames), channel_order="RGB")

@@ -1,7 +1,8 @@
 """A Keras baseline run as the fused model of contract 2: same input, outputs and metadata as a linear run.
 
     image uint8 [N, H, W, 3] (BGR or RGB, any H and W)
-      -> the toolkit's preprocessing graph (`preprocess_graph.build_preprocess_model`, box_crop spec of the run):
+      -> the toolkit's preprocessing graph (`preprocess_graph.build_preprocess_model`, box_crop spec of the run;
+         with a fixed frame size, the fixed-size form of Pillow's taps that TensorRT accepts):
          `pixels` float32 NCHW RGB 0..255, the same crop the Keras model was trained and evaluated on
       -> Transpose to NHWC -> the Keras model converted by tf2onnx (its own scaling / preprocess_input inside)
       -> `probabilities` float32 [N, K] (the model's softmax), `label` int64 [N] (ArgMax)
@@ -166,7 +167,12 @@ def build_keras_onnx(
         onnx.checker.check_model(fused, full_check=True)
     except onnx.checker.ValidationError as e:
         raise KerasExportError(f"the fused Keras model fails the ONNX checker: {str(e).splitlines()[0]}") from None
-    dp = _self_check(fused, model, size, channel_order, batch)
+    # The self-check feeds crops already at the model's input size, which only a graph taking any frame size accepts:
+    # a fixed-size export is checked through the same Keras part behind the dynamic preprocessing (the fixed-size
+    # preprocessing itself is Pillow-exact by construction, tests/export/test_preprocess_fixed.py).
+    checked = fused if imgsz is None else fuse(build_preprocess_model(run.spec, channel_order, opset=opset, batch=batch),
+                                               keras_proto, k_in, k_out, len(run.classes), batch)
+    dp = _self_check(checked, model, size, channel_order, batch)
     details["self_check_max_abs_dp"] = dp
     if dp > SELF_CHECK_TOLERANCE:
         raise KerasExportError(f"the converted model disagrees with the Keras model by {dp:.2e} (> {SELF_CHECK_TOLERANCE}) in probability")
