@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from waste_edge.train.preprocess import PreprocessSpec
 
 PRECISION_BITS = 22  # Pillow: 32 - 8 - 2
 HALF_BITS = 11  # the weight split: w = hi * 2^11 + lo
@@ -235,7 +239,7 @@ def resize_steps(in_w: int, in_h: int, out_w: int, out_h: int, kind: str, crop: 
     return steps + [Pass(a, passes[a]) for a in order if a in passes]
 
 
-def fixed_steps(spec: "PreprocessSpec", height: int, width: int) -> list[Step]:  # noqa: F821 (train.preprocess)
+def fixed_steps(spec: PreprocessSpec, height: int, width: int) -> list[Step]:
     """`train.preprocess.resize_crop(img, spec)` for an H x W image, as constant steps."""
     from waste_edge.train.preprocess import box_crop_geometry, shortest_side_size
 

@@ -8,19 +8,23 @@ The geometry and every filter weight are computed at export time in numpy (`pil_
 holds only constants and a short chain of plain ops, which every runtime implements the same way:
 
     Cast(uint8 -> float32), once, on the input (TensorRT allows UINT8 only at the network boundary)
-    Slice            the band of rows / columns the passes read (constant starts and ends)
-    one pass per axis: Pillow's taps as constants (see FORMS), then Pillow's (sum + 2^21) >> 22 and clip8
-    Reshape + ReduceSum   the box sums of `Image.reduce(k)`, then Pillow's rounded mean
-    Transpose, Gather([2, 1, 0])   to NCHW and, for BGR frames, RGB order
+    Slice            the band of rows / columns the passes read (constant starts and ends), then NCHW
+    one pass per axis: Pillow's taps as constants (FORMS), then Pillow's (sum + 2^21) >> 22 and clip8
+    Reshape + ReduceSum   the box sums of `Image.reduce(k)` (or AveragePool, BOX_FORMS), then Pillow's rounded mean
+    Gather([2, 1, 0])     RGB order for BGR frames
 
 No `Resize` (TensorRT rejects antialiasing, runtimes disagree on it), no `If`, no float64, no shape arithmetic.
 Why the arithmetic is exact in float32 is explained in `pil_taps.py`; `check_exact` refuses tables where it
 would not be (frames far larger than any camera's for the output size).
 
-Layout: every pass runs along axis 1 of a 4-D tensor [N, A, B, C] whose trailing block B x C is contiguous, the
-layout ONNX Runtime's Gather / Mul / ReduceSum / MatMul kernels are fast on (along an axis followed only by the 3
-channels they are ~20x slower). The tensor starts channels-last as decoded; a Transpose swaps rows and columns
-when the next pass needs the other axis, and one at the end gives NCHW.
+Layout and forms (measured with benchmarks/preprocess_forms.py, interleaved, one run): every pass runs along the
+rows (axis 2) of planar NCHW, where each tap is a whole contiguous row; a column pass is framed by two Transposes
+(a Gather along the last axis copies one float at a time and is ~5x slower in ONNX Runtime, channels-last layouts
+~20x). A pass is either `gather` (Gather the taps -> [N, C, out, k, W], Mul by each weight half, ReduceSum: the
+issue's form) or `band` (default: outputs in blocks of 16, each a small MatMul over the window of input rows it
+reads; ~15-25 % faster on CPU for CLIP frames, same result). Box sums: ReduceSum and AveragePool + Round measured
+equal within noise; ReduceSum (fewer ops) is the default. MatMul stays exact in TensorRT even under TF32 (every
+operand has at most 11 significant bits), and Polygraphy disables TF32 unless asked.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from waste_edge.runtime.metadata import INPUT_NAME
 from waste_edge.train.preprocess import PreprocessSpec
 
 PIXELS = "pixels"
-FORMS = ("gather", "band")  # how a resampling pass applies its taps (measured in the module docstring)
+FORMS = ("gather", "band")  # how a resampling pass applies its taps (see the module docstring)
 BOX_FORMS = ("reduce", "pool")  # how a box reduce sums: Reshape + ReduceSum, or AveragePool
 DEFAULT_FORM = "band"
 DEFAULT_BOX_FORM = "reduce"
