@@ -12,7 +12,7 @@ pytest.importorskip("openvino", reason="the [portability] extra (openvino) is no
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["clip_run", "lite0_run"])
 def test_openvino_agrees_with_onnxruntime_on_real_photos(which, request, waste_sample, tmp_path):
-    from waste_edge.bench.portability import compare_runtimes
+    from waste_edge.export.portability import compare_runtimes
     from waste_edge.export.exporter import export
 
     model = export(request.getfixturevalue(which), "onnx", out=tmp_path / "fixed.onnx", imgsz=(480, 640), progress=False).path

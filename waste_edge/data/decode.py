@@ -79,6 +79,15 @@ def load_rgb(path: str | Path, *, draft: tuple[int, int] | None = None) -> Image
     return rgb
 
 
+def load_rgb_frame(path: str | Path, frame: tuple[int, int] | None) -> Image.Image:
+    """`load_rgb`, then resized (bilinear) to `frame` = (w, h) when given: a photo as the camera frame a fixed-size
+    model takes, the same frame for the model and for the reference it is compared with."""
+    img = load_rgb(path)
+    if frame is not None and img.size != tuple(frame):
+        img = img.resize(tuple(frame), Image.Resampling.BILINEAR)
+    return img
+
+
 def load_rgb_array(path: str | Path) -> np.ndarray:
     """`load_rgb` as an HxWx3 uint8 array (RGB order), the form the runtime feeds to a fused model."""
     return np.ascontiguousarray(np.asarray(load_rgb(path), dtype=np.uint8))

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image
 
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_LABEL, OUTPUT_PROBABILITIES, ModelMetadata
@@ -173,7 +172,7 @@ def run_parity(
 ) -> ParityReport:
     from tqdm import tqdm
 
-    from waste_edge.data.decode import DecodeError, load_rgb
+    from waste_edge.data.decode import DecodeError, load_rgb_frame
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -190,19 +189,17 @@ def run_parity(
         classes = ref.classes
         # A fixed-size model takes frames of exactly its input size (a camera's): each photo becomes such a frame
         # first, and the reference runs on the same frame, so the comparison stays exact.
-        frame = (meta.input_size[1], meta.input_size[0]) if meta.input_size else None
+        frame = meta.frame_size
         rows: list[ImageParity] = []
         dps: list[float] = []
         skipped: list[str] = []
         truth: list[str | None] = []
         for path, label in tqdm(images, desc="parity", unit="img", disable=not progress):
             try:
-                img = load_rgb(path)
+                img = load_rgb_frame(path, frame)
             except DecodeError as e:
                 skipped.append(f"{path}: {e}")
                 continue
-            if frame is not None and img.size != frame:
-                img = img.resize(frame, Image.Resampling.BILINEAR)  # the camera frame both pipelines see
             rgb = np.asarray(img, dtype=np.uint8)
             p_ref, feats = ref(img)
             out = model(rgb)

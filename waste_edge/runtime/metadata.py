@@ -46,6 +46,11 @@ class ModelMetadata:
         if len(self.classes) < 2 or len(self.display_names) != len(self.classes):
             raise MetadataError("metadata needs at least two classes and one display name per class")
 
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(W, H) of the frames a fixed-size model takes (PIL's size order), None when any size goes."""
+        return (int(self.input_size[1]), int(self.input_size[0])) if self.input_size else None
+
     def to_props(self) -> dict[str, str]:
         """Flat string map for `onnx.helper.set_model_props` / `ModelProto.metadata_props`."""
         return {PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in asdict(self).items()}

@@ -7,7 +7,7 @@ Gather / MatMul / ReduceSum arithmetic on integers, which every IEEE float32 run
 
 `openvino` is a test dependency only (the `[portability]` extra), imported here lazily.
 
-    python -m waste_edge.bench.portability --model M.onnx --data ../shared/data/waste-sample/TEST --limit 44
+    python -m waste_edge.export.portability --model M.onnx --data ../shared/data/waste-sample/TEST --limit 44
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_PROBABILITIES, ModelMetadata
 
@@ -31,7 +30,7 @@ def compare_runtimes(model_path: str | Path, images: list[Path], *, threads: int
     import onnxruntime as ort
     import openvino as ov
 
-    from waste_edge.data.decode import DecodeError, load_rgb
+    from waste_edge.data.decode import DecodeError, load_rgb_frame
 
     meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(model_path), load_external_data=False).metadata_props})
     opts = ort.SessionOptions()
@@ -41,17 +40,14 @@ def compare_runtimes(model_path: str | Path, images: list[Path], *, threads: int
     # f32 explicitly: OpenVINO CPU may otherwise pick bf16 on CPUs that have it.
     compiled = core.compile_model(str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
     ov_out = compiled.output(OUTPUT_PROBABILITIES)
-    frame = (meta.input_size[1], meta.input_size[0]) if meta.input_size else None
+    frame = meta.frame_size
     agree, dps, skipped = [], [], []
     for path in images:
         try:
-            img = load_rgb(path)
+            rgb = np.asarray(load_rgb_frame(path, frame), dtype=np.uint8)
         except DecodeError as e:
             skipped.append(f"{path}: {e}")
             continue
-        if frame is not None and img.size != frame:
-            img = img.resize(frame, Image.Resampling.BILINEAR)
-        rgb = np.asarray(img, dtype=np.uint8)
         x = np.ascontiguousarray((rgb[..., ::-1] if meta.channel_order == "BGR" else rgb)[None])
         p_ort = sess.run([OUTPUT_PROBABILITIES], {INPUT_NAME: x})[0][0].astype(np.float64)
         p_ov = np.asarray(compiled({INPUT_NAME: x})[ov_out])[0].astype(np.float64)
