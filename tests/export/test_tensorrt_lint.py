@@ -102,6 +102,7 @@ def test_fixed_size_fused_graphs_pass_and_the_dynamic_clip_graph_fails(clip_run,
         fixed = export(run, "onnx", out=tmp_path / f"{run.name}-fixed.onnx", imgsz=(480, 640), progress=False)
         report = lint_path(fixed.path)
         assert report.passed, report.summary()
+        assert main(["info", "--model", str(fixed.path), "--check", "tensorrt"]) == 0
     dynamic = lint_path(clip_onnx)
     assert not dynamic.passed
     antialias = [f for f in dynamic.findings if f.rule == "resize-antialias"]

@@ -45,10 +45,10 @@ from waste_edge.export.pil_taps import (
     fixed_steps,
     reduce_split,
 )
+from waste_edge.export.preprocess_graph import PIXELS
 from waste_edge.runtime.metadata import INPUT_NAME
 from waste_edge.train.preprocess import PreprocessSpec
 
-PIXELS = "pixels"
 FORMS = ("gather", "band")  # how a resampling pass applies its taps (see the module docstring)
 BOX_FORMS = ("reduce", "pool")  # how a box reduce sums: Reshape + ReduceSum, or AveragePool
 DEFAULT_FORM = "band"
