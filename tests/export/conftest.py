@@ -94,3 +94,13 @@ def lite0_onnx(tmp_path_factory, lite0_run) -> Path:
     from waste_edge.export.exporter import export
 
     return export(lite0_run, "onnx", out=tmp_path_factory.mktemp("m") / "lite0.onnx", dynamic=True, progress=False).path
+
+
+@pytest.fixture(scope="session")
+def fixed_onnx(tmp_path_factory, clip_run, lite0_run) -> dict[str, Path]:
+    """Both runs exported in the fixed-size form for 640x480 frames (shared by the lint and portability tests)."""
+    from waste_edge.export.exporter import export
+
+    out = tmp_path_factory.mktemp("fixed")
+    return {name: export(run, "onnx", out=out / f"{name}.onnx", imgsz=(480, 640), progress=False).path
+            for name, run in (("clip", clip_run), ("lite0", lite0_run))}
