@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.backends.select import BACKEND_CHOICES, BACKEND_NAMES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -185,7 +186,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 # section: runtime (camera, predict)
 # ----------------------------------------------------------------------------------------------------------
 
-_BACKEND_HELP = "auto (best available: tensorrt > cuda > cpu), cpu, cuda or tensorrt (default: %(default)s)"
+_BACKEND_HELP = f"{', '.join(BACKEND_CHOICES)}; auto takes the best one available here, tensorrt > cuda > cpu (default: %(default)s)"
 _MODEL_HELP = "fused model: .onnx, or a TensorRT .engine with its .engine.json sidecar (written by `waste-edge export`)"
 
 
@@ -224,7 +225,7 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--device", default="0", help="camera index, URL, GStreamer pipeline, video, image folder or glob (default: %(default)s)")
     c.add_argument("--model", default=None, help=_MODEL_HELP)
-    c.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
+    c.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     c.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     c.add_argument("--no-show", action="store_true", help="no window (also automatic without a display or GUI-enabled OpenCV)")
     c.add_argument("--save", type=Path, default=None, help="write the annotated frames to a video (.mp4 or .avi)")
@@ -252,10 +253,11 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help=_MODEL_HELP)
     p.add_argument("--out", default=None, metavar="FILE.csv|FILE.jsonl", help="output table (default: CSV on stdout)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="images per inference batch (default: %(default)s)")
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--workers", type=_positive_int, default=2, help="image decoding threads (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # the old spelling
     p.set_defaults(func=_cmd_predict)
 
 
@@ -286,7 +288,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     _log_to_stderr()
     with Classifier(args.model, args.backend, threads=args.threads) as clf:
         print(f"model: {clf.describe()}", file=sys.stderr)
-        summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
+        summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
     print(summary.format(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
     if summary.predictions == 0:
         print("error: no input could be classified (see the error column)", file=sys.stderr)
@@ -398,9 +400,9 @@ def _int_list(text: str) -> list[int]:
 
 def _backend_list(text: str) -> list[str]:
     values = [x.strip().lower() for x in text.split(",") if x.strip()]
-    bad = [v for v in values if v not in ("cpu", "cuda", "tensorrt")]
+    bad = [v for v in values if v not in BACKEND_NAMES]
     if not values or bad:
-        raise argparse.ArgumentTypeError(f"backends are cpu, cuda, tensorrt (comma-separated), got {text!r}")
+        raise argparse.ArgumentTypeError(f"backends are {', '.join(BACKEND_NAMES)} (comma-separated), got {text!r}")
     return values
 
 
@@ -645,7 +647,7 @@ def _add_first_run(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--device", type=int, default=0, help="camera index to try first (default: %(default)s)")
     d.add_argument("--model", default=None, help="fused model (default: the embedded default model)")
-    d.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help="execution backend (default: %(default)s)")
+    d.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="execution backend (default: %(default)s)")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for the annotated video and events (default: %(default)s)")
     d.add_argument("--seconds", type=float, default=4.0, help="length of the generated demo video (default: %(default)s)")
     d.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames (default: the whole video; a camera runs until q or Ctrl-C)")

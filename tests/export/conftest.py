@@ -94,3 +94,11 @@ def lite0_onnx(tmp_path_factory, lite0_run) -> Path:
     from waste_edge.export.exporter import export
 
     return export(lite0_run, "onnx", out=tmp_path_factory.mktemp("m") / "lite0.onnx", dynamic=True, progress=False).path
+
+
+@pytest.fixture(scope="session")
+def clip_fp16(tmp_path_factory, clip_run):
+    """The tiny ViT (ViT-B/32 geometry) exported as fp16: the variant ONNX Runtime's NchwcTransformer crashes on."""
+    from waste_edge.export.exporter import export
+
+    return export(clip_run, "onnx", out=tmp_path_factory.mktemp("m") / "clip-fp16.onnx", half=True, dynamic=True, progress=False)

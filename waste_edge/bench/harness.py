@@ -34,10 +34,10 @@ import numpy as np
 
 from waste_edge.bench.frames import synthetic_frames
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.backends.select import BACKEND_NAMES
 
 Log = Callable[[str], None]
 _SETTLE_S = 0.05  # pause when switching targets: lets the previous runtime's spinning threads go idle
-BACKEND_NAMES = ("cpu", "cuda", "tensorrt")
 
 
 class BenchError(WasteEdgeError):
@@ -196,24 +196,19 @@ class _Target:
 
 
 def _file_size_mb(path: Path) -> float | None:
-    files = [path, Path(str(path) + ".json"), Path(str(path) + ".data")]  # model, engine sidecar, ONNX external data
+    from waste_edge.runtime.backends.engine_sidecar import sidecar_path
+
+    files = [path, sidecar_path(path), Path(str(path) + ".data")]  # model, engine sidecar, ONNX external data
     total = sum(f.stat().st_size for f in dict.fromkeys(files) if f.is_file())
     return total / 1e6 if total else None
 
 
 def _file_metadata(path: Path) -> Any:
     """The model's metadata without loading it for inference (for rows whose backend could not load it)."""
-    from waste_edge.runtime.metadata import ModelMetadata
+    from waste_edge.runtime.model_info import read_metadata
 
     try:
-        if path.suffix.lower() == ".engine":
-            import json
-
-            return ModelMetadata.from_json(json.loads(Path(str(path) + ".json").read_text())["metadata"])
-        import onnx  # the [export] extra; optional here
-
-        model = onnx.load(str(path), load_external_data=False)
-        return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+        return read_metadata(path)
     except Exception:
         return None
 
@@ -223,7 +218,7 @@ def _model_targets(path: Path, backends: Sequence[str] | None, threads: int | No
     """One target per backend for a model file, loaded (or failed / skipped with the reason)."""
     from waste_edge.runtime.classifier import Classifier
     from waste_edge.runtime.formats import format_for_path
-    from waste_edge.runtime.runners import available_backends, candidate_backends
+    from waste_edge.runtime.backends.select import available_backends, candidate_backends
 
     name = path.name
     try:

@@ -105,13 +105,11 @@ def fuse(pre: onnx.ModelProto, keras_proto: onnx.ModelProto, k_in: str, k_out: s
 
 def _self_check(fused: onnx.ModelProto, model: Any, imgsz: int, channel_order: str, batch: int | None) -> float:
     """Max |p_onnx - p_keras| on random crops already at imgsz (the resize is then the identity)."""
-    import onnxruntime as ort
+    from waste_edge.runtime.backends.onnxrt import load_session
 
     n = batch or 2
     crops = np.random.default_rng(0).integers(0, 256, (n, imgsz, imgsz, 3), dtype=np.uint8)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(fused.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = load_session(fused.SerializeToString(), threads=2, name="fused Keras model")
     frames = crops[..., ::-1] if channel_order == "BGR" else crops
     p_onnx = sess.run([OUTPUT_PROBABILITIES], {INPUT_NAME: np.ascontiguousarray(frames)})[0]
     p_keras = np.asarray(model.predict(crops.astype(np.float32), verbose=0))

@@ -130,24 +130,19 @@ class _ModelUnderTest:
         self.stages = False
         if path.suffix.lower() == ".onnx":
             import onnx
-            import onnxruntime as ort
 
             from waste_edge.export.fused import with_stage_outputs
+            from waste_edge.runtime.backends.onnxrt import load_session
 
             model = onnx.load(path)
             self.metadata = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
             staged = with_stage_outputs(model)
             self.outputs = [o.name for o in staged.graph.output]
             self.stages = len(self.outputs) > 2
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            # ONNX Runtime 1.32's NCHWc layout transformer segfaults on fused fp16 graphs (CPU only; fp16 is meant
-            # for GPU providers): leave it out for them.
-            disabled = ["NchwcTransformer"] if self.metadata.variant == "fp16" else None
-            self.session = ort.InferenceSession(staged.SerializeToString(), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+            self.session = load_session(staged.SerializeToString(), threads=threads, name=path.name)
             self._run = lambda x: dict(zip(self.outputs, self.session.run(self.outputs, {INPUT_NAME: x})))
         else:
-            from waste_edge.runtime.runners import open_runner
+            from waste_edge.runtime.backends.select import open_runner
 
             runner = open_runner(path)
             self.metadata = ModelMetadata.from_props(runner.custom_metadata())

@@ -72,11 +72,9 @@ class _PixelsReader:
     """onnxruntime CalibrationDataReader: real images -> the ONNX preprocessing graph -> `pixels` batches of 1."""
 
     def __init__(self, pre_model: onnx.ModelProto, files: list[Path], progress: bool, log: Callable[[str], None] | None) -> None:
-        import onnxruntime as ort
+        from waste_edge.runtime.backends.onnxrt import load_session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        self._pre = ort.InferenceSession(pre_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self._pre = load_session(pre_model.SerializeToString(), threads=2, name="preprocessing graph")
         self._files = files
         self._progress = progress
         self._log = log
