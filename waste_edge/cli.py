@@ -16,9 +16,6 @@ from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.backends.select import BACKEND_CHOICES, BACKEND_NAMES
 
-Handler = Callable[[argparse.Namespace], int]
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -89,6 +86,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
+    from waste_edge.train.keras.archs import ARCH_NAMES, ARCHS
+
     b = tsub.add_parser(
         "baseline",
         help="the study's Keras baselines: small CNN, VGG16, EfficientNetB0, InceptionV3 (needs the [baselines] extra)",
@@ -107,11 +106,12 @@ def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument("--arch", required=True, choices=["cnn", "vgg16", "efficientnetb0", "inceptionv3"], help="network to train")
+    b.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network to train")
     b.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label CSV")
     b.add_argument("--out", required=True, type=Path, help="run directory to write (card.json, model.keras, metrics, plots)")
     b.add_argument("--epochs", type=_positive_int, default=10, help="maximum epochs (early stopping may end sooner; default: %(default)s)")
-    b.add_argument("--imgsz", type=_positive_int, default=None, help="square input side (default: 128 for cnn, 299 for inceptionv3, else 224)")
+    b.add_argument("--imgsz", type=_positive_int, default=None,
+                   help="square input side (default: " + ", ".join(f"{a.default_imgsz} for {a.name}" for a in ARCHS) + ")")
     b.add_argument("--batch-size", type=_positive_int, default=32, help="images per training step (default: %(default)s)")
     b.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet, none for cnn)")
     b.add_argument("--fine-tune-from", default=None, metavar="LAYER", help="after the head, unfreeze the backbone from this layer name or index")
@@ -126,7 +126,7 @@ def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train_baseline(args: argparse.Namespace) -> int:
-    from waste_edge.train.baselines import BaselineConfig, train_baseline
+    from waste_edge.train.keras.trainer import BaselineConfig, train_baseline
 
     cfg = BaselineConfig(
         data=args.data, arch=args.arch, out=args.out, epochs=args.epochs, imgsz=args.imgsz, batch_size=args.batch_size,
@@ -163,22 +163,13 @@ def _cmd_train_linear(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from waste_edge.train.pipeline import evaluate_run
-    from waste_edge.train.run import read_card
+    from waste_edge.train.runs import open_run
 
-    if read_card(args.run).get("kind") == "keras":
-        from waste_edge.train.baselines import evaluate_keras_run
-
-        report = evaluate_keras_run(args.run, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
-                                    workers=args.workers, threads=args.threads or 2)
-        m = report.metrics
-        print(f"accuracy {m['accuracy']:.4f} on {m['n']} images, unreadable {m['n_unreadable']}\nreport: {report.files[0].parent}")
-        return 0
-    result = evaluate_run(
-        args.run, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
+    report = open_run(args.run).evaluate(
+        args.data, split=args.split, out=args.out, batch_size=args.batch_size,
         workers=args.workers, threads=args.threads, cache_dir=args.cache, log=print,
     )
-    print(result.summary())
+    print(report.summary())
     return 0
 
 
@@ -277,7 +268,7 @@ def _cmd_camera(args: argparse.Namespace) -> int:
                 hysteresis=args.hysteresis, threshold=args.threshold, max_frames=args.max_frames,
             )
             summary = run_camera(clf, source, config)
-    print(summary.format(), file=out)
+    print(summary.summary(), file=out)
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 
@@ -289,7 +280,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     with Classifier(args.model, args.backend, threads=args.threads) as clf:
         print(f"model: {clf.describe()}", file=sys.stderr)
         summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
-    print(summary.format(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
+    print(summary.summary(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
     if summary.predictions == 0:
         print("error: no input could be classified (see the error column)", file=sys.stderr)
         return 1
@@ -329,7 +320,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", type=Path, help="run directory written by `train linear` (card.json + head.json)")
-    p.add_argument("--format", default="onnx", help="onnx | engine (default: %(default)s)")
+    p.add_argument("--format", default="onnx", type=str.lower, choices=[f.name for f in FORMATS], help="model format, see the table below (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="output file (default: <run>/model-<variant>.<suffix>)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default: 18)")
     p.add_argument("--dynamic", action="store_true", default=None, help="dynamic batch dimension (else fixed to --batch)")
@@ -365,21 +356,24 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from waste_edge.export.exporter import export
+    from dataclasses import fields
 
-    opts = {k: getattr(args, k) for k in ("out", "opset", "dynamic", "batch", "imgsz", "half", "int8", "calib", "channel_order", "workspace")}
+    from waste_edge.export.exporter import ExportOptions, export
+
+    opts = {f.name: getattr(args, f.name) for f in fields(ExportOptions)}
     result = export(args.run, args.format, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **opts)
     print(result.summary())
     return 0
 
 
 def _cmd_parity(args: argparse.Namespace) -> int:
-    from waste_edge.export.parity import run_parity, write_report
+    from waste_edge._io import write_json
+    from waste_edge.export.parity import run_parity
 
     report = run_parity(args.model, args.run, args.data, limit=args.limit, threads=args.threads, progress=not args.quiet)
     print(report.summary())
     if args.json:
-        print(f"report: {write_report(report, args.json)}")
+        print(f"report: {write_json(args.json, report.to_json())}")
     return 0 if report.passed else 1
 
 
@@ -413,6 +407,7 @@ def _frame_size(text: str) -> tuple[int, int]:
         return parse_frame_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -461,30 +456,26 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import os
+    from waste_edge.bench.harness import BenchConfig, parse_session_entry, run_bench
+    from waste_edge.bench.report import to_markdown, write_outputs
 
-    from waste_edge.bench.harness import BenchConfig, run_bench
-    from waste_edge.bench.report import to_markdown, write_json, write_markdown, write_plot
-    from waste_edge.runtime.model_path import resolve_model_path
-
-    models = [Path(m) for m in args.model] if args.model else ([resolve_model_path(None)] if not args.reference else [])
-    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    bad = [e for e in args.session_config if "=" not in e]
-    if bad:
-        print(f"error: --session-config takes KEY=VALUE, got {bad[0]!r}", file=sys.stderr)
+    try:
+        session_config = dict(parse_session_entry(e) for e in args.session_config)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = BenchConfig(
-        models=models, references=list(args.reference), backends=args.backends, batches=args.batch, frame=args.frame,
-        warmup=args.warmup, iters=args.iters or (None if args.seconds else 10), seconds=args.seconds, rounds=args.rounds,
-        threads=threads, session_config=dict(e.split("=", 1) for e in args.session_config), data=args.data, data_limit=args.limit, camera=args.camera, camera_frames=args.camera_frames,
-        memory=not args.no_memory, profile=args.profile, progress=not args.quiet,
+        models=[Path(m) for m in args.model] if args.model else None, references=list(args.reference), backends=args.backends,
+        batches=args.batch, frame=args.frame, warmup=args.warmup, iters=args.iters, seconds=args.seconds, rounds=args.rounds,
+        threads=args.threads, session_config=session_config, data=args.data, data_limit=args.limit, camera=args.camera,
+        camera_frames=args.camera_frames, memory=not args.no_memory, profile=args.profile, progress=not args.quiet,
     )
-    report = run_bench(cfg, log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))).to_dict()
-    print(to_markdown(report, args.title))
-    for path, write in ((args.json, write_json), (args.md, lambda r, p: write_markdown(r, p, args.title)), (args.plot, lambda r, p: write_plot(r, p, args.title))):
-        if path is not None:
-            print(f"wrote {write(report, path)}")
-    if not any(r["status"] == "ok" for r in report["rows"]):
+    report = run_bench(cfg, log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+    doc = report.to_dict()
+    print(to_markdown(doc, args.title))
+    for path in write_outputs(doc, args.title, json=args.json, md=args.md, plot=args.plot):
+        print(f"wrote {path}")
+    if not report.any_measured:
         print("error: no combination could be measured (see the status column)", file=sys.stderr)
         return 1
     return 0
@@ -590,12 +581,12 @@ def _run_data_check(args: argparse.Namespace):
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from waste_edge.data.check import write_json
+    from waste_edge._io import write_json
 
     result = _run_data_check(args)
-    print(result.format_text(show=args.show))
+    print(result.summary(show=args.show))
     if args.json is not None:
-        print(f"wrote {write_json(result, args.json)}")
+        print(f"wrote {write_json(args.json, result.to_json(), indent=1)}")
     if result.should_fail(args.fail_on):
         print(f"error: the check found {args.fail_on if args.fail_on != 'any' else 'problems'} (--fail-on {args.fail_on})", file=sys.stderr)
         return 1
@@ -606,7 +597,7 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
     from waste_edge.data.split_groups import write_split
 
     result = write_split(_run_data_check(args), args.out, test_size=args.test_size, seed=args.seed)
-    print(result.format_text())
+    print(result.summary())
     return 0
 
 
@@ -669,27 +660,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from waste_edge.runtime.camera import CameraConfig, run_camera
-    from waste_edge.runtime.classifier import Classifier
-    from waste_edge.runtime.demo import camera_opens, write_demo_video
-    from waste_edge.runtime.sources import open_source
+    from waste_edge.runtime.demo import run_demo
 
     _log_to_stderr()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if camera_opens(args.device):
-        source: str = str(args.device)
-        print(f"camera {args.device} opened: classifying live frames (q, Esc or Ctrl-C to stop)")
-    else:
-        source = str(write_demo_video(args.out / "demo-input.mp4", seconds=args.seconds))
-        print(f"no camera at index {args.device}: running the same loop on a generated demo video ({source})")
-    with Classifier(args.model, args.backend) as clf:
-        print(f"model: {clf.describe()}")
-        with open_source(source) as src:
-            config = CameraConfig(show=not args.no_show, save=args.out / "demo-annotated.mp4", jsonl=args.out / "demo-events.jsonl",
-                                  smooth=5, max_frames=args.max_frames)
-            summary = run_camera(clf, src, config)
-    print(summary.format())
-    print(f"annotated video: {config.save}\nevents (JSONL):  {config.jsonl}")
+    result = run_demo(args.out, device=args.device, model=args.model, backend=args.backend, seconds=args.seconds,
+                      max_frames=args.max_frames, show=not args.no_show, say=lambda line: print(line, flush=True))
+    print(result.summary.summary())
+    print(f"annotated video: {result.video}\nevents (JSONL):  {result.events}")
     return 0
 
 

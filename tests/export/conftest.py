@@ -49,7 +49,7 @@ def make_run(run_dir: Path, encoder_id: str, images: Path, *, l2: bool = False) 
     from waste_edge.train.encoders import create_encoder
     from waste_edge.train.head import fit_head
     from waste_edge.train.preprocess import reference_preprocess
-    from waste_edge.train.run import make_card, save_run
+    from waste_edge.train.runs import LinearRun
 
     enc = create_encoder(encoder_id)
     paths = sorted(images.rglob("*.png"))
@@ -62,7 +62,7 @@ def make_run(run_dir: Path, encoder_id: str, images: Path, *, l2: bool = False) 
         feats = enc.module(torch.stack(tensors)).numpy()
     labels = [p.parent.name for p in paths]
     head = fit_head(feats, labels, l2_normalize=l2, C=100.0)
-    save_run(run_dir, make_card(enc.card(), head, display_names(head.classes)), head)
+    LinearRun.create(run_dir, enc.card(), head, display_names(head.classes))
     return run_dir
 
 

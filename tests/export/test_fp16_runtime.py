@@ -50,8 +50,11 @@ def test_fp16_vit_runs_in_predict_camera_and_bench(clip_fp16, export_images, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("WASTE_EDGE_FULL_VIT") != "1", reason="set WASTE_EDGE_FULL_VIT=1: exporting ViT-B/32 takes minutes on 2 cores")
 def test_fp16_vit_b32_runs_in_predict_camera_and_bench(export_images, tmp_path):
-    """The full-size case of the issue: ViT-B/32 (random weights) exported with --half."""
+    """The full-size case of the issue: ViT-B/32 (random weights) exported with --half. The test above runs the
+    same graph structure (ViT-B/32 geometry, 2 layers) in every suite; this one is opt-in because the dynamo
+    export of the full model alone takes 2-10 minutes on this project's 2-core machine."""
     from tests.export.conftest import make_run
     from waste_edge.export.exporter import export
 

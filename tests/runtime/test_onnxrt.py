@@ -43,3 +43,12 @@ def test_any_load_failure_is_one_line_naming_the_model(tmp_path):
         with pytest.raises(OrtLoadError, match="cannot load the model with onnxruntime") as err:
             load_session(source)
         assert "\n" not in str(err.value)
+
+
+def test_metadata_written_with_the_old_key_spelling_still_reads():
+    """The embedded default model was exported when `extra` said `normalisation`; readers accept both spellings."""
+    from waste_edge.runtime.model_info import read_metadata
+    from waste_edge.runtime.model_path import DEFAULT_MODEL
+
+    assert '"normalisation"' in read_model_props(DEFAULT_MODEL)["waste_edge.extra"]
+    assert read_metadata(DEFAULT_MODEL).extra["normalization"] == "folded"

@@ -78,7 +78,7 @@ def test_predict_csv_rows_for_images_videos_and_errors(clf, inputs, tmp_path):
             assert float(r["confidence"]) == pytest.approx(max(float(r["p_B"]), float(r["p_N"])), abs=1e-6)
     assert summary.rows == 12 and summary.errors == 3 and summary.predictions == 9
     assert summary.images == 5 and summary.videos == 1 and summary.video_frames == 6
-    assert "3 errors" in summary.format()
+    assert "3 errors" in summary.summary()
 
 
 def test_predict_jsonl(clf, inputs, tmp_path):

@@ -15,15 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from waste_edge.errors import WasteEdgeError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-
 
 class DecodeError(WasteEdgeError):
     """A file that cannot be used as an image; `str(err)` is the one-line reason for the report."""
-
-
-def is_image_path(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

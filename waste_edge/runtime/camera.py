@@ -76,7 +76,7 @@ class CameraSummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def format(self) -> str:
+    def summary(self) -> str:
         def trio(kind: str) -> str:
             d = self.latency_ms.get(kind)
             return f"{d['p50']:.2f} / {d['p90']:.2f} / {d['p99']:.2f}" if d else "n/a"
