@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = discover(args.data)
     train, test = ds.split("train"), ds.split("test")
     run_dir = args.work / "run"
-    result = train_linear(TrainConfig(data=args.data, encoder=ENCODER, out=run_dir, threads=args.threads, cache_dir=args.cache), log=print)
+    train_linear(TrainConfig(data=args.data, encoder=ENCODER, out=run_dir, threads=args.threads, cache_dir=args.cache), log=print)
     card = json.loads((run_dir / "card.json").read_text())
     if card["encoder"]["weights"]["sha256"] != ENCODER_WEIGHTS_SHA256:
         raise SystemExit(f"encoder weights sha256 {card['encoder']['weights']['sha256']} is not the pinned {ENCODER_WEIGHTS_SHA256}")

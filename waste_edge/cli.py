@@ -409,7 +409,6 @@ def _frame_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
@@ -649,13 +648,13 @@ def _add_first_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     import json
 
-    from waste_edge.runtime.model_info import describe_model, format_description
+    from waste_edge.runtime.model_info import describe_model, model_summary
 
     info = describe_model(args.model)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
-        print(format_description(info))
+        print(model_summary(info))
     return 0
 
 

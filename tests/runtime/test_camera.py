@@ -10,7 +10,6 @@ from tests.helpers import save_image, synthetic_rgb
 from tests.runtime.fakes import FakeCapture, ScriptedCamera
 from waste_edge.cli import main
 from waste_edge.runtime.camera import UNCERTAIN, CameraConfig, run_camera
-from waste_edge.runtime.classifier import Classifier
 from waste_edge.runtime.sources import FrameInfo, FrameSource, SourceStats, open_source
 
 pytestmark = pytest.mark.timeout(60)

@@ -474,4 +474,3 @@ def check_dataset(
                     pairs.append(NearPair(x, y, dist, fd, TRANSFORMS[t], fx.split != fy.split, fx.label != fy.label))
         result.near_pairs = sorted(pairs, key=lambda p: (p.a, p.b))
     return result
-

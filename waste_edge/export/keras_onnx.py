@@ -158,4 +158,3 @@ def build_keras_onnx(run: Any, opts: Any, *, progress: bool = True, log: Callabl
     if dp > SELF_CHECK_TOLERANCE:
         raise KerasExportError(f"the converted model disagrees with the Keras model by {dp:.2e} (> {SELF_CHECK_TOLERANCE}) in probability")
     return fused, meta, details
-

@@ -225,4 +225,3 @@ def run_parity(
     if cos:
         report.embedding_cosine_min, report.embedding_cosine_mean = float(min(cos)), float(np.mean(cos))
     return report
-

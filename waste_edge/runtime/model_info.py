@@ -37,14 +37,15 @@ def describe_model(model: str | Path | None = None) -> dict[str, Any]:
     }
 
 
-def format_description(info: dict[str, Any]) -> str:
+def model_summary(info: dict[str, Any]) -> str:
+    """The human summary `waste-edge info` prints for `describe_model`'s answer."""
     meta, card = info["metadata"], info.get("card") or {}
     pre = meta["preprocess"]
     lines = [
         f"model      : {info['path']}",
         f"size       : {info['size_mb']:.2f} MB, sha256 {info['sha256']}",
         f"encoder    : {meta['encoder']} ({meta['variant']}, {meta['model_kind']})",
-        f"classes    : " + ", ".join(f"{c} = {d}" for c, d in zip(meta["classes"], meta["display_names"])),
+        "classes    : " + ", ".join(f"{c} = {d}" for c, d in zip(meta["classes"], meta["display_names"])),
         f"input      : uint8 NHWC {meta['channel_order']}, "
         + (f"{meta['input_size'][0]}x{meta['input_size'][1]}" if meta.get("input_size") else "any size"),
         f"preprocess : {pre.get('resize_mode')} -> {pre.get('size')}x{pre.get('size')} {pre.get('interpolation')}, "
