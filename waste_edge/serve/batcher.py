@@ -3,11 +3,12 @@
 Each camera thread hands its frame to `infer()` and blocks until its probabilities are back. One
 inference thread collects the frames waiting at that moment (up to `max_batch`; it waits at most
 `wait_ms` for the other running cameras to catch up, so cameras that run in step share every call) and
-runs them as one call. Whether one call of N frames beats N calls depends on the model, the frame size
-and the machine (on a 2-core CPU an INT8 CNN gains little; a GPU gains a lot), so mode `auto` measures it
-on the first batch that forms, with those very frames (batched and one by one, interleaved, 3 rounds),
-keeps the faster way and says so in `/api/v1/status`; it measures again after a model swap.
-Mode `off` lets every camera thread call the model itself, as N separate `camera` loops would.
+runs them as one call (mode `on`). Mode `off` lets every camera thread call the model itself, at the same
+time, as N separate `camera` loops would. Which is faster depends on the model, the frame size and the
+machine (a GPU gains from batches; on a small, busy CPU N concurrent calls can win, see
+benchmarks/results/serve-cpu.md), so mode `auto` measures it on the first batch that forms, with those very
+frames: one call of N frames against N concurrent calls, interleaved, 3 rounds. It keeps the faster way,
+says so in `/api/v1/status`, and measures again after a model swap.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -92,9 +94,14 @@ class InferenceBatcher:
 
     # -- camera side -----------------------------------------------------------------------------------------
 
+    def _go_direct(self) -> bool:
+        if self.mode == "off":
+            return True
+        return self.mode == "auto" and not self.use_batches and self._calibrated_for == self.holder.current.sha256
+
     def infer(self, frame: np.ndarray, channel_order: str) -> InferResult:
         """Probabilities of one checked HxWx3 uint8 frame; raises what the model raised."""
-        if self.mode == "off":
+        if self._go_direct():
             return self._direct(frame, channel_order)
         req = _Request(frame, channel_order)
         with self._cond:
@@ -163,7 +170,7 @@ class InferenceBatcher:
                 ms = (time.perf_counter() - t0) * 1e3
                 results = [InferResult(p, ms, len(frames), model.sha256) for p in probs]
                 calls = 1
-            else:
+            else:  # auto chose concurrent calls: the frames queued meanwhile go one by one, later ones go direct
                 results = []
                 for f in frames:
                     t0 = time.perf_counter()
@@ -178,34 +185,35 @@ class InferenceBatcher:
             req.done.set()
 
     def _calibrate(self, clf: Any, frames: list[np.ndarray], order: str, sha: str) -> None:
-        """Time one call of N frames against N calls, interleaved (A B A B A B), on the frames at hand."""
-        batched, single = [], []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            clf.predict_proba(frames, order)
-            t1 = time.perf_counter()
-            for f in frames:
-                clf.predict_proba(f, order)
-            t2 = time.perf_counter()
-            batched.append((t1 - t0) * 1e3)
-            single.append((t2 - t1) * 1e3)
-        b, s = statistics.median(batched), statistics.median(single)
-        self.use_batches = b < s
+        """Time one call of N frames against N concurrent calls (what mode off does), interleaved
+        (A B A B A B), on the frames at hand."""
+        batched, concurrent = [], []
+        with ThreadPoolExecutor(max_workers=len(frames), thread_name_prefix="waste-edge calibrate") as pool:
+            for _ in range(3):
+                t0 = time.perf_counter()
+                clf.predict_proba(frames, order)
+                t1 = time.perf_counter()
+                list(pool.map(lambda f: clf.predict_proba(f, order), frames))
+                t2 = time.perf_counter()
+                batched.append((t1 - t0) * 1e3)
+                concurrent.append((t2 - t1) * 1e3)
+        b, c = statistics.median(batched), statistics.median(concurrent)
+        self.use_batches = b < c
         self._calibrated_for = sha
         self.calibration = {
             "frames": len(frames),
             "batched_ms": round(b, 3),
-            "one_by_one_ms": round(s, 3),
-            "chosen": "batched" if self.use_batches else "one by one",
+            "concurrent_ms": round(c, 3),
+            "chosen": "batched" if self.use_batches else "concurrent",
         }
-        log.info("batching: %d frames in one call %.1f ms vs one by one %.1f ms: %s", len(frames), b, s, self.calibration["chosen"])
+        log.info("batching: %d frames in one call %.1f ms vs %d concurrent calls %.1f ms: %s", len(frames), b, len(frames), c, self.calibration["chosen"])
 
     def status(self) -> dict[str, Any]:
         with self._cond:
             calls, frames = self.calls, self.frames
         return {
             "mode": self.mode,
-            "batched": self.use_batches if self.mode != "off" else False,
+            "batched": self.use_batches if self.mode != "off" else False,  # auto: False = concurrent direct calls
             "max_batch": self.max_batch,
             "wait_ms": round(self.wait_s * 1e3, 3),
             "calls": calls,

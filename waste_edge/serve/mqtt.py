@@ -67,7 +67,7 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     except ValueError:
         raise WasteEdgeError(f"{url}: bad port") from None
     prefix = parts.path.strip("/") or "waste-edge"
-    if any(c in prefix for c in "#+"):
+    if "#" in url or "+" in prefix or parts.query:
         raise WasteEdgeError(f"{url}: the topic prefix may not contain MQTT wildcards (# or +)")
     return MqttTarget(parts.hostname, port, prefix, unquote(parts.username) if parts.username else None,
                       unquote(parts.password) if parts.password else None, tls)
