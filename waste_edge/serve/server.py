@@ -121,6 +121,6 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
     finally:
         service.stop()
         sock.close()
-    print(f"stopped ({stop_reason[0] if stop_reason else 'server exited'}): " + ", ".join(
-        f"{w.id} {w.status()['counters']['frames']} frames" for w in service.workers.values()) or "stopped", file=out, flush=True)
+    frames = ", ".join(f"{w.id} {w.status()['counters']['frames']} frames" for w in service.workers.values())
+    print(f"stopped ({stop_reason[0] if stop_reason else 'server exited'})" + (f": {frames}" if frames else ""), file=out, flush=True)
     return 0
