@@ -670,6 +670,82 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# section: serve
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "serve",
+        help="the long-running service: live web page, HTTP API, MJPEG, SSE, MQTT events, Prometheus metrics",
+        description=(
+            "Classify N sources (cameras, RTSP/HTTP streams, videos, image folders) with one model in one process, "
+            "batching their frames into shared inference calls when that is faster, and serve a live page (/), "
+            "MJPEG streams (/stream/CAMERA.mjpg), JSON status (/api/v1/status), photo classification "
+            "(POST /api/v1/classify), Server-Sent Events (/api/v1/events), /healthz and /metrics. SIGTERM or Ctrl-C "
+            "stops the sources, flushes JSONL / video / MQTT and exits 0. Needs the [serve] extra."
+        ),
+        epilog=(
+            "--device forms: as `camera` (0, /dev/video0, rtsp://user:pass@host/stream, video.mp4, a folder, a glob); "
+            "NAME=SOURCE names the camera (default cam0, cam1, ...). Without --device only the classify API runs.\n"
+            "MQTT topics under PREFIX (mqtt://HOST:PORT/PREFIX): PREFIX/status (online/offline, retained, last will), "
+            "PREFIX/CAMERA/decision (JSON per decision change), PREFIX/CAMERA/summary (JSON every --mqtt-summary s).\n"
+            "examples:\n"
+            "  waste-edge serve --device 0 --smooth 5 --threshold 0.7\n"
+            "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token \"$TOKEN\" \\\n"
+            "      --mqtt mqtt://broker:1883/factory/bin3 --jsonl /var/lib/waste-edge/events.jsonl\n"
+            "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8080/api/v1/classify"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--device", action="append", default=[], metavar="[NAME=]SRC", help="a source; repeat for several cameras")
+    s.add_argument("--model", default=None, help=_MODEL_HELP)
+    s.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
+    s.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
+    s.add_argument("--port", type=int, default=8080, help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
+    s.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every API and stream route")
+    s.add_argument("--mqtt", default=None, metavar="mqtt://HOST:PORT/PREFIX", help="publish decisions, summaries and online/offline to this broker")
+    s.add_argument("--mqtt-queue", type=_positive_int, default=1000, metavar="N", help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
+    s.add_argument("--mqtt-summary", type=float, default=60.0, metavar="S", help="seconds between summary messages per camera (default: %(default)s; 0: only at exit)")
+    s.add_argument("--jsonl", default=None, metavar="PATH", help="one JSON event per classified frame (with its camera), and a final stop record per camera")
+    s.add_argument("--save", type=Path, default=None, metavar="DIR", help="annotated video per camera: DIR/CAMERA.mp4")
+    s.add_argument("--smooth", type=_positive_int, default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
+    s.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema", help="ema of probabilities or majority vote of labels (default: %(default)s)")
+    s.add_argument("--hysteresis", type=_probability, default=0.1, help="ema: probability lead a new label needs to take over (default: %(default)s)")
+    s.add_argument("--threshold", type=_probability, default=0.0, metavar="P", help="below this confidence the decision is 'uncertain' (default: %(default)s)")
+    s.add_argument("--stall-timeout", type=float, default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    s.add_argument("--loop", action="store_true", help="replay video files and image folders from the start when they end")
+    s.add_argument("--realtime", action="store_true", help="read video files at their own frame rate, as a camera delivers them")
+    s.add_argument("--batch", choices=["auto", "on", "off"], default="auto", help="frames of several cameras in one inference call: auto measures which is faster (default: %(default)s)")
+    s.add_argument("--max-batch", type=_positive_int, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
+    s.add_argument("--stream-fps", type=float, default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
+    s.add_argument("--max-body-mb", type=float, default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
+    s.add_argument("--max-pixels", type=_positive_int, default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
+    s.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from waste_edge.serve.camera_worker import CameraOptions
+    from waste_edge.serve.server import run_server
+    from waste_edge.serve.service import ServeConfig
+
+    _log_to_stderr()
+    logging.getLogger("waste_edge.serve").setLevel(logging.INFO)
+    config = ServeConfig(
+        devices=args.device, model=args.model, backend=args.backend, threads=args.threads, host=args.host, port=args.port,
+        token=args.token, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
+        save=args.save, batch=args.batch, max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        camera=CameraOptions(smooth=args.smooth, smooth_mode=args.smooth_mode, hysteresis=args.hysteresis, threshold=args.threshold,
+                             stall_timeout=args.stall_timeout, loop=args.loop, realtime=args.realtime, stream_fps=args.stream_fps),
+    )
+    return run_server(config)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The parser. Each section above contributes one `_add_*` function to REGISTRARS.
 # ----------------------------------------------------------------------------------------------------------
 
@@ -680,6 +756,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bench,
     _add_data,
     _add_first_run,
+    _add_serve,
 ]
 
 
