@@ -20,11 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from waste_edge.bench.machine import load_average  # noqa: E402
 from waste_edge.export.preprocess_fixed import build_fixed_preprocess_model  # noqa: E402
 from waste_edge.export.preprocess_graph import build_preprocess_model  # noqa: E402
+from waste_edge.runtime.backends.onnxrt import load_session  # noqa: E402
 from waste_edge.train.encoders import LITE0_SPEC  # noqa: E402
 from waste_edge.train.preprocess import PreprocessSpec, resize_crop  # noqa: E402
 
@@ -32,11 +33,6 @@ CLIP_SPEC = PreprocessSpec(224, "shortest", "bicubic", True, (0.48145466, 0.4578
 FORMS = {"fixed gather": {"form": "gather"}, "fixed band": {"form": "band"}, "fixed band + avgpool": {"form": "band", "box_form": "pool"}}
 
 
-def _loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    sess = lambda m: ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])  # noqa: E731
+    sess = lambda m: load_session(m.SerializeToString(), threads=args.threads)  # noqa: E731
     rng = np.random.default_rng(0)
     rows = []
     for spec_name, spec in (("clip", CLIP_SPEC), ("lite0", LITE0_SPEC)):
@@ -61,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                 sessions.update({k: sess(build_fixed_preprocess_model(spec, "BGR", (h, w), **kw)) for k, kw in FORMS.items()})
                 exact = {k: bool(np.array_equal(s.run(None, {"image": bgr})[0][0], ref)) for k, s in sessions.items()}
                 times: dict[str, list[float]] = {k: [] for k in sessions}
-                load_before = _loadavg()
+                load_before = load_average()
                 for _ in range(args.rounds):
                     for k, s in sessions.items():
                         s.run(None, {"image": bgr})
@@ -71,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                         times[k].append((time.perf_counter() - t0) / args.iters * 1e3)
                 med = {k: float(np.median(v)) for k, v in times.items()}
                 row = {"spec": spec_name, "frame": f"{w}x{h}", "batch": batch, "ms": med, "exact_vs_pil": exact,
-                       "loadavg": [load_before, _loadavg()]}
+                       "loadavg": [load_before, load_average()]}
                 rows.append(row)
                 print(f"{spec_name:5} {w}x{h} b{batch:<2} " + "  ".join(f"{k} {v:7.2f} ms{'' if exact[k] else ' (NOT EXACT)'}" for k, v in med.items())
                       + f"   load {load_before}", flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from waste_edge.export.parity import list_images
+from waste_edge.export.parity import parity_images
 
 pytest.importorskip("openvino", reason="the [portability] extra (openvino) is not installed")
 
@@ -14,6 +14,6 @@ pytest.importorskip("openvino", reason="the [portability] extra (openvino) is no
 def test_openvino_agrees_with_onnxruntime_on_real_photos(which, fixed_onnx, waste_sample):
     from waste_edge.export.portability import compare_runtimes
 
-    result = compare_runtimes(fixed_onnx[which], [p for p, _ in list_images(waste_sample / "TEST", 40)])
+    result = compare_runtimes(fixed_onnx[which], [p for p, _ in parity_images(waste_sample / "TEST", 40)])
     assert result["n"] == 40 and result["frame"] == [640, 480]
     assert result["agreement"] == 1.0 and result["max_abs_dp"] <= 1e-4, result

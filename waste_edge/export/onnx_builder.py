@@ -16,6 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 # The IR version every piece of a fused model is stamped with before merging (onnx.compose needs equal ones);
 # 10 is what onnxruntime >= 1.17 reads.
 IR_VERSION = 10
+# The tensor between the preprocessing and the encoder part (float32 NCHW RGB 0..255): both preprocessing forms
+# (dynamic `preprocess_graph`, fixed-size `preprocess_fixed`) end in it and every encoder part starts from it.
+PIXELS = "pixels"
 
 
 class GraphBuilder:

@@ -26,16 +26,14 @@ from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_PROBABILITIES, ModelM
 def compare_runtimes(model_path: str | Path, images: list[Path], *, threads: int = 2) -> dict[str, Any]:
     """Probabilities of ONNX Runtime (CPU) and OpenVINO (CPU, f32 inference precision) on each photo, batch 1,
     resized to the model's frame size when it has one (as `parity` does): label agreement and max |dp|."""
-    import onnx
     import onnxruntime as ort
     import openvino as ov
 
     from waste_edge.data.decode import DecodeError, load_rgb_frame
+    from waste_edge.runtime.backends.onnxrt import load_session
 
-    meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(model_path), load_external_data=False).metadata_props})
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    sess = load_session(model_path, threads=threads)
+    meta = ModelMetadata.from_props(sess.get_modelmeta().custom_metadata_map)
     core = ov.Core()
     # f32 explicitly: OpenVINO CPU may otherwise pick bf16 on CPUs that have it.
     compiled = core.compile_model(str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
@@ -62,7 +60,7 @@ def compare_runtimes(model_path: str | Path, images: list[Path], *, threads: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    from waste_edge.export.parity import list_images
+    from waste_edge.export.parity import parity_images
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="fused .onnx model")
@@ -70,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=44, help="at most N photos (fixed-seed sample; default: %(default)s)")
     ap.add_argument("--max-dp", type=float, default=1e-4, help="pass bar for max |dp| (default: %(default)s)")
     args = ap.parse_args(argv)
-    result = compare_runtimes(args.model, [p for p, _ in list_images(args.data, args.limit)])
+    result = compare_runtimes(args.model, [p for p, _ in parity_images(args.data, args.limit)])
     print(json.dumps(result, indent=1))
     ok = result["n"] and result["agreement"] == 1.0 and result["max_abs_dp"] <= args.max_dp
     print(f"{'PASS' if ok else 'FAIL'}: {result['agreeing_labels']}/{result['n']} labels agree, max |dp| {result['max_abs_dp']:.2e} "

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from waste_edge.export.onnx_builder import FLOAT, UINT8, GraphBuilder, tensor_info
+from waste_edge.export.onnx_builder import FLOAT, PIXELS, UINT8, GraphBuilder, tensor_info
 from waste_edge.export.pil_taps import (
     HALF_BITS,
     PRECISION_BITS,
@@ -45,7 +45,6 @@ from waste_edge.export.pil_taps import (
     fixed_steps,
     reduce_split,
 )
-from waste_edge.export.preprocess_graph import PIXELS
 from waste_edge.runtime.metadata import INPUT_NAME
 from waste_edge.train.preprocess import PreprocessSpec
 

@@ -28,12 +28,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from waste_edge.export.onnx_builder import FLOAT, INT64, UINT8, GraphBuilder, tensor_info
+from waste_edge.export.onnx_builder import FLOAT, INT64, PIXELS, UINT8, GraphBuilder, tensor_info
 from waste_edge.export.pil_resample import DOUBLE, FILTER_SUPPORT, resize_exact_nchw
 from waste_edge.runtime.metadata import INPUT_NAME
 from waste_edge.train.preprocess import PreprocessSpec
 
-PIXELS = "pixels"  # name of the preprocessed tensor (graph input of the encoder part)
 CHANNEL_ORDERS = ("BGR", "RGB")
 _MODES = {"bicubic": "cubic", "bilinear": "linear", "nearest": "nearest"}
 

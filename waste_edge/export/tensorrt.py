@@ -12,7 +12,7 @@ the report.
 
 An engine only runs on the TensorRT version and GPU architecture that built it, so the build writes
 `<engine>.json` (the fused model's metadata + TensorRT version + compute capability); the runtime's TensorRT
-backend refuses a mismatch with a message to rebuild (`runtime/tensorrt_runner.py`).
+backend refuses a mismatch with a message to rebuild (`runtime/backends/engine_sidecar.py`).
 
 Precision: naive FP16 ruins ViT accuracy (LayerNorm / softmax / reductions overflow or lose precision, TensorRT
 issues 2709 and 2564), and the exact preprocessing needs fp32 (its sums reach 2^24). Under --half / --int8 the
@@ -27,14 +27,15 @@ parts (profile, calibration batches, loader composition, sidecar) are tested eve
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from waste_edge._io import write_json
+from waste_edge._io import atomic_write_bytes
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.backends.engine_sidecar import make_sidecar, write_sidecar
+from waste_edge.runtime.backends.tensorrt import compute_capability, tensorrt_available
 from waste_edge.runtime.metadata import INPUT_NAME, ModelMetadata
 
 DEFAULT_ENGINE_IMGSZ = (480, 640)  # H, W of a VGA camera frame: what --format engine builds for without --imgsz
@@ -48,14 +49,6 @@ class TensorRTError(WasteEdgeError):
     """No GPU / TensorRT here, or the engine build failed."""
 
 
-def tensorrt_available() -> bool:
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
-    from waste_edge.runtime.tensorrt_runner import tensorrt_available as runtime_check
-
-    return runtime_check()
-
-
 def require_tensorrt() -> None:
     if not tensorrt_available():
         raise TensorRTError(
@@ -64,26 +57,8 @@ def require_tensorrt() -> None:
         )
 
 
-def sidecar_path(engine_path: str | Path) -> Path:
-    return Path(str(engine_path) + ".json")
-
-
 def timing_cache_path(engine_path: str | Path) -> Path:
     return Path(str(engine_path) + ".timing.cache")
-
-
-def make_sidecar(metadata: ModelMetadata, tensorrt_version: str, compute_capability: str, **build: Any) -> dict[str, Any]:
-    """The sidecar document: what the runtime's `check_engine_sidecar` reads back."""
-    return {
-        "metadata": metadata.to_json(),
-        "tensorrt_version": str(tensorrt_version),
-        "compute_capability": str(compute_capability),
-        "build": build,
-    }
-
-
-def write_sidecar(engine_path: str | Path, sidecar: dict[str, Any]) -> Path:
-    return write_json(sidecar_path(engine_path), sidecar)
 
 
 def profile_shapes(opts: Any, size_hint: tuple[int, int] = DEFAULT_ENGINE_IMGSZ) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -184,8 +159,6 @@ def build_engine(
     import tensorrt as trt
     from polygraphy.backend.trt import Calibrator
 
-    from waste_edge.runtime.tensorrt_runner import compute_capability
-
     calibrator = None
     if opts.int8:
         if opts.calib is None:
@@ -197,9 +170,7 @@ def build_engine(
         serialized = engine_loader(onnx_path, engine_path, opts, calibrator=calibrator)()
     except Exception as e:  # Polygraphy raises PolygraphyException on parser / builder failures
         raise TensorRTError(f"TensorRT failed to build an engine from {onnx_path}: {e}") from None
-    tmp = engine_path.with_name(engine_path.name + ".tmp")
-    tmp.write_bytes(bytes(serialized))
-    tmp.replace(engine_path)
+    atomic_write_bytes(engine_path, bytes(serialized))
     cc = compute_capability()
     write_sidecar(engine_path, make_sidecar(metadata, trt.__version__, cc, profile=profile_shapes(opts), fp16=bool(opts.half or opts.int8),
                                             int8=bool(opts.int8), onnx=onnx_path.name, timing_cache=timing_cache_path(engine_path).name))
