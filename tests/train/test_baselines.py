@@ -111,7 +111,7 @@ def test_full_frames_match_reference_pipeline(tiny_data, tmp_path):
     # The fixed-size form for these frames: Pillow-exact, and a graph TensorRT's parser accepts.
     from waste_edge.export.tensorrt_lint import lint_path
 
-    fixed = export_keras(out, out / "model-fixed.onnx", channel_order="RGB", imgsz=(120, 160))
+    fixed = export(out, "onnx", out=out / "model-fixed.onnx", channel_order="RGB", dynamic=True, imgsz=(120, 160), progress=False).path
     assert lint_path(fixed).passed
     fixed_sess = _session(fixed, extra_outputs=("pixels",))
     for frame in frames:

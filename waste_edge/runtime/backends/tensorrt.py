@@ -81,6 +81,8 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
         from polygraphy.backend.trt import EngineFromPath, TrtRunner
 
+        cudart = _cudart()  # TrtRunner allocates on the current device: make it the one the sidecar is checked for
+        cudart.check(cudart.handle.cudaSetDevice(ctypes.c_int(self.device)))
         self.metadata = validate_sidecar(
             read_sidecar(self.path),
             tensorrt_version=trt.__version__,
