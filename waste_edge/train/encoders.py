@@ -26,7 +26,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from waste_edge.errors import WasteEdgeError
-from waste_edge.train.preprocess import GEOMETRY_VERSION, PreprocessSpec, reference_preprocess
+from waste_edge.train.preprocess import GEOMETRY_VERSION, PreprocessSpec, encoder_input
 
 
 class EncoderError(WasteEdgeError):
@@ -45,11 +45,7 @@ class Encoder:
 
     def preprocess(self, img: Any) -> Any:
         """The encoder's own preprocessing of one RGB PIL image -> 3 x S x S float32 array (reference path)."""
-        import numpy as np
-
-        if self.reference_transform is not None:
-            return np.asarray(self.reference_transform(img), dtype=np.float32)
-        return reference_preprocess(img, self.spec)
+        return encoder_input(img, self.spec, self.reference_transform)
 
     def cache_key(self) -> str:
         """Identifies the embeddings this encoder produces: id, exact weights and preprocessing."""

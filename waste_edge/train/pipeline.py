@@ -46,6 +46,9 @@ class TrainConfig:
     test_size: float = 0.2
     seed: int = 0
     progress: bool = True
+    device: str = "auto"  # torch device of the encoder: auto | cpu | cuda
+    amp: bool = False  # fp16 autocast on CUDA (embeddings cached under their own key)
+    runner: Any = None  # a FeatureRunner (e.g. waste_edge.scale.extract.RayFeatureRunner); default: TorchRunner here
 
 
 @dataclass
@@ -87,6 +90,7 @@ def _embed(encoder: Encoder, samples: list, cfg_like: Any, log: Log, desc: str) 
     emb = extract_embeddings(
         encoder, samples, batch_size=cfg_like.batch_size, workers=cfg_like.workers, threads=cfg_like.threads,
         cache_dir=cfg_like.cache_dir, progress=getattr(cfg_like, "progress", True), desc=desc,
+        device=cfg_like.device, amp=cfg_like.amp, runner=cfg_like.runner,
     )
     if emb.n_extracted == 0 and emb.n_cached:
         log(f"{desc}: all {emb.n_cached} embeddings reused from the cache (nothing extracted)")
@@ -141,7 +145,9 @@ def train_linear(cfg: TrainConfig, log: Log = _quiet) -> TrainResult:
         metrics={k: m[k] for k in ("accuracy", "balanced_accuracy", "roc_auc", "n")},
         training={"C": head.hyperparameters.get("C"), "sweep": cfg.sweep, "l2_normalize": cfg.l2_normalize,
                   "class_weight": cfg.class_weight, "batch_size": cfg.batch_size,
-                  "embeddings": {"extracted": train_e.n_extracted + test_e.n_extracted, "from_cache": train_e.n_cached + test_e.n_cached}},
+                  "embeddings": {"extracted": train_e.n_extracted + test_e.n_extracted, "from_cache": train_e.n_cached + test_e.n_cached,
+                                 "precision": "amp-fp16" if cfg.amp else "fp32", "torch_device": cfg.device,
+                                 "runner": "ray" if cfg.runner is not None else "torch"}},
     )
     save_run(cfg.out, card, head)
     return TrainResult(cfg.out, head, report, len(train_e.samples), train_e.n_extracted + test_e.n_extracted,
@@ -160,6 +166,9 @@ def evaluate_run(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     log: Log = _quiet,
+    device: str = "auto",
+    amp: bool = False,
+    runner: Any = None,
 ) -> EvalResult:
     """Re-evaluate a run's encoder + head on any dataset split; same report files as training."""
     run = load_run(run_dir)
@@ -173,7 +182,8 @@ def evaluate_run(
     if expected != encoder.weights.get("sha256"):
         raise EncoderError(f"encoder weights differ from the ones this run was trained with (sha256 {expected})")
     opts = TrainConfig(data=Path(data), encoder=run.encoder_id, out=Path("."), batch_size=batch_size, workers=workers,
-                       threads=threads, cache_dir=Path(cache_dir) if cache_dir else None, progress=progress)
+                       threads=threads, cache_dir=Path(cache_dir) if cache_dir else None, progress=progress,
+                       device=device, amp=amp, runner=runner)
     emb = _embed(encoder, samples, opts, log, split)
     proba = run.head.predict_proba(emb.features)
     out_dir = Path(out) if out else Path(run_dir) / f"eval-{split.lower()}"
