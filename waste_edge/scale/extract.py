@@ -21,7 +21,7 @@ import numpy as np
 from waste_edge.data.discovery import Sample
 from waste_edge.scale.cluster import ClusterInfo, Log, RayError, RayOptions, ray_cluster
 from waste_edge.scale.jobs import RayJobStats, ShardCollector, actor_name, decode_path, encode_path, map_units
-from waste_edge.scale.shards import ShardStore, read_parquet, write_parquet
+from waste_edge.scale.shards import ShardStore, read_parquet
 
 PARTS = "ray-parts"
 
