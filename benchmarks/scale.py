@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="we-bench-"))
     os.environ["WASTE_EDGE_CACHE"] = str(tmp / "cache")
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # no C++ warnings about actor arguments in the output
     temp = tempfile.mkdtemp(prefix="we-rb-", dir="/tmp")
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=args.workers, include_dashboard=False, _temp_dir=temp, log_to_driver=False,

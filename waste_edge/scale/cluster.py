@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,8 +113,6 @@ def ray_cluster(options: RayOptions, log: Log | None = None) -> Iterator[Cluster
             address = None
         elif address != "local":
             _check_address(address)
-        # C++ core-worker warnings (e.g. about actor constructor arguments) are noise for a user of this CLI.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         # Worker and raylet log lines would tear the progress bar; they stay in the session log folder, and an
         # actor that fails still raises here with its traceback.
