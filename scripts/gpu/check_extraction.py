@@ -136,7 +136,7 @@ def measure(tag: str, encoder_id: str, device: str, args, images: list, figures:
     workers = max(1, min(args.workers, os.cpu_count() or 1))
 
     def extract(dev: str, amp: bool, subset):
-        cache = tempfile.mkdtemp(prefix="we-cache-")  # empty each time: every image is extracted
+        cache = tempfile.mkdtemp(prefix="cache-", dir=images[0].parent)  # empty each time; removed with the images
         t0 = time.perf_counter()
         emb = extract_embeddings(enc, subset, batch_size=args.batch, workers=workers, cache_dir=cache, progress=False,
                                  runner=TorchRunner(dev, amp=amp, workers=workers, loader="processes" if dev == "cuda" else "threads"))
