@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from waste_edge import __version__  # noqa: E402
 from waste_edge.data.decode import DecodeError, load_rgb_array  # noqa: E402
 from waste_edge.data.discovery import discover  # noqa: E402
-from waste_edge.train.embeddings import file_sha256  # noqa: E402
+from waste_edge._io import file_sha256, write_json  # noqa: E402
 
 ENCODER = "effnet-lite0"
 ENCODER_WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = discover(args.data)
     train, test = ds.split("train"), ds.split("test")
     run_dir = args.work / "run"
-    result = train_linear(TrainConfig(data=args.data, encoder=ENCODER, out=run_dir, threads=args.threads, cache_dir=args.cache), log=print)
+    train_linear(TrainConfig(data=args.data, encoder=ENCODER, out=run_dir, threads=args.threads, cache_dir=args.cache), log=print)
     card = json.loads((run_dir / "card.json").read_text())
     if card["encoder"]["weights"]["sha256"] != ENCODER_WEIGHTS_SHA256:
         raise SystemExit(f"encoder weights sha256 {card['encoder']['weights']['sha256']} is not the pinned {ENCODER_WEIGHTS_SHA256}")
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "build": {"command": "python scripts/build_default_model.py", "toolkit_version": __version__, "versions": card["versions"],
                   "seconds": round(time.perf_counter() - t0, 1)},
     }
-    (args.out / "default.json").write_text(json.dumps(model_card, indent=1) + "\n")
+    write_json(args.out / "default.json", model_card, indent=1)
     print(f"wrote {dest} ({size_mb:.2f} MB) and {args.out / 'default.json'} in {time.perf_counter() - t0:.0f}s")
     return 0
 

@@ -89,8 +89,8 @@ def test_int8_method_follows_the_graph(clip_onnx, lite0_onnx):
     assert choose_int8_method(onnx.load(lite0_onnx)) == "static"
 
 
-def test_fp16_keeps_normalisation_in_fp32_and_agrees(clip_run, export_images, tmp_path):
-    res = export(clip_run, "onnx", out=tmp_path / "clip-fp16.onnx", half=True, dynamic=True, progress=False)
+def test_fp16_keeps_normalisation_in_fp32_and_agrees(clip_run, clip_fp16, export_images):
+    res = clip_fp16
     model = onnx.load(res.path)
     onnx.checker.check_model(model, full_check=True)
     assert res.metadata.variant == "fp16"

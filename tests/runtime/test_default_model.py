@@ -63,7 +63,7 @@ def test_predict_on_waste_sample_test_matches_the_reference_eval(waste_sample, t
     from waste_edge.cli import main
 
     out = tmp_path / "pred.csv"
-    assert main(["predict", str(waste_sample / "TEST"), "--out", str(out), "--no-progress", "--threads", "2"]) == 0
+    assert main(["predict", str(waste_sample / "TEST"), "--out", str(out), "--quiet", "--threads", "2"]) == 0
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 412 and not any(r["error"] for r in rows)

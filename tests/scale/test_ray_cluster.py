@@ -91,7 +91,7 @@ def test_predict_joins_a_cluster_by_address_and_matches_single_process(ray_head,
         run_predict(clf, predict_inputs, tmp_path / "single.csv", batch_size=8, progress=False)
     out = tmp_path / "ray.csv"
     cmd = [sys.executable, "-m", "waste_edge.cli", "predict", *map(str, predict_inputs), "--out", str(out), "--batch-size", "8",
-           "--backend", "cpu", "--ray", address, "--ray-workers", "2", "--no-progress"]
+           "--backend", "cpu", "--ray", address, "--ray-workers", "2", "--quiet"]
     run = subprocess.run(cmd, env=dict(env, WASTE_EDGE_CACHE=str(tmp_path / "cache")), capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Ray cluster" in run.stderr and "2 CPUs" in run.stderr  # joined, not a cluster of its own

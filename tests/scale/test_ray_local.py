@@ -1,5 +1,9 @@
 """predict --ray and extraction on Ray, on a real in-process Ray cluster (ray.init(num_cpus=2), one per module).
 
+The `ray start --head` cluster of test_ray_cluster.py is not shared with these tests on purpose: the issue asks
+for both kinds, and an in-process driver cannot join a token-authenticated head once Ray is imported (Ray reads
+the token settings at import), so each module starts the one cluster its tests share.
+
 Each Ray job starts its actors (a process each, importing onnxruntime or torch): seconds, so the tests here
 run as few jobs as they can while checking everything the issue asks: rows equal to the single-process path,
 an interruption that leaves complete shards, and a rerun that skips them without duplicating a row.
@@ -63,7 +67,7 @@ def test_predict_on_ray_equals_single_process_and_resumes_after_interruption(loc
     shards = tmp_path / "shards"
     seen: list = []
     with pytest.raises(Stop):  # 2 work units per shard: 5 units of 4 images and the video in 3 shards
-        run_predict_ray(None, predict_inputs, tmp_path / "ray.csv", options=RayOptions(shard_size=8, shards_dir=shards),
+        run_predict_ray(None, predict_inputs, tmp_path / "ray.csv", options=RayOptions(workers=1, shard_size=8, shards_dir=shards),
                         backend="cpu", batch_size=4, progress=False, on_shard=stop_after_first_shard(seen))
     assert len(seen) == 1 and [p.name for p in shards.glob("part-*.parquet")] == [f"part-{seen[0]:05d}.parquet"]
     partial = read_csv(tmp_path / "ray.csv")  # what was merged in order before the stop: a prefix, never a gap
@@ -72,7 +76,7 @@ def test_predict_on_ray_equals_single_process_and_resumes_after_interruption(loc
 
     # The same command again, as a user would type it: the finished shard is skipped, the rest computed.
     args = ["predict", *map(str, predict_inputs), "--out", str(tmp_path / "ray.csv"), "--batch-size", "4", "--backend", "cpu",
-            "--ray", "--shard-size", "8", "--ray-shards", str(shards), "--no-progress"]
+            "--ray", "--shard-size", "8", "--ray-shards", str(shards), "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "27 rows (24 predictions, 3 errors)" in out and "3 shards (1 reused from an earlier run)" in out
@@ -88,16 +92,16 @@ def test_extraction_on_ray_equals_single_process_and_recovers_finished_shards(lo
     from waste_edge.train.embeddings import extract_embeddings
     from waste_edge.train.encoders import create_encoder
 
-    data = make_kaggle_dataset(tmp_path / "data", n_per_class=5)
+    data = make_kaggle_dataset(tmp_path / "data", n_per_class=3)
     (data / "TRAIN.1" / "B" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     enc = create_encoder("effnet-lite0/none")
     train = discover(data).split("train")
     single = extract_embeddings(enc, train, batch_size=4, cache_dir=tmp_path / "c1", progress=False, device="cpu")
-    assert len(single.samples) == 20 and [s.path.name for s, _ in single.failed] == ["broken.jpg"]
+    assert len(single.samples) == 12 and [s.path.name for s, _ in single.failed] == ["broken.jpg"]
 
     cache = tmp_path / "c2"
     seen: list = []
-    runner = RayFeatureRunner(RayOptions(shard_size=8), device="cpu", on_shard=stop_after_first_shard(seen))
+    runner = RayFeatureRunner(RayOptions(workers=1, shard_size=8), device="cpu", on_shard=stop_after_first_shard(seen))
     with pytest.raises(Stop):
         extract_embeddings(enc, train, batch_size=4, cache_dir=cache, progress=False, runner=runner)
     key_dir = cache / enc.cache_key()
@@ -115,13 +119,13 @@ def test_extraction_on_ray_equals_single_process_and_recovers_finished_shards(lo
     assert main([*args, "--cache", str(cache), "--out", str(tmp_path / "run-ray"), "--ray", "--shard-size", "8"]) == 0
     captured = capsys.readouterr()
     assert f"recovered {in_shard} embeddings" in captured.err
-    assert f"train: {20 - in_shard} extracted, {in_shard} reused from the cache, 1 unreadable" in captured.out
-    assert "test: all 10 embeddings reused from the cache" in captured.out
+    assert f"train: {12 - in_shard} extracted, {in_shard} reused from the cache, 1 unreadable" in captured.out
+    assert "test: all 6 embeddings reused from the cache" in captured.out
     assert not list((key_dir / "ray-parts").glob("*/*.parquet"))  # merged into the cache, then removed
 
     # The cache now holds the single-process features, and the run is the single-process run.
     again = extract_embeddings(enc, train, batch_size=4, cache_dir=cache, progress=False, device="cpu")
-    assert (again.n_cached, again.n_extracted) == (20, 0)
+    assert (again.n_cached, again.n_extracted) == (12, 0)
     assert [s.path for s in again.samples] == [s.path for s in single.samples]
     np.testing.assert_allclose(again.features, single.features, rtol=1e-5, atol=1e-5)
     assert main([*args, "--cache", str(tmp_path / "c1"), "--out", str(tmp_path / "run-one")]) == 0

@@ -23,7 +23,7 @@ def test_unreachable_ray_address_fails_in_seconds_and_writes_nothing(tmp_path, c
     s.close()  # nothing listens there now
     save_image(tmp_path / "in" / "a.png", synthetic_rgb("B", 1))
     t0 = time.monotonic()
-    rc = main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"), "--ray", f"127.0.0.1:{port}", "--no-progress"])
+    rc = main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"), "--ray", f"127.0.0.1:{port}", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1 and time.monotonic() - t0 < 30
     assert f"error: no Ray cluster answers at 127.0.0.1:{port}" in err and err.count("error:") == 1
@@ -33,7 +33,7 @@ def test_unreachable_ray_address_fails_in_seconds_and_writes_nothing(tmp_path, c
 def test_missing_ray_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if `pip install 'waste-edge[ray]'` never ran
     save_image(tmp_path / "in" / "a.png", synthetic_rgb("B", 1))
-    rc = main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"), "--ray", "--no-progress"])
+    rc = main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"), "--ray", "--quiet"])
     assert rc == 1 and "error: --ray needs Ray Data: pip install 'waste-edge[ray]'" in capsys.readouterr().err
 
 
@@ -41,11 +41,11 @@ def test_ray_flag_does_not_swallow_the_first_source(tmp_path, capsys):
     """`predict --ray photos/`: --ray's optional value is a source here. Only input errors: no cluster is needed."""
     pytest.importorskip("pyarrow")
     (tmp_path / "empty").mkdir()
-    rc = main(["predict", "--ray", str(tmp_path / "empty"), str(tmp_path / "gone.jpg"), "--out", str(tmp_path / "p.csv"), "--no-progress"])
+    rc = main(["predict", "--ray", str(tmp_path / "empty"), str(tmp_path / "gone.jpg"), "--out", str(tmp_path / "p.csv"), "--quiet"])
     assert rc == 1
     rows = (tmp_path / "p.csv").read_text(encoding="utf-8").splitlines()
     assert rows[1].endswith("folder contains no images or videos") and rows[2].endswith("file not found")
-    assert main(["predict", "--ray", "--no-progress"]) == 2
+    assert main(["predict", "--ray", "--quiet"]) == 2
     assert "give at least one SOURCE" in capsys.readouterr().err
 
 

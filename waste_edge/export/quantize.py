@@ -21,10 +21,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import onnx
 
+from waste_edge._io import list_images
+from waste_edge.data.sample import seeded_sample
 from waste_edge.errors import WasteEdgeError
 from waste_edge.export.preprocess_graph import PIXELS
 
-INT8_METHODS = ("dynamic", "static")
 DEFAULT_CALIB_LIMIT = 200
 
 
@@ -53,33 +54,26 @@ def quantize_dynamic_encoder(encoder_model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def calibration_images(calib_dir: str | Path, limit: int = DEFAULT_CALIB_LIMIT, seed: int = 0) -> list[Path]:
-    """Up to `limit` image files under `calib_dir`, sampled evenly with a fixed seed (all classes appear)."""
-    from waste_edge.data.decode import is_image_path
-
+    """Up to `limit` image files under `calib_dir`, the seeded sample (`data.sample`): the default model's
+    calibration is pinned to it."""
     root = Path(calib_dir)
     if not root.is_dir():
         raise QuantizationError(f"--calib {root}: not a folder of images")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_path(p))
+    files = list_images(root)
     if not files:
         raise QuantizationError(f"--calib {root}: no images found (jpg, png, ...)")
-    if len(files) > limit:
-        idx = np.random.default_rng(seed).choice(len(files), size=limit, replace=False)
-        files = [files[i] for i in sorted(idx)]
-    return files
+    return seeded_sample(files, limit, seed)
 
 
 class _PixelsReader:
     """onnxruntime CalibrationDataReader: real images -> the ONNX preprocessing graph -> `pixels` batches of 1."""
 
-    def __init__(self, pre_model: onnx.ModelProto, files: list[Path], progress: bool, log: Callable[[str], None] | None) -> None:
-        import onnxruntime as ort
+    def __init__(self, pre_model: onnx.ModelProto, files: list[Path], progress: bool) -> None:
+        from waste_edge.runtime.backends.onnxrt import load_session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        self._pre = ort.InferenceSession(pre_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self._pre = load_session(pre_model.SerializeToString(), threads=2, name="preprocessing graph")
         self._files = files
         self._progress = progress
-        self._log = log
         self.skipped: list[str] = []
         self._it: Iterator[dict[str, np.ndarray]] | None = None
 
@@ -121,7 +115,7 @@ def quantize_static_encoder(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     files = calibration_images(calib_dir, limit)
-    reader = _PixelsReader(pre_model_rgb, files, progress, log)
+    reader = _PixelsReader(pre_model_rgb, files, progress)
     with tempfile.TemporaryDirectory() as tmp:
         src, prep, dst = Path(tmp) / "encoder.onnx", Path(tmp) / "encoder-prep.onnx", Path(tmp) / "encoder-int8.onnx"
         onnx.save(encoder_model, src)

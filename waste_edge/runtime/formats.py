@@ -56,7 +56,3 @@ def check_args(fmt: ModelFormat, given: set[str]) -> None:
     if bad:
         opts = ", ".join("--" + b.replace("_", "-") for b in bad)
         raise FormatError(f"format {fmt.name!r} does not support {opts}")
-
-
-def names() -> list[str]:
-    return [f.name for f in FORMATS]

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from waste_edge._io import tcp_unreachable
+from waste_edge._io import Log, tcp_unreachable
 from waste_edge.errors import WasteEdgeError
 
-Log = Callable[[str], None]
 DEFAULT_SHARD_SIZE = 512
 
 
@@ -66,6 +66,14 @@ class ClusterInfo:
     def describe(self) -> str:
         where = "local Ray cluster started for this run" if self.started_here else f"Ray cluster {self.address}"
         return f"{where}: {self.nodes} node(s), {self.cpus:g} CPUs, {self.gpus:g} GPUs"
+
+
+def looks_like_ray_address(text: str) -> bool:
+    """auto, local, ray://... or HOST:PORT that is not a file here: `predict --ray photos/` puts a source
+    where an address may stand, and this tells the two apart."""
+    if text in ("auto", "local") or text.startswith("ray://"):
+        return True
+    return bool(re.fullmatch(r"[\w.\-]+:\d+|\[[0-9a-fA-F:]+\]:\d+", text)) and not Path(text).exists()
 
 
 def import_ray() -> Any:

@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from waste_edge._io import Log
 from waste_edge.data.discovery import Sample
-from waste_edge.scale.cluster import ClusterInfo, Log, RayError, RayOptions, ray_cluster
+from waste_edge.scale.cluster import ClusterInfo, RayError, RayOptions, ray_cluster
 from waste_edge.scale.jobs import RayJobStats, ShardCollector, actor_name, decode_path, encode_path, map_units
 from waste_edge.scale.shards import ShardStore, read_parquet
 
@@ -96,6 +97,8 @@ class RayFeatureRunner:
     Use it as a context manager to keep one connection (or one local cluster) for several extractions, as
     `train linear` does for its train and test splits; otherwise each `run` connects for its own duration.
     """
+
+    name = "ray"
 
     def __init__(self, options: RayOptions | None = None, *, device: str = "auto", amp: bool = False, decode_threads: int = 2,
                  log: Log | None = None, on_shard: Callable[[int], None] | None = None) -> None:
@@ -198,3 +201,16 @@ class RayFeatureRunner:
         if cache is not None:
             cache.flush()
         store.remove()
+
+
+def feature_runner(ray: RayOptions | None, *, device: str = "auto", amp: bool = False, workers: int = 2,
+                   threads: int | None = None, log: Log | None = None) -> Any:
+    """The `FeatureRunner` the extraction flags ask for: a Ray actor pool when `ray` is given, a `TorchRunner`
+    when a device or AMP is asked for, else None (`extract_embeddings`' default runner). Open it with `with`."""
+    if ray is not None:
+        return RayFeatureRunner(ray, device=device, amp=amp, decode_threads=workers, log=log)
+    if device == "auto" and not amp:
+        return None
+    from waste_edge.train.embeddings import TorchRunner
+
+    return TorchRunner(device=device, amp=amp, workers=workers, threads=threads)

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from waste_edge.scale.cluster import ClusterInfo, Log, RayError, RayOptions, blocks_for, compute_strategy, pool_size
+from waste_edge._io import Log
+from waste_edge.scale.cluster import ClusterInfo, RayError, RayOptions, blocks_for, compute_strategy, pool_size
 
 UNITS_PER_CALL = 4  # units handed to an actor per call: it decodes the next while it computes this one
 STAT_COLUMNS = ("worker", "busy_s")
@@ -56,7 +57,7 @@ class RayJobStats:
         rates = [self.rows[w] / s for w, s in self.busy_s.items() if s > 0]
         return sum(rates) / len(rates) if rates else None
 
-    def format(self) -> str:
+    def summary(self) -> str:
         text = f"ray: {self.shards} shards ({self.shards_reused} reused from an earlier run) in {self.shards_dir}"
         if self.workers:
             text += f"; {self.workers} workers, first result after {self.start_s:.1f} s"

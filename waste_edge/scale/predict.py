@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from waste_edge._io import cache_dir, file_sha256
+from waste_edge._io import Log, cache_dir, file_sha256
 from waste_edge.runtime.predict import (
     InputItem,
     Outcome,
@@ -35,7 +35,7 @@ from waste_edge.runtime.predict import (
     open_predict_output,
     plan_units,
 )
-from waste_edge.scale.cluster import ClusterInfo, Log, RayError, RayOptions, ray_cluster
+from waste_edge.scale.cluster import ClusterInfo, RayError, RayOptions, ray_cluster
 from waste_edge.scale.jobs import RayJobStats, ShardCollector, actor_name, decode_path, encode_path, map_units
 from waste_edge.scale.shards import ShardStore
 
@@ -94,8 +94,8 @@ class PredictWorker:
 class RayPredictSummary(PredictSummary):
     ray: RayJobStats = field(default_factory=RayJobStats)
 
-    def format(self) -> str:
-        return super().format() + "\n" + self.ray.format()
+    def summary(self) -> str:
+        return super().summary() + "\n" + self.ray.summary()
 
 
 def _stat(path: Path) -> list[int] | None:
@@ -188,7 +188,8 @@ def run_predict_ray(
 ) -> RayPredictSummary:
     """`run_predict` on a Ray cluster: the same rows in the same order, written to `out` (.csv / .jsonl / stdout).
 
-    `on_shard(index)` is called after each shard is safely on disk (progress hooks; tests interrupt there).
+    `log` gets the model line first, then the cluster's and the job's. `on_shard(index)` is called after each
+    shard is safely on disk (progress hooks; tests interrupt there).
     """
     from waste_edge.runtime.model_info import read_metadata
     from waste_edge.runtime.model_path import resolve_model_path
@@ -198,7 +199,10 @@ def run_predict_ray(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
     model_path = resolve_model_path(model).resolve()
-    classes = list(read_metadata(model_path).classes)
+    meta = read_metadata(model_path)
+    classes = list(meta.classes)
+    if log:
+        log(f"model: {model_path.name}: {meta.encoder} {meta.variant}, classes {', '.join(classes)}; backend {backend} in each Ray worker")
     units = plan_units(expand_inputs(sources), batch_size)
     shard_units = max(1, options.shard_size // batch_size)
     shards = _shard_plan(units, shard_units)

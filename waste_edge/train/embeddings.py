@@ -14,7 +14,7 @@ never mixes the two without saying so.
 
 from __future__ import annotations
 
-import os
+import io
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from waste_edge._io import cache_dir, file_sha256
+from waste_edge._io import atomic_write_bytes, cache_dir as cache_root, file_sha256
 from waste_edge.data.decode import DecodeError, load_rgb
 from waste_edge.data.discovery import Sample
 from waste_edge.errors import WasteEdgeError
@@ -38,7 +38,7 @@ class DeviceError(WasteEdgeError):
 
 
 def default_cache_dir() -> Path:
-    return cache_dir("embeddings")
+    return cache_root("embeddings")
 
 
 class EmbeddingCache:
@@ -76,14 +76,11 @@ class EmbeddingCache:
     def flush(self) -> None:
         if not self._pending:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self._pending), dtype="U64")
         feats = np.stack(list(self._pending.values())).astype(np.float32)
-        name = f"shard-{uuid.uuid4().hex[:12]}.npz"
-        tmp = self.dir / (name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, keys=keys, features=feats)
-        os.replace(tmp, self.dir / name)  # atomic: a shard is either whole or absent
+        buf = io.BytesIO()
+        np.savez(buf, keys=keys, features=feats)
+        atomic_write_bytes(self.dir / f"shard-{uuid.uuid4().hex[:12]}.npz", buf.getvalue())  # a shard is whole or absent
         self._pending.clear()
         self.shards_written += 1
 
@@ -101,6 +98,9 @@ class Embeddings:
     def labels(self) -> list[str]:
         return [s.label for s in self.samples]
 
+    def unreadable(self) -> list[tuple[str, str]]:
+        return [(str(s.path), why) for s, why in self.failed]
+
 
 # -- where features are computed --------------------------------------------------------------------------
 
@@ -111,9 +111,16 @@ class FeatureRunner(Protocol):
     `run` yields, batch by batch and in any order, (index into `samples`, feature or error text) pairs.
     `precision` names the numerics ("fp32" or "amp-fp16"): it is part of the cache key. `recover` folds into
     the cache whatever an interrupted earlier run left outside it (Ray's Parquet shards) and returns how many.
+    `name` is what the run card records. A runner is a context manager: a Ray runner holds one connection
+    for the extractions made inside its `with`.
     """
 
+    name: str
     precision: str
+
+    def __enter__(self) -> "FeatureRunner": ...
+
+    def __exit__(self, *exc: Any) -> None: ...
 
     def recover(self, cache: EmbeddingCache) -> int: ...
 
@@ -205,6 +212,7 @@ class TorchRunner:
     workers: int = 2
     threads: int | None = None
     loader: str = "auto"  # auto | threads | processes
+    name = "torch"
 
     def __post_init__(self) -> None:
         if self.device not in TORCH_DEVICES:
@@ -217,6 +225,12 @@ class TorchRunner:
     @property
     def precision(self) -> str:
         return "amp-fp16" if self.amp else "fp32"
+
+    def __enter__(self) -> "TorchRunner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
     def recover(self, cache: EmbeddingCache) -> int:
         return 0
@@ -322,8 +336,11 @@ def extract_embeddings(
     device: str = "cpu",
     amp: bool = False,
     runner: FeatureRunner | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Embeddings:
     """Features for every readable sample; unreadable ones are returned in `failed`, never dropped silently.
+
+    `log` gets one line: how many were extracted, reused from the cache and unreadable.
 
     `runner` computes what the cache lacks (default: `TorchRunner(device, amp, workers, threads)`)."""
     runner = runner or TorchRunner(device=device, amp=amp, workers=workers, threads=threads)
@@ -371,7 +388,7 @@ def extract_embeddings(
         pool.shutdown(wait=False, cancel_futures=True)
     order = sorted(feats)
     dim = int(encoder.dim)
-    return Embeddings(
+    emb = Embeddings(
         features=np.stack([feats[i] for i in order]).astype(np.float32) if order else np.zeros((0, dim), np.float32),
         samples=[samples[i] for i in order],
         hashes=[hashed[i][0] for i in order],  # type: ignore[misc]
@@ -379,3 +396,9 @@ def extract_embeddings(
         n_cached=n_cached,
         n_extracted=len(order) - n_cached,
     )
+    if log is not None:
+        if emb.n_extracted == 0 and emb.n_cached:
+            log(f"{desc}: all {emb.n_cached} embeddings reused from the cache (nothing extracted)")
+        else:
+            log(f"{desc}: {emb.n_extracted} extracted, {emb.n_cached} reused from the cache, {len(emb.failed)} unreadable")
+    return emb
