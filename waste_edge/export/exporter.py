@@ -104,7 +104,7 @@ def build_fused_onnx(
 
     if run.kind != "linear":
         raise ExportError(f"{run.path}: only linear runs (encoder + logistic head) can be fused, this one is {run.kind!r}")
-    encoder = create_encoder(run.encoder_id)
+    encoder = create_encoder(run.encoder_id, relative_to=run.path)
     if encoder.dim != run.head.dim:
         raise ExportError(f"{run.path}: head expects {run.head.dim}-d features but {encoder.id} gives {encoder.dim}")
     spec = encoder.spec

@@ -168,7 +168,7 @@ def evaluate_run(
     unknown = sorted({s.label for s in samples} - set(run.classes))
     if unknown:
         raise DatasetError(f"labels {unknown} in {data} are not classes of this model {run.classes}")
-    encoder = create_encoder(run.encoder_id)
+    encoder = create_encoder(run.encoder_id, relative_to=run.path)
     expected = run.card["encoder"]["weights"].get("sha256")
     if expected != encoder.weights.get("sha256"):
         raise EncoderError(f"encoder weights differ from the ones this run was trained with (sha256 {expected})")

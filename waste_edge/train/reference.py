@@ -32,7 +32,7 @@ class ReferencePipeline:
 
         self.run = run
         self.path, self.classes, self.encoder_id, self.head_sha256 = run.path, run.classes, run.encoder_id, run.head.sha256()
-        self.encoder = create_encoder(run.encoder_id)
+        self.encoder = create_encoder(run.encoder_id, relative_to=run.path)
         expected = run.card.get("encoder", {}).get("weights", {}).get("sha256")
         if expected != self.encoder.weights.get("sha256"):
             from waste_edge.train.encoders import EncoderError
