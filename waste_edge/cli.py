@@ -170,10 +170,12 @@ def _add_train_finetune(tsub: argparse._SubParsersAction) -> None:
     f.add_argument("--imgsz", type=_positive_int, default=224, help="side of the square the encoder sees (default: %(default)s)")
     f.add_argument("--augment", default="all", help="comma list of crop, flip, rot90, color, blur; all or none (default: %(default)s)")
     f.add_argument("--freeze-until", type=_freeze_until, default=8, metavar="BLOCK", help="keep the stem and blocks before BLOCK frozen; none trains all (default: %(default)s)")
+    f.add_argument("--bn", choices=["frozen", "affine", "train"], default="frozen", help="BatchNorm: keep it as ImageNet left it, train only its scale and shift, or also re-estimate its statistics (default: %(default)s)")
+    f.add_argument("--dropout", type=float, default=0.2, help="dropout before the final layer while training (default: %(default)s)")
     f.add_argument("--batch-size", type=_positive_int, default=32, help="images per step (default: %(default)s)")
-    f.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate, cosine decay (default: %(default)s)")
+    f.add_argument("--lr", type=float, default=2e-4, help="peak AdamW learning rate, cosine decay (default: %(default)s)")
     f.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: %(default)s)")
-    f.add_argument("--patience", type=_positive_int, default=3, help="stop after this many epochs without a lower validation loss (default: %(default)s)")
+    f.add_argument("--patience", type=_positive_int, default=4, help="stop after this many epochs without a lower validation loss (default: %(default)s)")
     f.add_argument("--val-size", type=_fraction, default=0.15, help="fraction of TRAIN held out for validation, by duplicate group (default: %(default)s)")
     f.add_argument("--class-weight", choices=["balanced", "none"], default="balanced", help="loss weights per class (default: %(default)s)")
     f.add_argument("--seed", type=int, default=0, help="seed of the validation carve, shuffling, augmentation and class-folder splits (default: %(default)s)")
@@ -192,7 +194,7 @@ def _cmd_train_finetune(args: argparse.Namespace) -> int:
 
     cfg = FinetuneConfig(
         data=args.data, out=args.out, encoder=args.encoder, epochs=args.epochs, imgsz=args.imgsz, augment=parse_augment(args.augment),
-        freeze_until=args.freeze_until, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        freeze_until=args.freeze_until, bn=args.bn, dropout=args.dropout, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         patience=args.patience, val_size=args.val_size, class_weight=args.class_weight, seed=args.seed, test_size=args.test_size,
         workers=args.workers, threads=args.threads, cache_dir=args.cache, resume=args.resume, progress=not args.quiet,
     )

@@ -66,8 +66,8 @@ def reference_run(photos, tmp_path_factory) -> tuple[Path, dict[int, bytes]]:
 
 def test_same_seed_gives_the_same_weights_and_another_seed_does_not(photos, reference_run, tmp_path):
     run, states = reference_run
-    again = _train(_config(photos, tmp_path / "b", epochs=1))
-    other = _train(_config(photos, tmp_path / "c", epochs=1, seed=1))
+    again = _train(_config(photos, tmp_path / "b"), stop_after=1)
+    other = _train(_config(photos, tmp_path / "c", seed=1), stop_after=1)
     assert again[1] == states[1]  # model and optimizer tensors after one epoch, byte for byte
     assert other[1] != states[1]
     from safetensors.torch import load

@@ -64,11 +64,13 @@ class FinetuneConfig:
     imgsz: int = 224
     augment: tuple[str, ...] = DEFAULT_AUGMENT
     freeze_until: int | None = 8  # the stem and blocks [0, k) stay fixed; None trains everything
+    bn: str = "frozen"  # BatchNorm: "frozen" (statistics, scale and shift), "affine" (scale and shift learn), "train"
+    dropout: float = 0.2  # before the final layer, training only (EfficientNet-Lite0's own)
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 2e-4
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5
-    patience: int = 3
+    patience: int = 4
     val_size: float = 0.15
     class_weight: str = "balanced"  # "balanced" | "none"
     seed: int = 0
@@ -81,7 +83,7 @@ class FinetuneConfig:
 
     def recipe(self) -> dict[str, Any]:
         """Everything that decides the weights (a resumed run must match it exactly)."""
-        keys = ("encoder", "epochs", "imgsz", "augment", "freeze_until", "batch_size", "lr", "weight_decay", "warmup_epochs",
+        keys = ("encoder", "epochs", "imgsz", "augment", "freeze_until", "bn", "dropout", "batch_size", "lr", "weight_decay", "warmup_epochs",
                 "patience", "val_size", "class_weight", "seed", "test_size")
         d = {k: getattr(self, k) for k in keys}
         d["augment"] = list(self.augment)
@@ -171,21 +173,21 @@ def _train_epoch(model: FinetuneModel, optimizer: torch.optim.Optimizer, crops: 
     bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=not cfg.progress)
     for b in bar:
         idx = np.sort(order[b * bs:(b + 1) * bs])
-        x = _tensor_batch(crops.images[idx])
-        if augment is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_seed_of(cfg.seed, epoch, b))
-                x = torch.stack([augment(img) for img in x])
-        x = normalise_batch(x, spec).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(crops.labels[idx])
         lr = _lr_at((epoch - 1) * steps_per_epoch + b, total, warmup, cfg.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with torch.random.fork_rng(devices=[]):  # augmentation and dropout draw from (seed, epoch, batch) only
+            torch.manual_seed(_seed_of(cfg.seed, epoch, b))
+            x = _tensor_batch(crops.images[idx])
+            if augment is not None:
+                x = torch.stack([augment(img) for img in x])
+            x = normalise_batch(x, spec).contiguous(memory_format=torch.channels_last)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         bar.set_postfix(loss=f"{loss_sum / min(n, (b + 1) * bs):.4f}", acc=f"{correct / min(n, (b + 1) * bs):.3f}")
@@ -246,7 +248,7 @@ def _run(cfg: FinetuneConfig, log: Log, on_epoch: Callable[[int], None] | None, 
         raise DatasetError(f"the training images hold classes {present}, the dataset {classes}: every class needs training images")
     fingerprint = _fingerprint({"fit": fit.samples, "val": val.samples, "test": test})
 
-    model = FinetuneModel(base.module, len(classes), cfg.freeze_until).to(memory_format=torch.channels_last)
+    model = FinetuneModel(base.module, len(classes), cfg.freeze_until, cfg.bn, cfg.dropout).to(memory_format=torch.channels_last)
     counts = np.bincount(fit.labels, minlength=len(classes)).astype(np.float64)
     weights = torch.tensor(len(fit) / (len(classes) * counts) if cfg.class_weight == "balanced" else np.ones(len(classes)), dtype=torch.float32)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
