@@ -67,6 +67,15 @@ def format_description(info: dict[str, Any]) -> str:
         if isinstance(m, dict) and "accuracy" in m:
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "accuracy")
             lines.append(f"metrics    : {name}: accuracy {m['accuracy']:.4f}" + (f", {extra}" if extra else "") + (f" (n={m['n']})" if "n" in m else ""))
+            if isinstance(m.get("per_source"), dict):
+                lines.append("  by source: " + ", ".join(f"{src} {row['accuracy']:.4f} (n={row['n']})" for src, row in m["per_source"].items()))
+    training = card.get("training") or {}
+    if training.get("method") == "finetune":
+        recipe = training.get("recipe") or {}
+        base = (card.get("encoder_weights") or {}).get("base") or {}
+        lines.append(f"training   : fine-tuned from {base.get('source', recipe.get('encoder', '?'))}, blocks from {recipe.get('freeze_until')} "
+                     f"up + final layer, best of {training.get('epochs_run')} epochs: {training.get('best_epoch')} "
+                     f"(validation accuracy {(training.get('validation') or {}).get('accuracy', float('nan')):.4f}, carved from TRAIN)")
     if card.get("data"):
         lines.append(f"trained on : {card['data'].get('description', card['data'].get('source', ''))}")
     if card.get("encoder_weights"):
