@@ -100,12 +100,12 @@ def test_an_interrupted_run_resumes_to_the_same_weights(photos, reference_run, t
 def test_the_run_is_a_linear_run_that_can_move(reference_run, photos, tmp_path):
     from waste_edge.train.encoders import create_encoder
     from waste_edge.train.finetune.weights import weights_metadata
-    from waste_edge.train.pipeline import evaluate_run
-    from waste_edge.train.run import RUN_FILES, load_run
+    from waste_edge.train.card import CARD_FILE, REPORT_FILES
+    from waste_edge.train.runs import LinearRun, open_run
 
     src, _ = reference_run
     run = shutil.copytree(src, tmp_path / "moved" / "run")
-    for name in RUN_FILES + (ENCODER_FILE, "history.json", "training_curves.png"):
+    for name in (CARD_FILE, *REPORT_FILES, *LinearRun.files, ENCODER_FILE, "history.json", "training_curves.png"):
         assert (run / name).is_file(), name
     card = json.loads((run / "card.json").read_text())
     assert card["kind"] == "linear" and card["encoder"]["id"] == f"effnet-lite0/{ENCODER_FILE}"
@@ -114,12 +114,14 @@ def test_the_run_is_a_linear_run_that_can_move(reference_run, photos, tmp_path):
     history = json.loads((run / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [0, 1, 2] and history["epochs"][0]["train_loss"] is None
     assert weights_metadata(run / ENCODER_FILE)["preprocess"]["size"] == 64
-    enc = create_encoder(card["encoder"]["id"], relative_to=run)
+    enc = create_encoder(card["encoder"]["id"], root=run)
     assert enc.weights["sha256"] == card["encoder"]["weights"]["sha256"] and enc.spec.size == 64 and enc.id == card["encoder"]["id"]
     # eval reloads the moved run through the registry and reproduces the TEST metrics of training
-    ev = evaluate_run(run, photos, out=tmp_path / "ev", progress=False, cache_dir=tmp_path / "emb")
-    assert ev.report.metrics["accuracy"] == card["metrics"]["accuracy"] and ev.report.metrics["n"] == 16
-    head = load_run(run).head
+    moved = open_run(run)
+    assert isinstance(moved, LinearRun) and moved.encoder().weights["sha256"] == card["encoder"]["weights"]["sha256"]
+    ev = moved.evaluate(photos, out=tmp_path / "ev", progress=False, cache_dir=tmp_path / "emb")
+    assert ev.metrics["accuracy"] == card["metrics"]["accuracy"] and ev.metrics["n"] == 16
+    head = moved.head
     assert head.hyperparameters["method"] == "finetune" and head.coef.shape == (1, 1280)
 
 
@@ -179,9 +181,9 @@ def test_safetensors_weights_must_be_lite0(tmp_path):
 
     save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
     with pytest.raises(EncoderError, match="not EfficientNet-Lite0 weights"):
-        create_encoder("effnet-lite0/other.safetensors", relative_to=tmp_path)
+        create_encoder("effnet-lite0/other.safetensors", root=tmp_path)
     (tmp_path / "torn.safetensors").write_bytes(b"\x10\x00\x00")
     with pytest.raises(EncoderError, match="not a readable safetensors file"):
-        create_encoder("effnet-lite0/torn.safetensors", relative_to=tmp_path)
+        create_encoder("effnet-lite0/torn.safetensors", root=tmp_path)
     with pytest.raises(EncoderError, match="weights not found"):
-        create_encoder("effnet-lite0/missing.safetensors", relative_to=tmp_path)
+        create_encoder("effnet-lite0/missing.safetensors", root=tmp_path)

@@ -27,6 +27,29 @@ def read_sources(root: str | Path, column: str = "source") -> dict[str, str]:
     return {str((Path(root) / r["path"]).resolve()): r[column] for r in rows}
 
 
+def read_predictions(csv_path: str | Path, classes: Sequence[str]) -> tuple[list[str], list[int], np.ndarray, list[str]]:
+    """(paths, truth, probabilities [N, K], skipped) of a `waste-edge predict` CSV over labelled class folders.
+
+    The truth of a row is its folder name (TEST/B/x.jpg -> B); error rows and rows outside the class folders are
+    returned in `skipped` (path: why), never dropped silently."""
+    paths: list[str] = []
+    truth: list[int] = []
+    proba: list[list[float]] = []
+    skipped: list[str] = []
+    with Path(csv_path).open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            label = Path(row["path"]).parent.name
+            if row.get("error"):
+                skipped.append(f"{row['path']}: {row['error']}")
+            elif label not in classes:
+                skipped.append(f"{row['path']}: folder {label!r} is not a class of {list(classes)}")
+            else:
+                paths.append(row["path"])
+                truth.append(list(classes).index(label))
+                proba.append([float(row[f"p_{c}"]) for c in classes])
+    return paths, truth, np.asarray(proba, dtype=np.float64).reshape(-1, len(classes)), skipped
+
+
 def per_group_accuracy(paths: Sequence[str | Path], truth: Sequence[int], proba: np.ndarray, groups: dict[str, str],
                        classes: Sequence[str]) -> dict[str, dict[str, Any]]:
     """{group: {accuracy, n, errors, per_class: {class: n}}} for every group the paths fall in ('unknown' if none)."""

@@ -48,7 +48,8 @@ from waste_edge.train.finetune.weights import (
     save_encoder_weights, save_model_tensors,
 )
 from waste_edge.train.head import STUDY_C, LinearHead, fit_head
-from waste_edge.train.run import RunError, make_card, save_run
+from waste_edge.train.card import RunError
+from waste_edge.train.runs import LinearRun
 
 Log = Callable[[str], None]
 ENCODER_FILE = "encoder.safetensors"
@@ -322,7 +323,7 @@ def _finish(cfg: FinetuneConfig, model: FinetuneModel, spec: Any, base: Any, cla
     plot_history(history, best_epoch, cfg.out / CURVES_FILE, f"fine-tuning {base.id} on {Path(cfg.data).name}")
 
     # TEST, once, through the reference pipeline: the encoder as the registry loads it from the run directory.
-    encoder = create_encoder(f"effnet-lite0/{ENCODER_FILE}", relative_to=cfg.out)
+    encoder = create_encoder(f"effnet-lite0/{ENCODER_FILE}", root=cfg.out)
     if encoder.weights["sha256"] != weights_sha:
         raise EncoderError(f"{cfg.out / ENCODER_FILE} changed while the run was being written")
     emb = extract_embeddings(encoder, test, batch_size=cfg.batch_size, workers=cfg.workers, cache_dir=cfg.cache_dir,
@@ -334,8 +335,8 @@ def _finish(cfg: FinetuneConfig, model: FinetuneModel, spec: Any, base: Any, cla
     best = next(r for r in history if r.epoch == best_epoch)
     seconds, cpu_seconds = time.perf_counter() - wall0, time.process_time() - cpu0
     m = report.metrics
-    card = make_card(
-        encoder.card(), head, display_names(classes),
+    LinearRun.create(
+        cfg.out, encoder.card(), head, display_names(classes),
         data={
             "source": str(Path(cfg.data).resolve()), "layout": ds.layout, "counts": ds.counts(), "fingerprint": fingerprint,
             "n_train": len(fit), "n_val": len(val), "n_test": len(emb.samples), "n_unreadable": len(unreadable),
@@ -353,6 +354,5 @@ def _finish(cfg: FinetuneConfig, model: FinetuneModel, spec: Any, base: Any, cla
             "versions": library_versions(["torch", "torchvision", "safetensors", "numpy", "pillow"]),
         },
     )
-    save_run(cfg.out, card, head)
     shutil.rmtree(ckpt, ignore_errors=True)  # finished: nothing left to resume
     return FinetuneResult(cfg.out, head, report, history, best_epoch, seconds, cpu_seconds)
