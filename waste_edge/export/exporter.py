@@ -36,6 +36,7 @@ class ExportOptions:
     imgsz: tuple[int, int] | None = None  # fixed input H, W (else any size)
     half: bool = False
     int8: bool = False
+    int8_scheme: str | None = None  # export/quantize.py INT8_SCHEMES (default: the portable one)
     calib: Path | None = None
     channel_order: str = "BGR"
     workspace: float | None = None  # TensorRT builder workspace, GiB
@@ -73,6 +74,12 @@ def validate_options(fmt: ModelFormat, given: dict[str, Any]) -> ExportOptions:
         raise ExportError("--half and --int8 are exclusive: choose one variant")
     if opts.calib is not None and not opts.int8:
         raise ExportError("--calib only applies to --int8")
+    if opts.int8_scheme is not None:
+        from waste_edge.export.quantize import get_int8_scheme
+
+        if not opts.int8:
+            raise ExportError("--int8-scheme only applies to --int8")
+        get_int8_scheme(opts.int8_scheme)  # an unknown name fails before minutes of export
     if opts.opset < MIN_OPSET:
         raise ExportError(f"--opset {opts.opset} is too old: the fused preprocessing needs opset >= {MIN_OPSET} (Resize antialias)")
     if opts.batch < 1:
@@ -119,14 +126,17 @@ def build_fused_onnx(
         torch.set_num_threads(threads)
     details["normalization"] = norm
     if opts.int8:
-        from waste_edge.export.quantize import QuantizationError, choose_int8_method, quantize_dynamic_encoder, quantize_static_encoder
+        from waste_edge.export.quantize import (DEFAULT_INT8_SCHEME, SATURATION_FREE_MAX_WEIGHT, QuantizationError, choose_int8_method, get_int8_scheme,
+                                                int8_gemm_weight_peak, quantize_dynamic_encoder, quantize_static_encoder)
 
         method = choose_int8_method(enc_model)
+        scheme = get_int8_scheme(opts.int8_scheme or DEFAULT_INT8_SCHEME)
         details["int8_method"] = method
+        details["int8_scheme"] = scheme.name
         if method == "dynamic":
             if opts.calib is not None and log:
                 log("note: this encoder is quantised dynamically (MatMul weights); --calib is not needed and not used")
-            enc_model = quantize_dynamic_encoder(enc_model)
+            enc_model = quantize_dynamic_encoder(enc_model, scheme.name)
         else:
             if opts.calib is None:
                 raise QuantizationError(
@@ -134,8 +144,12 @@ def build_fused_onnx(
                     "pass --calib DIR (e.g. the training images)"
                 )
             pre_rgb = build_preprocess_model(spec, "RGB", opset=opts.opset)
-            enc_model, calib_info = quantize_static_encoder(enc_model, pre_rgb, opts.calib, progress=progress, log=log)
+            enc_model, calib_info = quantize_static_encoder(enc_model, pre_rgb, opts.calib, progress=progress, log=log, scheme=scheme.name)
             details.update(calib_info)
+        peak = int8_gemm_weight_peak(enc_model)
+        details["int8_weight_peak"] = peak
+        if scheme.portable and scheme.weights == "QInt8" and peak is not None and peak > SATURATION_FREE_MAX_WEIGHT:
+            raise QuantizationError(f"INT8 scheme {scheme.name!r} left a weight at {peak} > {SATURATION_FREE_MAX_WEIGHT}: a u8 x s8 pair sum can saturate, results would depend on the CPU")
     elif opts.half:
         from waste_edge.export.half import convert_encoder_fp16
 
@@ -155,7 +169,7 @@ def build_fused_onnx(
         variant=opts.variant,
         input_size=list(opts.imgsz) if opts.imgsz else None,
         model_kind=run.kind,
-        extra={k: v for k, v in details.items() if k in ("normalization", "int8_method", "opset")} | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
+        extra={k: v for k, v in details.items() if k in ("normalization", "int8_method", "int8_scheme", "int8_weight_peak", "opset")} | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
     )
     onnx.helper.set_model_props(fused, meta.to_props())
     fused.doc_string = f"waste-edge fused model: {run.encoder_id} + logistic head ({', '.join(run.classes)}), {opts.variant}"

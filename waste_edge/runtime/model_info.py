@@ -52,6 +52,10 @@ def model_summary(info: dict[str, Any]) -> str:
         f"mean {[round(m, 4) for m in pre.get('mean', [])]}, std {[round(s, 4) for s in pre.get('std', [])]}",
         f"head sha256: {meta['head_sha256']}",
     ]
+    extra = meta.get("extra") or {}
+    if extra.get("int8_scheme"):  # README "INT8 that gives the same answers on every CPU"
+        lines.append(f"int8       : {extra.get('int8_method', '')} quantisation, scheme {extra['int8_scheme']}, "
+                     f"largest GEMM weight {extra.get('int8_weight_peak')}")
     for name, m in (card.get("metrics") or {}).items():
         if isinstance(m, dict) and "accuracy" in m:
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "accuracy")
