@@ -777,22 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from waste_edge._failsafe import run_verb
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except WasteEdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
-        return 1
-    except ImportError as e:
-        print(f"error: {e.name or e} is not installed; install the extra that provides it, e.g. pip install 'waste-edge[train]'", file=sys.stderr)
-        return 1
+    return run_verb(lambda: args.func(args))  # one-line errors, pipes, full disks, SIGTERM: waste_edge/_failsafe.py
 
 
 if __name__ == "__main__":
