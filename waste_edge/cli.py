@@ -778,10 +778,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from waste_edge._failsafe import run_verb
+    from waste_edge._outputs import guard_cli_outputs
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_verb(lambda: args.func(args))  # one-line errors, pipes, full disks, SIGTERM: waste_edge/_failsafe.py
+
+    def verb() -> int:
+        guard_cli_outputs(args)  # no verb writes over an input, into a folder, or twice onto one file
+        return args.func(args)
+
+    return run_verb(verb)  # one-line errors, pipes, full disks, SIGTERM: waste_edge/_failsafe.py
 
 
 if __name__ == "__main__":

@@ -100,3 +100,11 @@ def csv_rows(path_or_text: Path | str) -> list[dict[str, str]]:
     text = path_or_text.read_text(encoding="utf-8", errors="surrogateescape") if isinstance(path_or_text, Path) else path_or_text
     assert text == "" or text.endswith("\n"), "a partial last row"
     return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.fixture(scope="session")
+def clf_tiny(model):
+    from waste_edge.runtime.classifier import Classifier
+
+    with Classifier(model, threads=1) as c:
+        yield c

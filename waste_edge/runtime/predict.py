@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from waste_edge._outputs import check_output
 from waste_edge.data.decode import DecodeError, load_rgb_array
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.classifier import Classifier
@@ -203,6 +204,7 @@ def run_predict(
     """Classify every image and video frame under `sources`, writing one row each to `out` (.csv / .jsonl / stdout)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_output(out, sources, option="out")  # never over an input, never into a folder (waste_edge/_outputs.py)
     items = expand_inputs(sources)
     writer = RowWriter(out, classifier.classes)
     summary = PredictSummary(out=writer.name)
