@@ -24,6 +24,7 @@ import sys
 import traceback
 from typing import Any, Callable
 
+from waste_edge._outputs import is_broken_pipe
 from waste_edge.errors import WasteEdgeError
 
 DEBUG_ENV = "WASTE_EDGE_DEBUG"
@@ -96,10 +97,6 @@ def _say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
-
-
-def is_broken_pipe(e: BaseException) -> bool:
-    return isinstance(e, BrokenPipeError) or (isinstance(e, OSError) and e.errno == errno.EPIPE)
 
 
 def is_device_full(e: BaseException) -> bool:

@@ -147,3 +147,23 @@ def guard_cli_outputs(args: Any) -> None:
         if path is not None:
             checked.append(("--" + name, path))
     check_distinct(checked)
+
+
+# -- cells and streams -----------------------------------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not execute: text starting with = + - @ tab or CR gets a leading '
+    (OWASP, CSV injection). Numbers pass unchanged; only text (class names, paths, errors) is touched."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def is_broken_pipe(e: BaseException) -> bool:
+    """A reader that went away (`| head`): the writer should stop quietly, not report an error."""
+    import errno
+
+    return isinstance(e, BrokenPipeError) or (isinstance(e, OSError) and e.errno == errno.EPIPE)
