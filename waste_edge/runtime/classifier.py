@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
+from waste_edge.errors import WasteEdgeError
+
 from waste_edge.runtime.frames import FrameError, check_batch, check_channel_order, check_frame
 from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_PROBABILITIES, ModelMetadata
 from waste_edge.runtime.model_path import resolve_model_path
@@ -32,6 +34,10 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float] = field(hash=False)
     index: int
+
+
+class ClassifierClosedError(WasteEdgeError, RuntimeError):
+    """`predict` on a Classifier after `close()` (or after its `with` block)."""
 
 
 class Classifier:
@@ -166,6 +172,8 @@ class Classifier:
 
     def predict_proba(self, frames: Any, channel_order: str = "BGR") -> np.ndarray:
         """Per-class probabilities, float32 [N, K], for one frame (N=1), an NxHxWx3 array or a list of frames."""
+        if not self.runner.is_active:
+            raise ClassifierClosedError(f"{self.path.name}: this Classifier is closed; create a new one (or use it inside its `with` block)")
         flip = check_channel_order(channel_order) != self.channel_order
         if isinstance(frames, np.ndarray) and frames.ndim == 4:
             check_batch(frames)

@@ -15,7 +15,9 @@ carry the same keys, `frame` only for videos and `error` only for failures.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from waste_edge._outputs import check_output, csv_cell, is_broken_pipe
 from waste_edge.data.decode import DecodeError, load_rgb_array
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.classifier import Classifier
@@ -92,7 +95,14 @@ def expand_inputs(sources: Sequence[str | Path]) -> list[InputItem]:
 
 
 class RowWriter:
-    """CSV or JSONL rows, flushed after every batch; CSV to stdout when `out` is None or '-'."""
+    """CSV or JSONL rows, flushed after every batch; CSV to stdout when `out` is None or '-'.
+
+    Nothing written can look whole when it is not: each batch is encoded first, then written and flushed
+    as one block; when the write fails (disk full, quota) the file is cut back to the end of the last whole
+    row and the run stops with a one-line error. Paths that are not valid UTF-8 round-trip: a CSV cell holds
+    the file name's original bytes (surrogateescape), a JSONL string holds them as \\udcXX escapes, which
+    `json.loads` + `os.fsencode` turn back into the same bytes. CSV text cells that a spreadsheet would run
+    as a formula (= + - @, tab, CR first) are prefixed with ' as OWASP recommends (CSV only)."""
 
     def __init__(self, out: str | Path | None, classes: Sequence[str]) -> None:
         self.classes = list(classes)
@@ -100,21 +110,51 @@ class RowWriter:
         self.to_stdout = out is None or str(out) == "-"
         self.name = "stdout" if self.to_stdout else str(out)
         self.jsonl = not self.to_stdout and Path(str(out)).suffix.lower() == ".jsonl"
+        self.rows_written = 0
+        self._good = 0  # bytes of whole rows in the file
         if not self.to_stdout and Path(str(out)).suffix.lower() not in OUTPUT_SUFFIXES:
             raise WasteEdgeError(f"{out}: output must end in .csv or .jsonl")
         if self.to_stdout:
-            self._fh: IO[str] = sys.stdout
+            sys.stdout.flush()
+            self._fh: IO[bytes] = sys.stdout.buffer
         else:
             path = Path(str(out))
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(path, "w", encoding="utf-8", newline="")
+                self._fh = open(path, "wb", buffering=0)  # unbuffered: what failed to write is never flushed later
             except OSError as e:
                 raise WasteEdgeError(f"{path}: cannot write: {e.strerror or e}") from None
         if not self.jsonl:
-            self._csv = csv.DictWriter(self._fh, fieldnames=self.columns, restval="", extrasaction="raise")
-            self._csv.writeheader()
+            self._block([dict(zip(self.columns, self.columns))], header=True)
+
+    def _encode(self, rows: Sequence[dict[str, Any]], header: bool = False) -> bytes:
+        if self.jsonl:
+            text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            return text.encode("utf-8", "backslashreplace")  # a lone surrogate becomes the JSON escape \\udcXX
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, restval="", extrasaction="raise", lineterminator="\r\n")
+        w.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
+        return buf.getvalue().encode("utf-8", "surrogateescape")
+
+    def _block(self, rows: Sequence[dict[str, Any]], header: bool = False) -> None:
+        data = self._encode(rows, header)
+        try:
+            view = memoryview(data)
+            while view:  # a raw write may take only part of the block
+                n = self._fh.write(view)
+                view = view[n if n is not None else 0:]
             self._fh.flush()
+        except OSError as e:
+            if is_broken_pipe(e) or self.to_stdout:
+                raise
+            try:
+                os.ftruncate(self._fh.fileno(), self._good)  # no partial row a CSV reader would take for a whole one
+            except (OSError, ValueError):
+                pass
+            raise WasteEdgeError(f"{self.name}: cannot write: {e.strerror or e}; it holds the {self.rows_written} whole rows written before") from None
+        self._good += len(data)
+        if not header:
+            self.rows_written += len(rows)
 
     def prediction_row(self, path: Path, probs: np.ndarray, frame: int | None = None) -> dict[str, Any]:
         i = int(probs.argmax())
@@ -136,16 +176,15 @@ class RowWriter:
         return row
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        if self.jsonl:
-            for row in rows:
-                self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            self._csv.writerows(rows)
-        self._fh.flush()
+        if rows:
+            self._block(rows)
 
     def close(self) -> None:
         if not self.to_stdout:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass
 
 
 def _decode(path: Path) -> np.ndarray | str:
@@ -297,6 +336,7 @@ def run_predict(
     """Classify every image and video frame under `sources`, writing one row each to `out` (.csv / .jsonl / stdout)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_output(out, sources, option="out")  # never over an input, never into a folder (waste_edge/_outputs.py)
     units = plan_units(expand_inputs(sources), batch_size)
     t0 = time.perf_counter()
     writer, bar = open_predict_output(out, classifier.classes, sum(expected_rows(u) for u in units), progress)

@@ -17,6 +17,7 @@ from typing import IO, Any, Mapping
 import cv2
 import numpy as np
 
+from waste_edge._outputs import check_output
 from waste_edge.errors import WasteEdgeError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class JsonlSink:
             self._fh: IO[str] = sys.stdout
         else:
             path = Path(target)
+            check_output(path, option="--jsonl")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._fh = open(path, "w", encoding="utf-8")
@@ -60,6 +62,7 @@ class VideoSink:
 
     def __init__(self, path: str | Path, fps: float = 30.0) -> None:
         self.path = Path(path)
+        check_output(self.path, option="--save")
         suffix = self.path.suffix.lower()
         if suffix not in VIDEO_CODECS:
             raise SinkError(f"{self.path}: cannot save video as {suffix or 'no suffix'!r}; use one of {', '.join(sorted(VIDEO_CODECS))}")

@@ -198,6 +198,8 @@ class KerasRun(Run):
         if self.imgsz < get_arch(self.arch).min_imgsz or self.imgsz != self.preprocess.size:
             raise f.error("imgsz", f"must be >= {get_arch(self.arch).min_imgsz} and equal preprocess.size, got {self.imgsz}")
         self.model_path = self.path / f.get("model.file", str)
+        if not _inside_run(self.model_path, self.path):  # a card is user input: it may not point anywhere else
+            raise f.error("model.file", f"must name a file inside the run directory, got {f.get('model.file', str)!r}")
         self.model_sha256: str = f.sha256("model.sha256")  # type: ignore[assignment]
         if not self.model_path.is_file():
             raise RunError(f"{self.path}: {self.model_path.name} is missing")
@@ -245,6 +247,15 @@ class KerasRun(Run):
 
 # The kinds of run directory; a card's `kind` picks the class (cards without one are linear: the first format).
 RUN_KINDS: dict[str, type[Run]] = {cls.kind: cls for cls in (LinearRun, KerasRun)}
+
+
+def _inside_run(path: Path, run_dir: Path) -> bool:
+    """`path` resolves (symlinks followed) to somewhere under `run_dir`."""
+    try:
+        path.resolve().relative_to(run_dir.resolve())
+        return True
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return False
 
 
 def open_run(run_dir: str | Path) -> Run:
