@@ -420,14 +420,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         description=(
             "Time frame -> probabilities for every model x backend x batch size on a real-sized uint8 frame "
             "(preprocessing included): p50 / p90 / p99 / mean latency, throughput, load time, size, peak RSS, and "
-            "with --reference the study's pipeline (PIL, PyTorch, scikit-learn) of the same run in the same run, "
-            "each row's speed-up against it. Rounds are interleaved (A B A B) and ratios are medians over rounds. "
+            "with --reference the study's pipeline (PIL, PyTorch, scikit-learn) of the same run, each row's speed-up "
+            "against it. Every target runs in its own worker process at its own defaults (PyTorch's threads and "
+            "OpenMP behaviour for the reference, ONNX Runtime's session defaults for the models); each row prints "
+            "the settings it ran with. Rounds are interleaved (A B A B) and ratios are medians over rounds. "
             "A backend that is missing here or fails becomes a row with the reason; the other rows go on."
         ),
         epilog=(
             "examples:\n"
             "  waste-edge bench --model runs/lite0/model-fp32.onnx --model runs/lite0/model-int8.onnx --reference runs/lite0 --camera\n"
             "  waste-edge bench --model vit-int8.onnx --reference runs/vit --batch 1,16 --json out.json --md out.md --plot out.png\n"
+            "  waste-edge bench --model vit-int8.onnx --reference runs/vit --data data/TEST --check-alone   # speed + accuracy\n"
+            "  waste-edge bench --model vit-int8.onnx --session-config session.intra_op.allow_spinning=0      # a lever\n"
             "  waste-edge bench --model vit-fp16.onnx --backends cuda,tensorrt --batch 1,256 --seconds 10"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -442,14 +446,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--iters", type=_positive_int, default=None, metavar="N", help="timed calls per target per round (default: 10)")
     g.add_argument("--seconds", type=float, default=None, metavar="S", help="timing budget per target and batch, split over the rounds")
     p.add_argument("--rounds", type=_positive_int, default=5, metavar="R", help="interleaved rounds; medians are over rounds (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: the usable cores)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: each runtime's own default)")
     p.add_argument("--session-config", action="append", default=[], metavar="KEY=VALUE", help="ONNX Runtime session config entry for every model, repeatable (a lever to try, e.g. session.intra_op.allow_spinning=0)")
     p.add_argument("--data", type=Path, default=None, help="dataset (e.g. Kaggle layout): adds an accuracy column on its test split")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="with --data: at most N images (fixed-seed sample)")
     p.add_argument("--camera", action="store_true", help="also measure the camera loop on a video file vs pure inference, per model")
     p.add_argument("--camera-frames", type=_positive_int, default=300, metavar="N", help="frames of the camera-loop video (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="add an ONNX Runtime per-op profile of each ONNX model (CPU, every batch size)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS probes (one child process per target)")
+    p.add_argument("--no-memory", action="store_true", help="do not report each worker's peak RSS")
+    p.add_argument("--check-alone", action="store_true", help="time each reference again alone in a fresh process (first batch size) and print both")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--md", type=Path, default=None, metavar="OUT", help="write the Markdown table")
     p.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write latency and throughput vs batch as a PNG")
@@ -459,14 +464,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import os
-
     from waste_edge.bench.harness import BenchConfig, run_bench
     from waste_edge.bench.report import to_markdown, write_json, write_markdown, write_plot
     from waste_edge.runtime.model_path import resolve_model_path
 
     models = [Path(m) for m in args.model] if args.model else ([resolve_model_path(None)] if not args.reference else [])
-    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     bad = [e for e in args.session_config if "=" not in e]
     if bad:
         print(f"error: --session-config takes KEY=VALUE, got {bad[0]!r}", file=sys.stderr)
@@ -474,8 +476,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(
         models=models, references=list(args.reference), backends=args.backends, batches=args.batch, frame=args.frame,
         warmup=args.warmup, iters=args.iters or (None if args.seconds else 10), seconds=args.seconds, rounds=args.rounds,
-        threads=threads, session_config=dict(e.split("=", 1) for e in args.session_config), data=args.data, data_limit=args.limit, camera=args.camera, camera_frames=args.camera_frames,
-        memory=not args.no_memory, profile=args.profile, progress=not args.quiet,
+        threads=args.threads, session_config=dict(e.split("=", 1) for e in args.session_config), data=args.data, data_limit=args.limit,
+        camera=args.camera, camera_frames=args.camera_frames, memory=not args.no_memory, profile=args.profile,
+        check_alone=args.check_alone, progress=not args.quiet,
     )
     report = run_bench(cfg, log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))).to_dict()
     print(to_markdown(report, args.title))
