@@ -46,6 +46,7 @@ def test_vit_int8_is_dynamic_matmul_quantisation(clip_int8, clip_run, export_ima
     assert clip_int8.details["int8_method"] == "dynamic" and clip_int8.metadata.variant == "int8"
     assert ops["MatMulInteger"] > 0 and ops["DynamicQuantizeLinear"] > 0
     assert ops["ConvInteger"] == 0  # the patch Conv would be a slow ConvInteger on CPU
+    assert clip_int8.details["int8_fusions"]["Attention"] == 2 and ops["QAttention"] == 2  # fused before quantisation
     _pre_and_head_untouched(model)
     report = run_parity(clip_int8.path, clip_run, export_images, progress=False)
     assert report.tolerance == TOLERANCES["int8"]

@@ -1,6 +1,6 @@
 """INT8 variants of the encoder part, with the method chosen per encoder because it decides speed.
 
-Measured on this project's 2-core x86 CPU (/work/shared/env/README.md):
+Measured on this project's 2-core x86 CPU (the shared environment notes; benchmarks/README.md):
 - MatMul-heavy ViTs: dynamic quantisation (QInt8 weights, activations quantised on the fly) makes
   ViT-B/32 2.4x faster than fp32 and needs no calibration data.
 - Conv nets: dynamic quantisation turns convolutions into `ConvInteger`, which has no fast kernel in
@@ -40,16 +40,48 @@ def choose_int8_method(encoder_model: onnx.ModelProto) -> str:
     return "dynamic" if matmuls > convs else "static"
 
 
-def quantize_dynamic_encoder(encoder_model: onnx.ModelProto) -> onnx.ModelProto:
-    """QInt8 weights on MatMul only: the patch-embedding Conv would become a slow ConvInteger."""
+def quantize_dynamic_encoder(
+    encoder_model: onnx.ModelProto,
+    *,
+    fuse: bool = True,
+    patch_matmul: bool = False,
+    per_channel: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """QInt8 weights on the MatMuls (and fused `Attention` nodes); activations quantised per call (uint8).
+
+    With `fuse` (the default) a ViT graph is first rewritten into ONNX Runtime's fused transformer kernels
+    (`transformer_opt.py`: Attention, SkipLayerNormalization, BiasGelu, the last layer on the class token
+    only; `patch_matmul` also the patch embedding as an INT8 MatMul, a lever that costs accuracy); the fusions
+    are checked in fp32 before quantisation, and a graph they do not fit is quantised as it is. The
+    patch-embedding Conv is never quantised as a Conv: it would become a slow ConvInteger."""
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
+    from waste_edge.export.transformer_opt import infer_num_heads, optimize_vit_encoder
+
+    info: dict[str, Any] = {"int8_weights": "QInt8 per-channel" if per_channel else "QInt8 per-tensor"}
+    ops = ["MatMul"]
+    fused = False
+    if fuse:
+        heads = infer_num_heads(encoder_model)
+        if heads is None:
+            info["int8_fusions"] = "not applied: no ViT attention found"
+        else:
+            encoder_model, report = optimize_vit_encoder(encoder_model, heads, patch_matmul=patch_matmul, log=log)
+            info["int8_fusions"] = report.fused_ops if report.applied else f"not applied: {report.reason}"
+            fused = report.applied
+            if fused:
+                ops.append("Attention")
+            elif log:
+                log(report.summary())
     with tempfile.TemporaryDirectory() as tmp:
         src, prep, dst = Path(tmp) / "encoder.onnx", Path(tmp) / "encoder-prep.onnx", Path(tmp) / "encoder-int8.onnx"
         onnx.save(encoder_model, src)
-        quant_pre_process(src, prep)
-        quantize_dynamic(prep, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=False)
-        return onnx.load(dst)
+        if not fused:  # the fused graph is already optimised and shape-annotated by ONNX Runtime's optimizer
+            quant_pre_process(src, prep)
+            src = prep
+        quantize_dynamic(src, dst, op_types_to_quantize=ops, weight_type=QuantType.QInt8, per_channel=per_channel)
+        return onnx.load(dst), info
 
 
 def calibration_images(calib_dir: str | Path, limit: int = DEFAULT_CALIB_LIMIT, seed: int = 0) -> list[Path]:
@@ -112,11 +144,13 @@ def quantize_static_encoder(
     *,
     limit: int = DEFAULT_CALIB_LIMIT,
     progress: bool = True,
+    activations: str = "QUInt8",
     log: Callable[[str], None] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Static QDQ (per-channel QInt8 weights, QUInt8 activations, MinMax), after `quant_pre_process`.
 
-    `pre_model_rgb` is the preprocessing graph with RGB input (images are decoded as RGB here).
+    `pre_model_rgb` is the preprocessing graph with RGB input (images are decoded as RGB here). `activations`
+    QInt8 is a lever to measure: on x86 the VNNI instructions multiply u8 by s8, so QUInt8 is the fast default.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -128,8 +162,8 @@ def quantize_static_encoder(
         quant_pre_process(src, prep, skip_symbolic_shape=False)
         quantize_static(
             prep, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            activation_type=getattr(QuantType, activations), calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": activations == "QInt8", "WeightSymmetric": True},
         )
         model = onnx.load(dst)
     used = len(files) - len(reader.skipped)
