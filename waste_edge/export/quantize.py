@@ -61,7 +61,6 @@ def quantize_dynamic_encoder(
 
     info: dict[str, Any] = {"int8_weights": "QInt8 per-channel" if per_channel else "QInt8 per-tensor"}
     ops = ["MatMul"]
-    fused = False
     if fuse:
         heads = infer_num_heads(encoder_model)
         if heads is None:
@@ -69,18 +68,15 @@ def quantize_dynamic_encoder(
         else:
             encoder_model, report = optimize_vit_encoder(encoder_model, heads, patch_matmul=patch_matmul, log=log)
             info["int8_fusions"] = report.fused_ops if report.applied else f"not applied: {report.reason}"
-            fused = report.applied
-            if fused:
+            if report.applied:
                 ops.append("Attention")
             elif log:
                 log(report.summary())
     with tempfile.TemporaryDirectory() as tmp:
         src, prep, dst = Path(tmp) / "encoder.onnx", Path(tmp) / "encoder-prep.onnx", Path(tmp) / "encoder-int8.onnx"
         onnx.save(encoder_model, src)
-        if not fused:  # the fused graph is already optimised and shape-annotated by ONNX Runtime's optimizer
-            quant_pre_process(src, prep)
-            src = prep
-        quantize_dynamic(src, dst, op_types_to_quantize=ops, weight_type=QuantType.QInt8, per_channel=per_channel)
+        quant_pre_process(src, prep)  # symbolic shape inference (it knows the contrib ops): the quantiser needs types
+        quantize_dynamic(prep, dst, op_types_to_quantize=ops, weight_type=QuantType.QInt8, per_channel=per_channel)
         return onnx.load(dst), info
 
 

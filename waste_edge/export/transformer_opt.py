@@ -360,6 +360,9 @@ def optimize_vit_encoder(encoder_model: onnx.ModelProto, num_heads: int, *, patc
     report.fused_ops = stats
     dims = encoder_model.graph.input[0].type.tensor_type.shape.dim
     shape = [2] + [d.dim_value for d in dims[1:]]
+    if len(shape) != 4 or not all(shape):
+        report.reason = f"the encoder input has no static image shape ({shape[1:]}): the fused graph cannot be checked"
+        return encoder_model, report
     x = np.random.default_rng(0).uniform(0, 255, size=shape).astype(np.float32)
     ref, got = _run(encoder_model, x), _run(fused, x)
     report.max_abs_diff = float(np.abs(ref - got).max())
