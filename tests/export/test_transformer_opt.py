@@ -18,9 +18,9 @@ def tiny_vit_encoder(clip_run) -> onnx.ModelProto:
     """The tiny CLIP run's encoder exactly as the exporter writes it (2 layers, width 64, 2 heads, patch 32)."""
     from waste_edge.export.fused import export_encoder
     from waste_edge.train.encoders import create_encoder
-    from waste_edge.train.run import load_run
+    from waste_edge.train.runs import open_run
 
-    model, _ = export_encoder(create_encoder(load_run(clip_run).encoder_id))
+    model, _ = export_encoder(create_encoder(open_run(clip_run).encoder_id))
     return model
 
 

@@ -30,14 +30,14 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     batch = int(spec["batch"])
     bgr = synthetic_frames(batch, w, h)
     if spec["kind"] == "reference":
-        from waste_edge.train.reference import open_reference
+        from waste_edge.train.runs import open_run
 
         threads = spec.get("threads")
         if not threads:
             import torch
 
             threads = torch.get_num_threads()
-        target = open_reference(spec["path"], threads)
+        target = open_run(spec["path"]).reference(threads)
         rgb = [np.ascontiguousarray(f[..., ::-1]) for f in bgr]
 
         def call() -> Any:

@@ -35,16 +35,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from waste_edge._io import Log, quiet
 from waste_edge.bench.frames import synthetic_frames
 from waste_edge.bench.worker import file_size_mb, one_line
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.backends.select import BACKEND_NAMES
 
-Log = Callable[[str], None]
-BACKEND_NAMES = ("cpu", "cuda", "tensorrt")
 _LOAD_TIMEOUT_S = 900.0
 _CALL_TIMEOUT_S = 1800.0
 
@@ -53,15 +53,27 @@ class BenchError(WasteEdgeError):
     """The benchmark cannot start at all (no model, bad options); per-row problems never raise."""
 
 
+def parse_session_entry(text: str) -> tuple[str, str]:
+    """'KEY=VALUE' (an ONNX Runtime session config entry) -> (KEY, VALUE); ValueError otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--session-config takes KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
 @dataclass
 class BenchConfig:
-    models: list[Path]
+    """What to measure and how. The defaults are the CLI's: `models=None` is the embedded default model (none
+    when references are given), `iters=None` is 10 calls per round (unless `seconds`), `threads=None` leaves
+    each runtime at its own default (PyTorch's, ONNX Runtime's): a lever only where asked."""
+
+    models: list[Path] | None = None
     references: list[Path] = field(default_factory=list)
     backends: list[str] | None = None  # None: every backend this machine offers for each model
     batches: list[int] = field(default_factory=lambda: [1, 16])
     frame: tuple[int, int] = (640, 480)  # width, height
     warmup: int = 3
-    iters: int | None = 10  # per target per round (ignored when `seconds` is set)
+    iters: int | None = None  # per target per round (ignored when `seconds` is set)
     seconds: float | None = None  # measuring time per target and batch, split over the rounds
     rounds: int = 5
     threads: int | None = None  # None: each runtime's own default (PyTorch's, ONNX Runtime's)
@@ -76,6 +88,12 @@ class BenchConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.models is None:
+            from waste_edge.runtime.model_path import resolve_model_path
+
+            self.models = [] if self.references else [resolve_model_path(None)]
+        if self.iters is None and self.seconds is None:
+            self.iters = 10
         if not self.models and not self.references:
             raise BenchError("nothing to benchmark: give --model (and optionally --reference)")
         if any(b < 1 for b in self.batches) or not self.batches:
@@ -142,6 +160,10 @@ class BenchReport:
     profiles: list[dict[str, Any]] = field(default_factory=list)
     reference_check: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def any_measured(self) -> bool:
+        return any(r.status == "ok" for r in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -329,17 +351,10 @@ def format_settings(s: dict[str, Any]) -> str:
 
 def _file_metadata(path: Path) -> Any:
     """The model's metadata without loading it for inference (for rows whose backend could not load it)."""
-    from waste_edge.runtime.metadata import ModelMetadata
+    from waste_edge.runtime.model_info import read_metadata
 
     try:
-        if path.suffix.lower() == ".engine":
-            import json
-
-            return ModelMetadata.from_json(json.loads(Path(str(path) + ".json").read_text())["metadata"])
-        import onnx  # the [export] extra; optional here
-
-        model = onnx.load(str(path), load_external_data=False)
-        return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+        return read_metadata(path)
     except Exception:
         return None
 
@@ -347,7 +362,7 @@ def _file_metadata(path: Path) -> Any:
 def _model_targets(path: Path, cfg: BenchConfig, frames: np.ndarray, log: Log) -> list[_Target]:
     """One target per backend for a model file, loaded in its worker (or failed / skipped with the reason)."""
     from waste_edge.runtime.formats import format_for_path
-    from waste_edge.runtime.runners import available_backends, candidate_backends
+    from waste_edge.runtime.backends.select import available_backends, candidate_backends
 
     name = path.name
     try:
@@ -476,12 +491,10 @@ def _measure_batch(targets: list[_Target], batch: int, cfg: BenchConfig, bar: An
 
 def _accuracy_samples(cfg: BenchConfig) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     from waste_edge.data.discovery import discover
+    from waste_edge.data.sample import seeded_sample
 
     ds = discover(cfg.data)
-    samples = ds.split("test") or ds.samples
-    if cfg.data_limit and len(samples) > cfg.data_limit:
-        rng = np.random.default_rng(0)
-        samples = [samples[i] for i in sorted(rng.choice(len(samples), cfg.data_limit, replace=False))]
+    samples = seeded_sample(ds.split("test") or ds.samples, cfg.data_limit or None)
     if not samples:
         raise BenchError(f"{cfg.data}: no images for the accuracy column")
     return [(str(s.path), s.label) for s in samples], {"data": str(cfg.data), "split": "test" if ds.split("test") else "all"}
@@ -526,7 +539,7 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 
 def run_bench(cfg: BenchConfig, log: Log | None = None) -> BenchReport:
     """Measure every target; never raises for one row's failure (see the module docstring)."""
-    say: Log = log or (lambda _m: None)
+    say: Log = log or quiet
     from waste_edge.bench.machine import load_average, machine_info
 
     machine = machine_info()

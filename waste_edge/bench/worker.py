@@ -68,7 +68,9 @@ def omp_policy() -> str:
 
 
 def file_size_mb(path: Path) -> float | None:
-    files = [path, Path(str(path) + ".json"), Path(str(path) + ".data")]  # model, engine sidecar, ONNX external data
+    from waste_edge.runtime.backends.engine_sidecar import sidecar_path
+
+    files = [path, sidecar_path(path), Path(str(path) + ".data")]  # model, engine sidecar, ONNX external data
     total = sum(f.stat().st_size for f in dict.fromkeys(files) if f.is_file())
     return total / 1e6 if total else None
 
@@ -116,10 +118,10 @@ class Target:
     def _load_reference(self) -> dict[str, Any]:
         import torch
 
-        from waste_edge.train.reference import open_reference
+        from waste_edge.train.runs import open_run
 
         threads = self.threads or torch.get_num_threads()  # PyTorch's own default unless asked
-        ref = self.obj = open_reference(self.path, threads)
+        ref = self.obj = open_run(self.path).reference(threads)
         return {
             "name": self.path.name, "variant": "reference", "format": "pytorch+sklearn", "provider": "torch",
             "encoder": ref.encoder_id, "head_sha256": ref.head_sha256, "size_mb": ref.size_mb(), "classes": list(ref.classes),
@@ -190,7 +192,8 @@ class Target:
     def profile(self, batches: list[int]) -> list[dict[str, Any]]:
         from waste_edge.bench.profile import profile_ops
 
-        return [{"batch": b, **profile_ops(self.path, self.bgr[:b], threads=self.threads)} for b in batches]
+        return [{"batch": b, **profile_ops(self.path, self.bgr[:b], threads=self.threads,
+                                                    session_config=self.session_config)} for b in batches]
 
     def camera(self, frames: np.ndarray, rounds: int) -> dict[str, Any]:
         from waste_edge.bench.camera_overhead import measure_camera_overhead

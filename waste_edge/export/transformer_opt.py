@@ -321,11 +321,9 @@ def _ort_fusions(model: onnx.ModelProto, num_heads: int, hidden: int) -> tuple[o
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    from waste_edge.runtime.backends.onnxrt import load_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = load_session(model.SerializeToString(), disabled_optimizers=(), name="ViT encoder (fusion check)")
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
