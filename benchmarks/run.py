@@ -33,6 +33,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -63,10 +64,9 @@ def cli(*args: str, check: bool = True) -> int:
 
 
 def load_average() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
-    except OSError:
-        return str(os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+    from waste_edge.bench.machine import load_average as loadavg
+
+    return str(loadavg())
 
 
 # -- runs and exports ------------------------------------------------------------------------------------
@@ -93,20 +93,23 @@ def random_feature_run(encoder_id: str, out: Path) -> Path:
 
 
 def vit_subset_manifest(out: Path, n_train: int = VIT_TRAIN_IMAGES) -> Path:
-    """CSV manifest: `n_train` TRAIN photos (fixed seed, both classes) + every TEST photo of waste-sample."""
-    import numpy as np
+    """CSV manifest: `n_train` TRAIN photos (fixed seed, both classes) + every TEST photo of waste-sample.
 
+    Its paths are relative to its own folder, as the manifest reader resolves them (no machine path in it)."""
     from waste_edge.data.discovery import discover
+    from waste_edge.data.sample import seeded_sample
 
     ds = discover(WASTE_SAMPLE)
-    train, test = ds.split("train"), ds.split("test")
-    pick = sorted(np.random.default_rng(0).choice(len(train), size=min(n_train, len(train)), replace=False))
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    def where(path: Path) -> str:
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(out.parent))
+
     with out.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "split"])
-        w.writerows([rel(train[i].path), train[i].label, "train"] for i in pick)
-        w.writerows([rel(s.path), s.label, "test"] for s in test)
+        w.writerows([where(s.path), s.label, "train"] for s in seeded_sample(ds.split("train"), n_train))
+        w.writerows([where(s.path), s.label, "test"] for s in ds.split("test"))
     return out
 
 
@@ -229,9 +232,9 @@ def targets_block() -> str:
         rep = json.loads(vit.read_text())
         ref, q1, q16 = _row(rep, "reference", 1), _row(rep, "int8", 1), _row(rep, "int8", 16)
         if ref and q1:
-            ms = statistics_median(q1["round_ms"])
+            ms = statistics.median(q1["round_ms"])
             lines.append(f"| ViT-B/32 fused INT8, batch 1, <= 20 ms and >= 4.4x the reference | {ms:.1f} ms, "
-                         f"{q1['speedup_vs_reference']:.2f}x (reference {statistics_median(ref['round_ms']):.1f} ms) | "
+                         f"{q1['speedup_vs_reference']:.2f}x (reference {statistics.median(ref['round_ms']):.1f} ms) | "
                          f"{'met' if ms <= 20 and q1['speedup_vs_reference'] >= 4.4 else 'missed'} | {load(rep)} |")
         if q16:
             lines.append(f"| ViT-B/32 fused INT8, batch 16, >= 60 img/s | {q16['throughput']:.1f} img/s | "
@@ -250,7 +253,7 @@ def targets_block() -> str:
                          f"(pure inference {cam['pure_fps']:.1f}) | {'met' if cam['loop_fps'] >= 250 else 'missed'} | {load(rep)} |")
         d1 = _row(rep, "int8", 1, "default.onnx")
         if d1:
-            lines.append(f"| default model, batch 1 | {statistics_median(d1['round_ms']):.2f} ms, {d1['throughput']:.0f} img/s, "
+            lines.append(f"| default model, batch 1 | {statistics.median(d1['round_ms']):.2f} ms, {d1['throughput']:.0f} img/s, "
                          f"{d1['speedup_vs_reference']:.2f}x the reference | | {load(rep)} |")
     parities = RESULTS / "parity-summary.json"
     if parities.is_file():
@@ -259,12 +262,6 @@ def targets_block() -> str:
                          f"{p['agreement'] * 100:.2f} % of {p['n']}, embedding cosine min {p['embedding_cosine_min']:.4f} | "
                          f"{'met' if p['passed'] else 'missed'} | |")
     return "\n".join(lines)
-
-
-def statistics_median(values: list[float]) -> float:
-    import statistics
-
-    return float(statistics.median(values))
 
 
 def update_readme() -> None:
