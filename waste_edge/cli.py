@@ -650,14 +650,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         description=(
             "Time frame -> probabilities for every model x backend x batch size on a real-sized uint8 frame "
             "(preprocessing included): p50 / p90 / p99 / mean latency, throughput, load time, size, peak RSS, and "
-            "with --reference the study's pipeline (PIL, PyTorch, scikit-learn) of the same run in the same run, "
-            "each row's speed-up against it. Rounds are interleaved (A B A B) and ratios are medians over rounds. "
+            "with --reference the study's pipeline (PIL, PyTorch, scikit-learn) of the same run, each row's speed-up "
+            "against it. Every target runs in its own worker process at its own defaults (PyTorch's threads and "
+            "OpenMP behaviour for the reference, ONNX Runtime's session defaults for the models); each row prints "
+            "the settings it ran with. Rounds are interleaved (A B A B) and ratios are medians over rounds. "
             "A backend that is missing here or fails becomes a row with the reason; the other rows go on."
         ),
         epilog=(
             "examples:\n"
             "  waste-edge bench --model runs/lite0/model-fp32.onnx --model runs/lite0/model-int8.onnx --reference runs/lite0 --camera\n"
             "  waste-edge bench --model vit-int8.onnx --reference runs/vit --batch 1,16 --json out.json --md out.md --plot out.png\n"
+            "  waste-edge bench --model vit-int8.onnx --reference runs/vit --data data/TEST --check-alone   # speed + accuracy\n"
+            "  waste-edge bench --model vit-int8.onnx --session-config session.intra_op.allow_spinning=0      # a lever\n"
             "  waste-edge bench --model vit-fp16.onnx --backends cuda,tensorrt --batch 1,256 --seconds 10"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -672,14 +676,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--iters", type=_int_in(1, 1_000_000), default=None, metavar="N", help="timed calls per target per round (default: 10)")
     g.add_argument("--seconds", type=_float_in(0.0, 3600.0, open_lo=True), default=None, metavar="S", help="timing budget per target and batch, split over the rounds")
     p.add_argument("--rounds", type=_int_in(1, 1000), default=5, metavar="R", help="interleaved rounds; medians are over rounds (default: %(default)s)")
-    p.add_argument("--threads", type=_threads, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: the usable cores)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: each runtime's own default)")
     p.add_argument("--session-config", action="append", default=[], metavar="KEY=VALUE", help="ONNX Runtime session config entry for every model, repeatable (a lever to try, e.g. session.intra_op.allow_spinning=0)")
     p.add_argument("--data", type=Path, default=None, help="dataset (e.g. Kaggle layout): adds an accuracy column on its test split")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="with --data: at most N images (fixed-seed sample)")
     p.add_argument("--camera", action="store_true", help="also measure the camera loop on a video file vs pure inference, per model")
     p.add_argument("--camera-frames", type=_int_in(1, 1_000_000), default=300, metavar="N", help="frames of the camera-loop video (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="add an ONNX Runtime per-op profile of each ONNX model (CPU, every batch size)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS probes (one child process per target)")
+    p.add_argument("--no-memory", action="store_true", help="do not report each worker's peak RSS")
+    p.add_argument("--check-alone", action="store_true", help="time each reference again alone in a fresh process (first batch size) and print both")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--md", type=Path, default=None, metavar="OUT", help="write the Markdown table")
     p.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write latency and throughput vs batch as a PNG")
@@ -701,7 +706,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         models=[Path(m) for m in args.model] if args.model else None, references=list(args.reference), backends=args.backends,
         batches=args.batch, frame=args.frame, warmup=args.warmup, iters=args.iters, seconds=args.seconds, rounds=args.rounds,
         threads=args.threads, session_config=session_config, data=args.data, data_limit=args.limit, camera=args.camera,
-        camera_frames=args.camera_frames, memory=not args.no_memory, profile=args.profile, progress=not args.quiet,
+        camera_frames=args.camera_frames, memory=not args.no_memory, profile=args.profile, check_alone=args.check_alone,
+        progress=not args.quiet,
     )
     report = run_bench(cfg, log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
     doc = report.to_dict()

@@ -136,7 +136,8 @@ def build_fused_onnx(
         if method == "dynamic":
             if opts.calib is not None and log:
                 log("note: this encoder is quantised dynamically (MatMul weights); --calib is not needed and not used")
-            enc_model = quantize_dynamic_encoder(enc_model, scheme.name)
+            enc_model, quant_info = quantize_dynamic_encoder(enc_model, scheme.name, log=log)
+            details.update(quant_info)
         else:
             if opts.calib is None:
                 raise QuantizationError(
@@ -169,7 +170,9 @@ def build_fused_onnx(
         variant=opts.variant,
         input_size=list(opts.imgsz) if opts.imgsz else None,
         model_kind=run.kind,
-        extra={k: v for k, v in details.items() if k in ("normalization", "int8_method", "int8_scheme", "int8_weight_peak", "opset")} | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
+        extra={k: v for k, v in details.items()
+               if k in ("normalization", "int8_method", "int8_scheme", "int8_weight_peak", "int8_weights", "int8_fusions", "opset")}
+        | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
     )
     onnx.helper.set_model_props(fused, meta.to_props())
     fused.doc_string = f"waste-edge fused model: {run.encoder_id} + logistic head ({', '.join(run.classes)}), {opts.variant}"
