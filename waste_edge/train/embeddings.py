@@ -44,19 +44,36 @@ def default_cache_dir() -> Path:
 class EmbeddingCache:
     """Shards of (content sha256 -> feature vector) under <root>/<encoder cache key>/, npz without pickles."""
 
-    def __init__(self, root: str | Path, encoder_key: str, shard_size: int = 256) -> None:
+    def __init__(self, root: str | Path, encoder_key: str, shard_size: int = 256, dim: int | None = None) -> None:
         self.dir = Path(root) / encoder_key
         self.shard_size = shard_size
+        self.dim = dim
         self._mem: dict[str, np.ndarray] = {}
         self._pending: dict[str, np.ndarray] = {}
         self.shards_written = 0
+        self.rejected = 0  # cached vectors not trusted (torn / foreign shards, wrong width, NaN / inf): recomputed
         if self.dir.is_dir():
             for shard in sorted(self.dir.glob("shard-*.npz")):
-                try:
-                    with np.load(shard, allow_pickle=False) as z:
-                        self._mem.update(zip(z["keys"].tolist(), z["features"]))
-                except Exception:  # a torn or foreign file: ignore it, its entries are recomputed
-                    continue
+                self._load(shard)
+
+    def _load(self, shard: Path) -> None:
+        """Take from a shard only what a fresh extraction could have written: a cache is a file anyone can
+        edit or truncate, and a wrong vector would silently train and score a head (issue 12)."""
+        try:
+            with np.load(shard, allow_pickle=False) as z:
+                keys, feats = z["keys"], z["features"]
+                n_keys = len(keys)
+                usable = (keys.ndim == 1 and feats.ndim == 2 and feats.shape[0] == n_keys and feats.dtype.kind == "f"
+                          and (self.dim is None or feats.shape[1] == self.dim))
+                if not usable:
+                    self.rejected += max(n_keys, 1)
+                    return
+                finite = np.isfinite(feats).all(axis=1)
+                good = [i for i, k in enumerate(keys.tolist()) if finite[i] and isinstance(k, str) and len(k) == 64]
+                self.rejected += n_keys - len(good)
+                self._mem.update((keys[i].item(), feats[i].astype(np.float32)) for i in good)
+        except Exception:  # a torn or foreign file: ignore it, its entries are recomputed
+            self.rejected += 1
 
     def __len__(self) -> int:
         return len(self._mem)
@@ -344,7 +361,9 @@ def extract_embeddings(
 
     `runner` computes what the cache lacks (default: `TorchRunner(device, amp, workers, threads)`)."""
     runner = runner or TorchRunner(device=device, amp=amp, workers=workers, threads=threads)
-    cache = EmbeddingCache(cache_dir or default_cache_dir(), cache_key(encoder, runner.precision))
+    cache = EmbeddingCache(cache_dir or default_cache_dir(), cache_key(encoder, runner.precision), dim=int(encoder.dim))
+    if cache.rejected and log is not None:
+        log(f"{desc}: {cache.rejected} cached embedding(s) in {cache.dir} were unusable (torn shard, wrong width or not finite): extracting again")
     runner.recover(cache)
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
 
