@@ -178,3 +178,22 @@ def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
         raise JsonFileError(f"{p}: not valid JSON ({e})") from None
     except RecursionError:
         raise JsonFileError(f"{p}: JSON nested too deeply") from None
+
+
+def write_whole(fh, data: bytes, good: int) -> int:
+    """Write `data` (whole records) to the unbuffered binary file `fh` whose first `good` bytes are whole
+    records; return the new count. On a failed write (disk full, quota) the file is cut back to `good` bytes
+    before the OSError propagates, so no partial record can look like a whole one to a CSV / JSONL reader."""
+    try:
+        view = memoryview(data)
+        while view:  # a raw write may take only part of the block
+            n = fh.write(view)
+            view = view[n if n is not None else 0:]
+        fh.flush()
+    except OSError:
+        try:
+            os.ftruncate(fh.fileno(), good)
+        except (OSError, ValueError):
+            pass
+        raise
+    return good + len(data)

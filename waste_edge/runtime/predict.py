@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +28,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from waste_edge._io import write_whole
 from waste_edge._outputs import check_output, csv_cell, is_broken_pipe
 from waste_edge.data.decode import DecodeError, load_rgb_array
 from waste_edge.errors import WasteEdgeError
@@ -139,20 +139,11 @@ class RowWriter:
     def _block(self, rows: Sequence[dict[str, Any]], header: bool = False) -> None:
         data = self._encode(rows, header)
         try:
-            view = memoryview(data)
-            while view:  # a raw write may take only part of the block
-                n = self._fh.write(view)
-                view = view[n if n is not None else 0:]
-            self._fh.flush()
+            self._good = write_whole(self._fh, data, self._good)  # a failed write leaves only whole rows
         except OSError as e:
             if is_broken_pipe(e) or self.to_stdout:
                 raise
-            try:
-                os.ftruncate(self._fh.fileno(), self._good)  # no partial row a CSV reader would take for a whole one
-            except (OSError, ValueError):
-                pass
             raise WasteEdgeError(f"{self.name}: cannot write: {e.strerror or e}; it holds the {self.rows_written} whole rows written before") from None
-        self._good += len(data)
         if not header:
             self.rows_written += len(rows)
 
