@@ -235,6 +235,7 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--threshold", type=_probability, default=0.0, metavar="P", help="below this confidence the label is 'uncertain' (default: %(default)s)")
     c.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N classified frames")
     c.add_argument("--stall-timeout", type=float, default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    _add_collect_options(c)
     c.set_defaults(func=_cmd_camera)
 
     p = sub.add_parser(
@@ -259,6 +260,34 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _add_collect_options(p: argparse.ArgumentParser) -> None:
+    """--collect and its settings (camera and serve): save uncertain frames for labelling and `adapt`."""
+    g = p.add_argument_group(
+        "collection of uncertain frames",
+        "Save frames whose decision confidence is below --collect-below as JPEG + JSON sidecar into DIR,\n"
+        "from a background thread (the loop never waits; near duplicates of recent saves are skipped).\n"
+        "Label them in DIR/labels.csv (file,label), then run `waste-edge adapt --data DIR`.",
+    )
+    g.add_argument("--collect", type=Path, default=None, metavar="DIR", help="collection folder (created if missing)")
+    g.add_argument("--collect-below", type=_probability, default=0.8, metavar="P", help="save frames with confidence below P (default: %(default)s)")
+    g.add_argument("--collect-max", type=_positive_int, default=1000, metavar="N", help="at most N frames in the folder, earlier runs included (default: %(default)s)")
+    g.add_argument("--collect-max-mb", type=float, default=500.0, metavar="MB", help="at most MB of disk in the folder (default: %(default)s)")
+    g.add_argument("--collect-every", type=float, default=1.0, metavar="S", help="at most one saved frame per S seconds (default: %(default)s)")
+    g.add_argument("--collect-dedup", type=int, default=6, metavar="BITS", help="skip frames within BITS of a recent save's 64-bit dHash; -1 keeps all (default: %(default)s)")
+
+
+def _open_collector(args: argparse.Namespace, clf, camera: str):
+    """The Collector for --collect, or None."""
+    if args.collect is None:
+        return None
+    from waste_edge._io import file_sha256
+    from waste_edge.runtime.collect import CollectConfig, Collector
+
+    cfg = CollectConfig(args.collect, below=args.collect_below, max_frames=args.collect_max, max_mb=args.collect_max_mb,
+                        every_s=args.collect_every, dedup_bits=args.collect_dedup)
+    return Collector(cfg, classes=clf.classes, model_sha256=file_sha256(clf.path), model_name=clf.path.name, camera=camera)
+
+
 def _cmd_camera(args: argparse.Namespace) -> int:
     from waste_edge.runtime.camera import CameraConfig, run_camera
     from waste_edge.runtime.classifier import Classifier
@@ -274,8 +303,14 @@ def _cmd_camera(args: argparse.Namespace) -> int:
                 show=not args.no_show, save=args.save, jsonl=args.jsonl, smooth=args.smooth, smooth_mode=args.smooth_mode,
                 hysteresis=args.hysteresis, threshold=args.threshold, max_frames=args.max_frames,
             )
-            summary = run_camera(clf, source, config)
+            collector = _open_collector(args, clf, source.name)
+            try:
+                summary = run_camera(clf, source, config, collector=collector)
+            finally:
+                collect_stats = collector.close() if collector is not None else None
     print(summary.format(), file=out)
+    if collect_stats is not None:
+        print(f"{collect_stats.format()}\nlabel them in {args.collect / 'labels.csv'} (file,label), then: waste-edge adapt --data {args.collect}", file=out)
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 
@@ -338,6 +373,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", type=Path, default=None, help="folder of real images to calibrate --int8 (needed for conv encoders)")
     p.add_argument("--channel-order", choices=["BGR", "RGB"], type=str.upper, default=None, help="channel order of the input frames (default: BGR, as OpenCV decodes)")
     p.add_argument("--workspace", type=float, default=None, help="TensorRT builder workspace in GiB (engine only)")
+    p.add_argument("--with-embedding", action="store_true", default=None, help="also output `embedding`, the features the head sees (what `waste-edge adapt` refits the head on; free when unused), and write <out stem>.rehearsal.npz beside the model")
+    p.add_argument("--rehearsal", type=int, default=None, metavar="N", help="with --with-embedding: training embeddings per class in the rehearsal set (default: 128; 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_export)
 
@@ -365,7 +402,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from waste_edge.export.exporter import export
 
-    opts = {k: getattr(args, k) for k in ("out", "opset", "dynamic", "batch", "imgsz", "half", "int8", "calib", "channel_order", "workspace")}
+    opts = {k: getattr(args, k) for k in ("out", "opset", "dynamic", "batch", "imgsz", "half", "int8", "calib", "channel_order", "workspace", "with_embedding", "rehearsal")}
     result = export(args.run, args.format, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **opts)
     print(result.summary())
     return 0
@@ -692,6 +729,68 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# section: adapt
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="refit a model's head on frames labelled at the bin (collection folder + labels.csv); no torch, seconds on a CPU",
+        description=(
+            "Learn at the bin: take the labelled frames of a collection folder (written by `camera --collect DIR`, labels in "
+            "DIR/labels.csv as file,label), compute their embeddings with the model itself (ONNX Runtime, the model's "
+            "`embedding` output), fit a new logistic head with scikit-learn on them plus what protects the old knowledge "
+            "(the rehearsal set shipped beside the model, and regularisation toward the old head), and write a COPY of the "
+            "model with the new head's constants (fp32 and INT8 models; the input is never modified). The new model's "
+            "metadata records the base model's sha256, the labels per class, the method and the time."
+        ),
+        epilog=(
+            "methods: auto (rehearsal+prior when <model>.rehearsal.npz exists, else prior), rehearsal+prior, rehearsal, prior, "
+            "labels-only (forgets the old domain; for comparison).\n"
+            "labels.csv: one row per frame, file,label (B, N, a display name such as biodegradable, or skip); a BOM, CRLF, "
+            "spaces and comments are accepted, unusable rows are reported and skipped.\n"
+            "example:\n"
+            "  waste-edge camera --device 0 --model lite0-int8.onnx --collect bin-7/\n"
+            "  printf 'file,label\\n20250101-120000-123-0.jpg,N\\n' > bin-7/labels.csv   # or the service's Review page\n"
+            "  waste-edge adapt --model lite0-int8.onnx --data bin-7/ --out lite0-int8-bin7.onnx"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default=None, help="fused .onnx model with an `embedding` output (default: the embedded default model)")
+    p.add_argument("--data", required=True, type=Path, help="collection folder with labels.csv")
+    p.add_argument("--out", required=True, type=Path, help="the adapted model to write (.onnx; never the input model)")
+    p.add_argument("--method", default="auto", choices=["auto", "rehearsal+prior", "rehearsal", "prior", "labels-only"], help="how the old knowledge is protected (default: %(default)s)")
+    p.add_argument("--rehearsal", type=Path, default=None, metavar="NPZ", help="rehearsal set (default: <model stem>.rehearsal.npz beside the model, when present)")
+    p.add_argument("--no-rehearsal", action="store_true", help="ignore the rehearsal set")
+    p.add_argument("--C", type=float, default=None, help="inverse regularisation strength of the fit (default: 0.316, the study's)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="frames per inference batch (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the adaptation report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_adapt)
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from waste_edge._io import write_json
+    from waste_edge.adapt.adapter import adapt
+    from waste_edge.adapt.fit import DEFAULT_C, FitConfig
+    from waste_edge.runtime.model_path import resolve_model_path
+
+    if args.no_rehearsal and args.rehearsal is not None:
+        print("error: --rehearsal and --no-rehearsal contradict each other", file=sys.stderr)
+        return 2
+    config = FitConfig(method=args.method, C=args.C if args.C is not None else DEFAULT_C)
+    result = adapt(resolve_model_path(args.model), args.data, args.out, rehearsal=args.rehearsal, use_rehearsal=not args.no_rehearsal,
+                   config=config, threads=args.threads, batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
+                   log=lambda m: print(m, file=sys.stderr))
+    print(result.summary())
+    if args.json is not None:
+        print(f"report: {write_json(args.json, result.to_dict())}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The parser. Each section above contributes one `_add_*` function to REGISTRARS.
 # ----------------------------------------------------------------------------------------------------------
 
@@ -702,6 +801,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bench,
     _add_data,
     _add_first_run,
+    _add_adapt,
 ]
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import onnx
 
 from waste_edge import __version__
-from waste_edge.export.fused import ExportError, build_head_model, compose_fused, export_encoder, set_io_dims
+from waste_edge.export.fused import ExportError, build_head_model, compose_fused, embedding_metadata, export_encoder, set_io_dims
 from waste_edge.export.preprocess_graph import CHANNEL_ORDERS, build_preprocess_model
 from waste_edge.runtime.formats import ModelFormat, check_args, get_format
 from waste_edge.runtime.metadata import ModelMetadata
@@ -34,6 +34,8 @@ class ExportOptions:
     calib: Path | None = None
     channel_order: str = "BGR"
     workspace: float | None = None  # TensorRT builder workspace, GiB
+    with_embedding: bool = False  # third output `embedding`: the head's input features (for `adapt`)
+    rehearsal: int | None = None  # with_embedding: training embeddings per class in <out stem>.rehearsal.npz (None: 128, 0: none)
 
     @property
     def variant(self) -> str:
@@ -68,6 +70,8 @@ def validate_options(fmt: ModelFormat, given: dict[str, Any]) -> ExportOptions:
         raise ExportError("--half and --int8 are exclusive: choose one variant")
     if opts.calib is not None and not opts.int8:
         raise ExportError("--calib only applies to --int8")
+    if opts.rehearsal is not None and (not opts.with_embedding or opts.rehearsal < 0):
+        raise ExportError("--rehearsal N (>= 0) only applies to --with-embedding")
     if opts.opset < MIN_OPSET:
         raise ExportError(f"--opset {opts.opset} is too old: the fused preprocessing needs opset >= {MIN_OPSET} (Resize antialias)")
     if opts.batch < 1:
@@ -139,7 +143,7 @@ def build_fused_onnx(
 
         enc_model = convert_encoder_fp16(enc_model)
     pre = build_preprocess_model(spec, opts.channel_order, opset=opts.opset)
-    fused = compose_fused(pre, enc_model, build_head_model(run.head, opset=opts.opset))
+    fused = compose_fused(pre, enc_model, build_head_model(run.head, opset=opts.opset, with_embedding=opts.with_embedding))
     set_io_dims(fused, None if opts.dynamic else opts.batch, opts.imgsz)
     fused = onnx.shape_inference.infer_shapes(fused)  # fresh intermediate shapes (tools like onnx.utils.Extractor use them)
     meta = ModelMetadata(
@@ -152,6 +156,7 @@ def build_fused_onnx(
         toolkit_version=__version__,
         variant=opts.variant,
         input_size=list(opts.imgsz) if opts.imgsz else None,
+        embedding=embedding_metadata(run.head) if opts.with_embedding else None,
         extra={k: v for k, v in details.items() if k in ("normalisation", "int8_method", "opset")} | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
     )
     onnx.helper.set_model_props(fused, meta.to_props())
@@ -173,6 +178,8 @@ def _builder_for(
         from waste_edge.export.keras_onnx import build_keras_onnx
         from waste_edge.train.baselines import load_keras_run
 
+        if opts.with_embedding:
+            raise ExportError(f"{run_dir}: --with-embedding needs a linear run (encoder + logistic head); Keras baselines have no separable head")
         if opts.int8 or opts.half:
             raise ExportError(f"{run_dir}: --int8 / --half are not available for Keras baselines yet; export fp32 (TensorRT can still build FP16)")
         keras_run = load_keras_run(run_dir)
@@ -201,7 +208,14 @@ def export(
         tmp = out.with_name(out.name + ".tmp")
         onnx.save(model, tmp)
         tmp.replace(out)
-        return ExportResult(out, f.name, meta, out.stat().st_size, details)
+        extra = []
+        if opts.with_embedding and opts.rehearsal != 0:
+            from waste_edge.export.rehearsal import write_rehearsal_for_run
+            from waste_edge.runtime.rehearsal import DEFAULT_PER_CLASS
+
+            rehearsal = write_rehearsal_for_run(run_dir, out, per_class=opts.rehearsal or DEFAULT_PER_CLASS, progress=progress, log=log)
+            extra = [rehearsal] if rehearsal else []
+        return ExportResult(out, f.name, meta, out.stat().st_size, details, extra_files=extra)
     if f.name == "engine":
         from waste_edge.export.tensorrt import build_engine, require_tensorrt
 
