@@ -84,23 +84,21 @@ def calib_folder(rows: list[dict], work: Path) -> Path:
 
 
 def build_models(rows: list[dict], work: Path, variants: list[str], log) -> tuple[Path, dict[str, Path]]:
-    """The Kaggle-only run, its rehearsal set, and the fused models with an `embedding` output."""
+    """The Kaggle-only run and its fused models with an `embedding` output; `export` writes each model's
+    rehearsal set (128 of the run's TRAIN embeddings per class) beside it, as for the default model."""
+    import onnx
+
     from waste_edge.adapt.graph import read_metadata
-    from waste_edge.runtime.rehearsal import build_rehearsal_set, rehearsal_path, save_rehearsal
     from waste_edge.export.exporter import export
+    from waste_edge.export.rehearsal import write_rehearsal_for_run
+    from waste_edge.runtime.rehearsal import DEFAULT_PER_CLASS, rehearsal_path
     from waste_edge.train.pipeline import TrainConfig, train_linear
     from waste_edge.train.run import load_run
-
-    import onnx
 
     run_dir = work / "run-kaggle"
     if not (run_dir / "head.json").is_file():
         train_linear(TrainConfig(data=kaggle_manifest(rows, work), encoder="effnet-lite0", out=run_dir, threads=2), log=log)
     run = load_run(run_dir)
-    rehearsal = work / "kaggle.rehearsal.npz"
-    if not rehearsal.is_file():
-        rs = rehearsal_from_run(run_dir)
-        save_rehearsal(rs, rehearsal)
     models = {}
     for variant in variants:
         out = work / f"kaggle-{variant}.onnx"
@@ -108,32 +106,16 @@ def build_models(rows: list[dict], work: Path, variants: list[str], log) -> tupl
         if not fresh:
             opts = {"int8": True, "calib": calib_folder(rows, work)} if variant == "int8" else {}
             export(run_dir, "onnx", out=out, dynamic=True, with_embedding=True, progress=False, log=log, **opts)
-        rp = rehearsal_path(out)
-        rp.write_bytes(rehearsal.read_bytes())
+        elif not rehearsal_path(out).is_file():
+            write_rehearsal_for_run(run_dir, out, per_class=DEFAULT_PER_CLASS, log=log)
         models[variant] = out
     return run_dir, models
-
-
-def rehearsal_from_run(run_dir: Path):
-    """What scripts/build_default_model.py does for the default model: the run's TRAIN embeddings -> a rehearsal set."""
-    from waste_edge.runtime.rehearsal import build_rehearsal_set
-    from waste_edge.data.discovery import discover
-    from waste_edge.train.embeddings import extract_embeddings
-    from waste_edge.train.encoders import create_encoder
-    from waste_edge.train.run import load_run
-
-    run = load_run(run_dir)
-    ds = discover(Path(run.card["data"]["source"]))
-    emb = extract_embeddings(create_encoder(run.encoder_id), ds.split("train"), progress=False)
-    return build_rehearsal_set(emb.features, emb.labels, classes=run.classes, encoder=run.encoder_id,
-                               normalization="l2" if run.head.l2_normalize else "none",
-                               source={"run_head_sha256": run.head.sha256(), "data": "waste-sample TRAIN, Kaggle source only"})
 
 
 def model_features(model: Path, rows: list[dict], work: Path) -> np.ndarray:
     """The model's own `embedding` output for every row (cached per model sha256)."""
     from waste_edge._io import file_sha256
-    from waste_edge.adapt.adapter import model_embeddings
+    from waste_edge.runtime.embed import model_embeddings
     from waste_edge.runtime.classifier import Classifier
 
     cache = work / f"features-{file_sha256(model)[:16]}.npy"
@@ -265,9 +247,13 @@ def time_adapt_500(model: Path, rows: list[dict], work: Path, repeats: int) -> d
     runs = []
     for _ in range(repeats):
         load = os.getloadavg()[0]
+        cpu0 = time.process_time()  # every thread of this process: the work itself, whatever else the machine runs
         res = adapt(model, folder, work / f"{model.stem}-adapted-500.onnx", threads=2)
-        runs.append({**res.seconds, "loadavg_1min_before": round(load, 2), "n": sum(res.fit.counts.values())})
-    return {"frames": "500 x 640x480 JPEG", "runs": runs, "total_median_s": statistics.median(r["total"] for r in runs)}
+        cpu = time.process_time() - cpu0
+        runs.append({**res.seconds, "cpu_s": round(cpu, 2), "loadavg_1min_before": round(load, 2), "n": sum(res.fit.counts.values())})
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"frames": "500 x 640x480 JPEG", "runs": runs, "total_median_s": statistics.median(r["total"] for r in runs),
+            "cpu_median_s": statistics.median(r["cpu_s"] for r in runs), "cores": cores}
 
 
 def embedding_overhead(model: Path, work: Path, rounds: int, iters: int) -> dict:
@@ -292,17 +278,29 @@ def embedding_overhead(model: Path, work: Path, rounds: int, iters: int) -> dict
             for _ in range(5):
                 f()
         per: dict[str, list[float]] = {k: [] for k in calls}
+        cpu: dict[str, list[float]] = {k: [] for k in calls}
         for _ in range(rounds):
             for k, f in calls.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(iters):
                     f()
                 per[k].append((time.perf_counter() - t0) * 1e3 / iters)
-    med = {k: statistics.median(v) for k, v in per.items()}
-    ratios_b = [b / a for a, b in zip(per["A_without_output"], per["B_output_not_fetched"])]
-    ratios_c = [c / a for a, c in zip(per["A_without_output"], per["C_output_fetched"])]
-    return {"ms_median": med, "ratio_B_over_A_median": statistics.median(ratios_b), "ratio_C_over_A_median": statistics.median(ratios_c),
-            "rounds": rounds, "iters": iters, "frame": "640x480", "batch": 1, "threads": 2, "per_round_ms": per}
+                cpu[k].append((time.process_time() - c0) * 1e3 / iters)
+
+    def ratios(d: dict[str, list[float]], name: str) -> float:
+        return statistics.median(x / a for a, x in zip(d["A_without_output"], d[name]))
+
+    return {"ms_median": {k: statistics.median(v) for k, v in per.items()}, "cpu_ms_median": {k: statistics.median(v) for k, v in cpu.items()},
+            "ratio_B_over_A_median": ratios(per, "B_output_not_fetched"), "ratio_C_over_A_median": ratios(per, "C_output_fetched"),
+            "cpu_ratio_B_over_A_median": ratios(cpu, "B_output_not_fetched"), "cpu_ratio_C_over_A_median": ratios(cpu, "C_output_fetched"),
+            "rounds": rounds, "iters": iters, "frame": "640x480", "batch": 1, "threads": 2, "per_round_ms": per, "per_round_cpu_ms": cpu,
+            "loadavg_after": load_average_now()}
+
+
+def load_average_now() -> list[float] | None:
+    from waste_edge.bench.machine import load_average
+
+    return load_average()
 
 
 # -- selection (TRAIN only) ------------------------------------------------------------------------------
@@ -336,7 +334,7 @@ def select(x: np.ndarray, y: np.ndarray, m, seeds: int, ks: list[int]) -> list[d
                 pick = np.random.default_rng(seed).choice(pool, k, replace=False)
                 rs = None
                 if per_class:
-                    idx = select_rehearsal(x[fit_i], y[fit_i], per_class, seed)
+                    idx = select_rehearsal(y[fit_i], per_class, seed)
                     rs = RehearsalSet(x[fit_i][idx], y[fit_i][idx], ["B", "N"], "e", "none")
                 try:
                     r = fit_head(old, ["B", "N"], x[pick], y[pick], rs, FitConfig(method=method, prior_scale=scale, penalise_intercept=pen))
@@ -356,15 +354,20 @@ def select(x: np.ndarray, y: np.ndarray, m, seeds: int, ks: list[int]) -> list[d
 
 
 def markdown(rec: dict) -> str:
-    lines = [f"## Adapt at the bin: Lite0 head trained on Kaggle-source photos only, refitted on web / TrashNet labels", ""]
+    lines = ["## Adapt at the bin: Lite0 head trained on Kaggle-source photos only, refitted on web / TrashNet labels", ""]
     mi = rec["machine"]
-    lines += [f"- CPU: {mi['cpu']}, {mi['usable_cores']} usable cores; load average at start {mi['load_average_start']}, at end {rec['load_average_end']}",
-              f"- command: `{rec['command']}`; {rec['seeds']} seeds per k; old domain = {rec['variants'][next(iter(rec['variants']))]['sweep']['n_old_test']} Kaggle TEST photos, "
-              f"shifted domain = {rec['variants'][next(iter(rec['variants']))]['sweep']['n_shifted_test']} web + TrashNet TEST photos, labels drawn from {rec['variants'][next(iter(rec['variants']))]['sweep']['n_pool']} web + TrashNet TRAIN photos", ""]
+    lines += [f"- CPU: {mi['cpu']}, {mi['usable_cores']} usable cores, flags {', '.join(mi.get('cpu_flags', []))}; load average at start "
+              f"{mi['load_average_start']}, at end {rec['load_average_end']}", f"- command: `{rec['command'].strip()}`; {rec['seeds']} seeds per k"]
+    first = next((v["sweep"] for v in rec["variants"].values() if "sweep" in v), None)
+    if first:
+        lines.append(f"- old domain = {first['n_old_test']} Kaggle TEST photos, shifted domain = {first['n_shifted_test']} web + TrashNet TEST photos, "
+                     f"labels drawn from {first['n_pool']} web + TrashNet TRAIN photos")
+    lines.append("")
     for variant, v in rec["variants"].items():
-        s = v["sweep"]
-        lines += [f"### {variant}: base head shifted {s['base']['shifted']:.2f} %, old {s['base']['old']:.2f} %", "",
-                  "| method | k | shifted domain % (mean ± sd) | Δ shifted | old domain % (mean ± sd) | Δ old | fit s |", "|---|---|---|---|---|---|---|"]
+        s = v.get("sweep") or {"base": {"shifted": float("nan"), "old": float("nan")}, "rows": {}}
+        lines += [f"### {variant} ({v['model']}): base head shifted {s['base']['shifted']:.2f} %, old {s['base']['old']:.2f} %", ""]
+        if s["rows"]:
+            lines += ["| method | k | shifted domain % (mean ± sd) | Δ shifted | old domain % (mean ± sd) | Δ old | fit s |", "|---|---|---|---|---|---|---|"]
         for row in s["rows"].values():
             mark = "**" if row["method"] == DEFAULT else ""
             lines.append(f"| {mark}{row['method']}{mark} | {row['k']} | {row['shifted_mean']:.2f} ± {row['shifted_std']:.2f} | {row['shifted_delta']:+.2f} | "
@@ -375,14 +378,17 @@ def markdown(rec: dict) -> str:
                       f"old {c['runtime_accuracy']['old_test']:.2f} % (embedding-level: {c['embedding_level_accuracy']['shifted_test']:.2f} / {c['embedding_level_accuracy']['old_test']:.2f})."]
         t = v.get("adapt_500")
         if t:
-            runs = "; ".join(f"total {r['total']:.2f} s (load {r['load']:.2f}, embeddings {r['embed']:.2f}, fit {r['fit']:.2f}, write {r['write']:.2f}; loadavg {r['loadavg_1min_before']})" for r in t["runs"])
-            lines += ["", f"`adapt` on 500 labelled 640x480 JPEG frames: median {t['total_median_s']:.2f} s ({runs})."]
+            runs = "; ".join(f"wall {r['total']:.2f} s (model load {r['load']:.2f}, embeddings {r['embed']:.2f}, fit {r['fit']:.2f}, write {r['write']:.2f}), "
+                             f"CPU {r['cpu_s']:.2f} s, loadavg {r['loadavg_1min_before']}" for r in t["runs"])
+            lines += ["", f"`adapt` on 500 labelled 640x480 JPEG frames: median wall {t['total_median_s']:.2f} s, median CPU time {t['cpu_median_s']:.2f} s "
+                      f"(CPU / {t['cores']} cores = {t['cpu_median_s'] / t['cores']:.2f} s, the wall time on idle cores if both stay busy). Runs: {runs}."]
         o = v.get("embedding_overhead")
         if o:
-            ms = o["ms_median"]
-            lines += ["", f"`embedding` output, batch 1, 640x480, {o['rounds']} interleaved rounds x {o['iters']}: without it {ms['A_without_output']:.2f} ms, "
-                      f"carried but not fetched {ms['B_output_not_fetched']:.2f} ms (ratio {o['ratio_B_over_A_median']:.3f}), fetched {ms['C_output_fetched']:.2f} ms "
-                      f"(ratio {o['ratio_C_over_A_median']:.3f})."]
+            ms, cp = o["ms_median"], o["cpu_ms_median"]
+            lines += ["", f"`embedding` output, batch 1, 640x480, {o['rounds']} interleaved rounds x {o['iters']} calls (wall ms / CPU ms per frame): "
+                      f"without the output {ms['A_without_output']:.2f} / {cp['A_without_output']:.2f}; carried, not fetched {ms['B_output_not_fetched']:.2f} / "
+                      f"{cp['B_output_not_fetched']:.2f} (ratio to without: {o['ratio_B_over_A_median']:.3f} / {o['cpu_ratio_B_over_A_median']:.3f}); "
+                      f"fetched {ms['C_output_fetched']:.2f} / {cp['C_output_fetched']:.2f} (ratio {o['ratio_C_over_A_median']:.3f} / {o['cpu_ratio_C_over_A_median']:.3f})."]
         lines.append("")
     return "\n".join(lines)
 
@@ -399,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the embedding-output timing")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--select", action="store_true", help="run the TRAIN-only selection protocol instead (fp32 features)")
+    ap.add_argument("--only", choices=["accuracy", "timing"], default=None, help="skip the timing parts, or the accuracy sweep")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "adapt-lite0-cpu.json")
     ap.add_argument("--md", type=Path, default=REPO / "benchmarks" / "results" / "adapt-lite0-cpu.md")
     args = ap.parse_args(argv)
@@ -407,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     from waste_edge._io import write_json
-    from waste_edge.runtime.rehearsal import load_rehearsal
     from waste_edge.bench.machine import load_average, machine_info
+    from waste_edge.runtime.rehearsal import load_rehearsal, rehearsal_path
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -431,23 +438,29 @@ def main(argv: list[str] | None = None) -> int:
               "seeds": args.seeds, "ks": ks, "run": str(run_dir), "variants": {}}
     from waste_edge.adapt.graph import find_head, load_model
 
+    if args.only and args.json.is_file():  # a partial run updates the recorded one
+        old_record = json.loads(args.json.read_text())
+        record["variants"] = old_record.get("variants", {})
+        record["command"] = old_record.get("command", record["command"]) + f"; then {record['command']}"
     for variant in variants:
         model = models[variant]
-        log(f"{variant}: embeddings of {len(rows)} photos through {model.name}")
-        x = model_features(model, rows, args.work)
-        old = find_head(load_model(model)).constants
-        rs = load_rehearsal(model.with_name(model.stem + ".rehearsal.npz"))
-        sw = sweep(old, classes, x, y, rs, m, ks, args.seeds, [s for s in args.methods.split(",") if s])
-        v = {"model": model.name, "sweep": sw}
-        key = f"{DEFAULT}|50"
-        if key in sw["rows"]:
-            per = sw["rows"][key]["per_seed"]
-            v["real_adapt_check"] = check_real_adapt(model, rows, m, args.work, per)
-        log(f"{variant}: adapt() on 500 frames")
-        v["adapt_500"] = time_adapt_500(model, rows, args.work, args.repeats)
-        log(f"{variant}: embedding-output overhead")
-        v["embedding_overhead"] = embedding_overhead(model, args.work, args.rounds, args.iters)
-        record["variants"][variant] = v
+        v = record["variants"].setdefault(variant, {})
+        v["model"] = model.name
+        if args.only != "timing":
+            log(f"{variant}: embeddings of {len(rows)} photos through {model.name}")
+            x = model_features(model, rows, args.work)
+            old = find_head(load_model(model)).constants
+            rs = load_rehearsal(rehearsal_path(model))
+            sw = sweep(old, classes, x, y, rs, m, ks, args.seeds, [s for s in args.methods.split(",") if s])
+            v["sweep"] = sw
+            key = f"{DEFAULT}|50"
+            if key in sw["rows"]:
+                v["real_adapt_check"] = check_real_adapt(model, rows, m, args.work, sw["rows"][key]["per_seed"])
+        if args.only != "accuracy":
+            log(f"{variant}: adapt() on 500 frames")
+            v["adapt_500"] = time_adapt_500(model, rows, args.work, args.repeats)
+            log(f"{variant}: embedding-output overhead")
+            v["embedding_overhead"] = embedding_overhead(model, args.work, args.rounds, args.iters)
         print(markdown({**record, "load_average_end": load_average(), "variants": {variant: v}}), flush=True)
     record["load_average_end"] = load_average()
     write_json(args.json, record)

@@ -310,7 +310,10 @@ def _cmd_camera(args: argparse.Namespace) -> int:
                 collect_stats = collector.close() if collector is not None else None
     print(summary.format(), file=out)
     if collect_stats is not None:
-        print(f"{collect_stats.format()}\nlabel them in {args.collect / 'labels.csv'} (file,label), then: waste-edge adapt --data {args.collect}", file=out)
+        model = f" --model {args.model}" if args.model else ""
+        stem = Path(args.model).stem if args.model else "default"
+        print(f"{collect_stats.format()}\nlabel them in {args.collect / 'labels.csv'} (file,label), then: "
+              f"waste-edge adapt{model} --data {args.collect} --out {stem}-adapted.onnx", file=out)
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 

@@ -68,7 +68,7 @@ def test_int8_l2_model_exposes_normalised_features_and_keeps_an_fp32_head_that_a
         probs, emb = clf.predict_proba(FRAMES, "RGB", with_embedding=True)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)  # after the head's L2 normalisation
     np.testing.assert_allclose(probs, old_head.predict_proba(emb), atol=1e-5)
-    # The rehearsal set beside the model: sampled TRAIN images through the reference encoder, normalised like the head.
+    # The rehearsal set beside the model: sampled TRAIN images through the model's own (INT8, L2-normalised) embedding output.
     assert res.extra_files == [rehearsal_path(res.path)]
     rs = load_rehearsal(res.extra_files[0])
     assert rs.encoder == "clip:waste-edge-tiny-vit/none" and rs.dim == 32 and rs.normalization == "l2" and sum(rs.counts().values()) <= 6

@@ -12,7 +12,7 @@ from tests.helpers import synthetic_rgb
 from waste_edge.cli import main
 from waste_edge.runtime import collect as collect_mod
 from waste_edge.runtime.camera import CameraConfig, run_camera
-from waste_edge.runtime.collect import CollectConfig, CollectError, Collector, dhash64, hamming
+from waste_edge.runtime.collect import CollectConfig, CollectError, Collector, camera_slug, dhash64, hamming
 from waste_edge.runtime.collection import list_frames
 from waste_edge.runtime.sources import open_source
 
@@ -132,6 +132,11 @@ def test_write_errors_are_counted_not_raised(tmp_path, monkeypatch):
     assert col.stats.write_errors == 2 and col.stats.saved == 0
 
 
+def test_camera_slug():
+    assert camera_slug("rtsp://user:***@cam.local:554/live") == "cam.local_554_live"
+    assert camera_slug("/data/videos/bin 7.mp4") == "bin_7.mp4" and camera_slug("0") == "0" and camera_slug("///") == "camera"
+
+
 def test_bad_settings_and_unwritable_folder(tmp_path):
     with pytest.raises(CollectError, match="collect-below"):
         collector(tmp_path, below=0.0)
@@ -172,7 +177,7 @@ def test_camera_cli_collect(model, video, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0
     frames = list_frames(out)
-    assert len(frames) == 5 and "collected 5 frames" in text and "caps" in text and "waste-edge adapt --data" in text
+    assert len(frames) == 5 and "collected 5 frames" in text and "caps" in text and f"waste-edge adapt --model {model} --data {out} --out bgr-adapted.onnx" in text
     side = json.loads(frames[0].path.with_suffix(".json").read_text())
     from waste_edge._io import file_sha256
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,8 +27,9 @@ from waste_edge import __version__
 from waste_edge._io import atomic_write_bytes, file_sha256
 from waste_edge.adapt.fit import FitConfig, FitResult, fit_head
 from waste_edge.adapt.graph import AdaptError, find_head, load_model, read_metadata, swap_head
-from waste_edge.runtime.rehearsal import RehearsalSet, load_rehearsal, rehearsal_path
 from waste_edge.runtime.collection import read_labels
+from waste_edge.runtime.embed import model_embeddings
+from waste_edge.runtime.rehearsal import RehearsalSet, load_rehearsal, rehearsal_path
 
 Log = Callable[[str], None]
 
@@ -53,7 +53,7 @@ class AdaptResult:
             f"wrote {self.out} (sha256 {self.sha256[:12]}..., base {self.base_sha256[:12]}...)",
             f"  method {f.method}: {sum(f.counts.values())} labelled frames ({counts}) + {f.n_rehearsal} rehearsal embeddings",
             f"  on the labelled frames: old head {f.new_accuracy_before:.1%}, new head {f.new_accuracy_after:.1%}{kept}",
-            f"  time: embeddings {self.seconds.get('embed', 0):.1f} s, fit {self.seconds.get('fit', 0):.2f} s, "
+            f"  time: model and libraries {self.seconds.get('load', 0):.1f} s, embeddings {self.seconds.get('embed', 0):.1f} s, fit {self.seconds.get('fit', 0):.2f} s, "
             f"write {self.seconds.get('write', 0):.2f} s, total {self.seconds.get('total', 0):.1f} s",
         ]
         if self.rehearsal_out:
@@ -82,50 +82,6 @@ def check_paths(model: Path, out: Path) -> None:
         raise AdaptError(f"--out {out} is the input model: write the adapted model to a new file (the input is never overwritten)")
     if rehearsal_path(out).resolve() == rehearsal_path(model).resolve():
         raise AdaptError(f"--out {out} would overwrite the input's rehearsal set")
-
-
-def model_embeddings(
-    clf: Any,
-    paths: Sequence[Path],
-    *,
-    batch_size: int = 32,
-    workers: int = 2,
-    progress: bool = False,
-) -> tuple[np.ndarray, list[int], list[str]]:
-    """The model's `embedding` output for each image: (features [n_ok, D], indices of the decoded paths, problems).
-
-    Images are decoded (EXIF-aware RGB, the decoder `predict` and training use) in worker threads one batch
-    ahead of inference; the classifier batches frames of the same size together.
-    """
-    from tqdm import tqdm
-
-    from waste_edge.data.decode import DecodeError, load_rgb_array
-
-    def decode(i: int) -> tuple[int, np.ndarray | None, str | None]:
-        try:
-            return i, load_rgb_array(paths[i]), None
-        except DecodeError as e:
-            return i, None, f"{paths[i].name}: {e}"
-
-    feats: list[np.ndarray] = []
-    ok: list[int] = []
-    problems: list[str] = []
-    chunks = [list(range(s, min(s + batch_size, len(paths)))) for s in range(0, len(paths), batch_size)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(total=len(paths), desc="embeddings", unit="img", disable=not progress, leave=False) as bar:
-        pending = [pool.map(decode, c) for c in chunks[:2]]
-        for n in range(len(chunks)):
-            decoded = list(pending[n])
-            if n + 2 < len(chunks):
-                pending.append(pool.map(decode, chunks[n + 2]))
-            good = [(i, img) for i, img, err in decoded if img is not None]
-            problems += [err for _, img, err in decoded if err is not None]
-            if good:
-                _, emb = clf.predict_proba([img for _, img in good], "RGB", with_embedding=True)
-                feats.append(emb)
-                ok += [i for i, _ in good]
-            bar.update(len(decoded))
-    dim = clf.embedding_dim or 0
-    return (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)), ok, problems
 
 
 def adapt(
@@ -158,7 +114,7 @@ def adapt(
     proto = load_model(model)
     meta = read_metadata(proto)
     if not meta.embedding:
-        raise AdaptError(f"{model.name} has no `embedding` output: export it with `waste-edge export RUN --with-embedding` (the integrator's default model has it)")
+        raise AdaptError(f"{model.name} has no `embedding` output: export it with `waste-edge export RUN --with-embedding` (the default model built by scripts/build_default_model.py has it)")
     old = find_head(proto, meta.embedding.get("output", "embedding")).constants
     classes = list(meta.classes)
     labels = read_labels(data, classes, meta.display_names)
@@ -168,6 +124,8 @@ def adapt(
         raise AdaptError(f"{data / 'labels.csv'}: no usable labels ({len(labels.labels)} rows, {len(problems)} problems"
                          + (f"; first: {problems[0]}" if problems else "") + "): label frames as " + " / ".join(classes))
     rs = _rehearsal_for(model, rehearsal, use_rehearsal, meta, say)
+    import sklearn.linear_model  # noqa: F401  (imported here, so its seconds count as loading, not fitting)
+
     files = list(usable)
     with Classifier(model, "cpu", threads=threads) as clf:
         t1 = time.perf_counter()
@@ -190,7 +148,8 @@ def adapt(
         "data": str(data.resolve()),
         "time": datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "toolkit_version": __version__,
-        "previous": ([meta.adaptation] if meta.adaptation else []),
+        # Earlier adaptations, oldest first, flat (each without its own history).
+        "previous": ([*meta.adaptation.get("previous", []), {k: v for k, v in meta.adaptation.items() if k != "previous"}] if meta.adaptation else []),
     }
     new_meta = type(meta).from_json(meta.to_json())
     new_meta.head_sha256 = result.head.sha256(classes, meta.embedding.get("normalization", "none"))

@@ -1,11 +1,12 @@
 """The rehearsal set of an exported model, from its run's training images (what `adapt` keeps the old knowledge with).
 
 `export --with-embedding` writes `<model stem>.rehearsal.npz` beside the model: a stratified random sample of
-the run's TRAIN images (128 per class by default), embedded by the run's own encoder (the reference
-pipeline; the embedding cache answers for images training already embedded, so this usually costs no
-encoder pass), normalised as the head normalises. Only the sampled images are embedded, so a run over
-250K images costs a few hundred encoder calls at most. When the training data is no longer where the run's
-card says, the set is skipped with a note: `adapt` then regularises toward the old head alone.
+the run's TRAIN images (128 per class by default) through the exported model's own `embedding` output (ONNX
+Runtime), so the set lives in exactly the feature space `adapt` later extracts on the device: for an INT8
+model its quantised encoder's features, not the fp32 reference encoder's (which cost the INT8 model's old
+domain 0.8-1.5 points in benchmarks/adapt.py). Only the sampled images are read, so a run over 250K images
+costs a few hundred inferences. When the training data is no longer where the run's card says, the set is
+skipped with a note: `adapt` then regularises toward the old head alone.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ def write_rehearsal_for_run(
     progress: bool = False,
     log: Log | None = None,
 ) -> Path | None:
-    """Write the rehearsal set beside `model_path`; None (and a note) when the training data cannot be found."""
+    """Write the rehearsal set of `model_path` beside it; None (and a note) when the training data cannot be found."""
     from waste_edge.data.discovery import DatasetError, discover
-    from waste_edge.train.embeddings import extract_embeddings
-    from waste_edge.train.encoders import create_encoder
+    from waste_edge.runtime.classifier import Classifier
+    from waste_edge.runtime.embed import model_embeddings
     from waste_edge.train.run import load_run
 
     say = log or (lambda _m: None)
@@ -47,15 +48,20 @@ def write_rehearsal_for_run(
     except (DatasetError, OSError) as e:
         say(f"note: no rehearsal set written ({e}); `adapt` will regularise toward the old head only")
         return None
-    idx = select_rehearsal([s.label for s in train], per_class, seed)
-    encoder = create_encoder(run.encoder_id)
-    emb = extract_embeddings(encoder, [train[i] for i in idx], progress=progress, desc="rehearsal set")
-    if emb.failed:
-        say(f"rehearsal set: skipped {len(emb.failed)} unreadable image(s), e.g. {emb.failed[0][0].path}: {emb.failed[0][1]}")
+    picked = [train[i] for i in select_rehearsal([s.label for s in train], per_class, seed)]
+    with Classifier(model_path, "cpu") as clf:
+        feats, ok, problems = model_embeddings(clf, [s.path for s in picked], batch_size=16, progress=progress)
+    if problems:
+        say(f"rehearsal set: skipped {len(problems)} unreadable image(s), e.g. {problems[0]}")
+    if not ok:
+        say("note: no rehearsal set written (none of the sampled training images could be decoded)")
+        return None
+    meta_norm = "l2" if run.head.l2_normalize else "none"
     rs = build_rehearsal_set(
-        emb.features, emb.labels, classes=run.classes, encoder=run.encoder_id, per_class=per_class, seed=seed, selected=True,
-        normalization="l2" if run.head.l2_normalize else "none",
-        source={"run_head_sha256": run.head.sha256(), "from_n": len(train), "data_fingerprint": data.get("fingerprint")},
+        feats, [picked[i].label for i in ok], classes=run.classes, encoder=run.encoder_id, per_class=per_class, seed=seed,
+        selected=True, normalization=meta_norm,  # the output is already normalised; normalising again changes nothing
+        source={"run_head_sha256": run.head.sha256(), "from_n": len(train), "data_fingerprint": data.get("fingerprint"),
+                "features": f"the model's own `embedding` output ({Path(model_path).name})"},
     )
     path = save_rehearsal(rs, rehearsal_path(model_path))
     say(f"rehearsal set: {len(rs.labels)} training embeddings ({', '.join(f'{c} {n}' for c, n in rs.counts().items())}) -> {path.name}")

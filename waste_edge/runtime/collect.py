@@ -127,8 +127,8 @@ _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def camera_slug(name: str) -> str:
-    """A file-name-safe short form of a camera name (`rtsp://host/stream` -> `host_stream`)."""
-    tail = name.split("://", 1)[-1].split("@")[-1]
+    """A file-name-safe short form of a camera name (`rtsp://host/stream` -> `host_stream`, `/data/v.mp4` -> `v.mp4`)."""
+    tail = name.split("://", 1)[1].split("@")[-1] if "://" in name else Path(name).name or name
     return _SLUG.sub("_", tail).strip("._-")[-40:] or "camera"
 
 

@@ -63,6 +63,14 @@ def format_description(info: dict[str, Any]) -> str:
         f"mean {[round(m, 4) for m in pre.get('mean', [])]}, std {[round(s, 4) for s in pre.get('std', [])]}",
         f"head sha256: {meta['head_sha256']}",
     ]
+    emb = meta.get("embedding")
+    if emb:
+        lines.append(f"embedding  : output {emb['output']!r}, {emb['dim']}-d, normalisation {emb['normalization']} (`waste-edge adapt` can refit the head)")
+    ada = meta.get("adaptation")
+    if ada:
+        counts = ", ".join(f"{c} {n}" for c, n in ada.get("labels_per_class", {}).items())
+        lines.append(f"adapted    : {ada.get('time')} from {ada.get('base_model')} (sha256 {str(ada.get('base_model_sha256'))[:12]}...) "
+                     f"with {counts} labels, method {ada.get('method')}" + (f"; {len(ada['previous'])} earlier adaptation(s)" if ada.get("previous") else ""))
     for name, m in (card.get("metrics") or {}).items():
         if isinstance(m, dict) and "accuracy" in m:
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "accuracy")
