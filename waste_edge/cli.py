@@ -755,7 +755,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
             "spaces and comments are accepted, unusable rows are reported and skipped.\n"
             "example:\n"
             "  waste-edge camera --device 0 --model lite0-int8.onnx --collect bin-7/\n"
-            "  printf 'file,label\\n20250101-120000-123-0.jpg,N\\n' > bin-7/labels.csv   # or the service's Review page\n"
+            "  printf 'file,label\\n20250101-120000-123-0000-0.jpg,N\\n' > bin-7/labels.csv   # or the service's Review page\n"
             "  waste-edge adapt --model lite0-int8.onnx --data bin-7/ --out lite0-int8-bin7.onnx"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
