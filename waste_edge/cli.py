@@ -767,6 +767,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rehearsal", type=Path, default=None, metavar="NPZ", help="rehearsal set (default: <model stem>.rehearsal.npz beside the model, when present)")
     p.add_argument("--no-rehearsal", action="store_true", help="ignore the rehearsal set")
     p.add_argument("--C", type=float, default=None, help="inverse regularisation strength of the fit (default: 0.316, the study's)")
+    p.add_argument("--backend", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"], help="where the embeddings are computed (default: %(default)s)")
     p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="frames per inference batch (default: %(default)s)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the adaptation report as JSON")
@@ -785,7 +786,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         return 2
     config = FitConfig(method=args.method, C=args.C if args.C is not None else DEFAULT_C)
     result = adapt(resolve_model_path(args.model), args.data, args.out, rehearsal=args.rehearsal, use_rehearsal=not args.no_rehearsal,
-                   config=config, threads=args.threads, batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
+                   config=config, backend=args.backend, threads=args.threads, batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
                    log=lambda m: print(m, file=sys.stderr))
     print(result.summary())
     if args.json is not None:

@@ -87,6 +87,13 @@ def test_refusals_are_one_line_errors(with_rehearsal, collection, tmp_path):
     plain = make_fused_model(tmp_path / "plain.onnx", channel_order="BGR")
     with pytest.raises(AdaptError, match="--with-embedding"):
         adapt(plain, collection, tmp_path / "x.onnx")
+    half = onnx.load(model)
+    meta = read_metadata(half)
+    meta.variant = "fp16"
+    onnx.helper.set_model_props(half, meta.to_props())
+    onnx.save(half, tmp_path / "half.onnx")
+    with pytest.raises(AdaptError, match="fp16 model, meant for GPU providers"):
+        adapt(tmp_path / "half.onnx", collection, tmp_path / "x.onnx")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(AdaptError, match="no usable labels"):

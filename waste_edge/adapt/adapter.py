@@ -92,6 +92,7 @@ def adapt(
     rehearsal: str | Path | None = None,
     use_rehearsal: bool = True,
     config: FitConfig | None = None,
+    backend: str = "cpu",
     threads: int | None = None,
     batch_size: int = 32,
     progress: bool = False,
@@ -115,6 +116,8 @@ def adapt(
     meta = read_metadata(proto)
     if not meta.embedding:
         raise AdaptError(f"{model.name} has no `embedding` output: export it with `waste-edge export RUN --with-embedding` (the default model built by scripts/build_default_model.py has it)")
+    if meta.variant == "fp16" and backend == "cpu":
+        raise AdaptError(f"{model.name} is an fp16 model, meant for GPU providers: adapt it with --backend cuda, or adapt the fp32 / INT8 export")
     old = find_head(proto, meta.embedding.get("output", "embedding")).constants
     classes = list(meta.classes)
     labels = read_labels(data, classes, meta.display_names)
@@ -127,7 +130,7 @@ def adapt(
     import sklearn.linear_model  # noqa: F401  (imported here, so its seconds count as loading, not fitting)
 
     files = list(usable)
-    with Classifier(model, "cpu", threads=threads) as clf:
+    with Classifier(model, backend, threads=threads) as clf:
         t1 = time.perf_counter()
         feats, ok, bad = model_embeddings(clf, [data / f for f in files], batch_size=batch_size, workers=2, progress=progress)
     problems += bad

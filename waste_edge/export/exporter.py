@@ -209,7 +209,10 @@ def export(
         onnx.save(model, tmp)
         tmp.replace(out)
         extra = []
-        if opts.with_embedding and opts.rehearsal != 0:
+        if opts.with_embedding and opts.rehearsal != 0 and opts.half and log:
+            # The set is computed by running the exported model on the CPU, and fp16 graphs are for GPU providers.
+            log("note: no rehearsal set for an fp16 model; export the fp32 or INT8 variant with --with-embedding for `adapt`")
+        elif opts.with_embedding and opts.rehearsal != 0:
             from waste_edge.export.rehearsal import write_rehearsal_for_run
             from waste_edge.runtime.rehearsal import DEFAULT_PER_CLASS
 
