@@ -93,12 +93,12 @@ def build_models(rows: list[dict], work: Path, variants: list[str], log) -> tupl
     from waste_edge.export.rehearsal import write_rehearsal_for_run
     from waste_edge.runtime.rehearsal import DEFAULT_PER_CLASS, rehearsal_path
     from waste_edge.train.pipeline import TrainConfig, train_linear
-    from waste_edge.train.run import load_run
+    from waste_edge.train.runs import open_run
 
     run_dir = work / "run-kaggle"
     if not (run_dir / "head.json").is_file():
         train_linear(TrainConfig(data=kaggle_manifest(rows, work), encoder="effnet-lite0", out=run_dir, threads=2), log=log)
-    run = load_run(run_dir)
+    run = open_run(run_dir)
     models = {}
     for variant in variants:
         out = work / f"kaggle-{variant}.onnx"

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
         r = check_dataset(args.data, use_cache=False, workers=args.workers, progress=False)
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
-        s = r.summary()
+        s = r.totals()
         runs.append(
             {
                 "load_avg_1min_before": round(load, 2),

@@ -57,14 +57,13 @@ def random_feature_run(encoder_id: str, out: Path) -> Path:
     from waste_edge.data.labels import display_names
     from waste_edge.train.encoders import create_encoder
     from waste_edge.train.head import fit_head
-    from waste_edge.train.run import make_card, save_run
+    from waste_edge.train.runs import LinearRun
 
     enc = create_encoder(encoder_id)
     rng = np.random.default_rng(0)
     head = fit_head(rng.normal(size=(64, enc.dim)), ["B", "N"] * 32, l2_normalize=enc.family == "clip")
-    card = make_card(enc.card(), head, display_names(head.classes),
+    LinearRun.create(out, enc.card(), head, display_names(head.classes),
                      data={"source": "random features (speed benchmark only: the accuracy of this head means nothing)"})
-    save_run(out, card, head)
     print(f"wrote random-feature run {out} ({encoder_id})", flush=True)
     return out
 

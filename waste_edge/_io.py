@@ -23,10 +23,18 @@ import socket
 import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 CACHE_ENV = "WASTE_EDGE_CACHE"
+
+
+# Progress lines of long jobs go to a `Log` (the CLI passes `print`); `quiet` drops them.
+Log = Callable[[str], None]
+
+
+def quiet(_message: str) -> None:
+    """A `Log` that says nothing."""
 
 
 # -- atomic writes ---------------------------------------------------------------------------------------
@@ -56,9 +64,21 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def write_json(path: str | Path, doc: Any, *, indent: int | None = 2) -> Path:
-    """`doc` as JSON (UTF-8, trailing newline), written atomically. Argument order: where, then what."""
-    return atomic_write_text(path, json.dumps(doc, indent=indent, ensure_ascii=False) + "\n")
+def write_json(path: str | Path, doc: Any, *, indent: int | None = 2, **options: Any) -> Path:
+    """`doc` as JSON (UTF-8, trailing newline), written atomically. Argument order: where, then what.
+
+    `options` go to `json.dumps` (e.g. `allow_nan=False`, `default=str`)."""
+    return atomic_write_text(path, json.dumps(doc, indent=indent, ensure_ascii=False, **options) + "\n")
+
+
+# Persisted keys spelt one way (US, as head.json's sha256-covered `normalization`); readers still accept files
+# written with the old spelling, e.g. the embedded default model's metadata.
+LEGACY_KEYS = {"normalisation": "normalization"}
+
+
+def modern_keys(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `doc` with old key spellings renamed (top level only; a key already spelt both ways keeps the new)."""
+    return {LEGACY_KEYS.get(k, k): v for k, v in doc.items() if not (k in LEGACY_KEYS and LEGACY_KEYS[k] in doc)}
 
 
 # -- hashes, caches, versions, network -------------------------------------------------------------------
@@ -108,11 +128,18 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """Image files under `root` (recursively; hidden files and folders such as `.DS_Store` or `._x.jpg`
-    skipped), sorted, so every caller walks a folder in the same order."""
+def list_files(root: str | Path, suffixes: Iterable[str] | None = None) -> list[Path]:
+    """Files under `root` (recursively; hidden files and folders such as `.DS_Store` or `._x.jpg` skipped),
+    sorted, so every caller walks a folder in the same order; only those ending in `suffixes` when given."""
     base = Path(root)
+    wanted = None if suffixes is None else frozenset(s.lower() for s in suffixes)
     return sorted(
         p for p in base.rglob("*")
-        if p.is_file() and is_image_path(p) and not any(part.startswith(".") for part in p.relative_to(base).parts)
+        if p.is_file() and (wanted is None or p.suffix.lower() in wanted)
+        and not any(part.startswith(".") for part in p.relative_to(base).parts)
     )
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """Image files under `root`, as `list_files` walks them."""
+    return list_files(root, IMAGE_SUFFIXES)

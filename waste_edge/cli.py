@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
-
-Handler = Callable[[argparse.Namespace], int]
-
+from waste_edge.runtime.backends.select import BACKEND_CHOICES, BACKEND_NAMES
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -88,6 +86,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
+    from waste_edge.train.keras.archs import ARCH_NAMES, ARCHS
+
     b = tsub.add_parser(
         "baseline",
         help="the study's Keras baselines: small CNN, VGG16, EfficientNetB0, InceptionV3 (needs the [baselines] extra)",
@@ -106,11 +106,12 @@ def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument("--arch", required=True, choices=["cnn", "vgg16", "efficientnetb0", "inceptionv3"], help="network to train")
+    b.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network to train")
     b.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label CSV")
     b.add_argument("--out", required=True, type=Path, help="run directory to write (card.json, model.keras, metrics, plots)")
     b.add_argument("--epochs", type=_positive_int, default=10, help="maximum epochs (early stopping may end sooner; default: %(default)s)")
-    b.add_argument("--imgsz", type=_positive_int, default=None, help="square input side (default: 128 for cnn, 299 for inceptionv3, else 224)")
+    b.add_argument("--imgsz", type=_positive_int, default=None,
+                   help="square input side (default: " + ", ".join(f"{a.default_imgsz} for {a.name}" for a in ARCHS) + ")")
     b.add_argument("--batch-size", type=_positive_int, default=32, help="images per training step (default: %(default)s)")
     b.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet, none for cnn)")
     b.add_argument("--fine-tune-from", default=None, metavar="LAYER", help="after the head, unfreeze the backbone from this layer name or index")
@@ -125,7 +126,7 @@ def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train_baseline(args: argparse.Namespace) -> int:
-    from waste_edge.train.baselines import BaselineConfig, train_baseline
+    from waste_edge.train.keras.trainer import BaselineConfig, train_baseline
 
     cfg = BaselineConfig(
         data=args.data, arch=args.arch, out=args.out, epochs=args.epochs, imgsz=args.imgsz, batch_size=args.batch_size,
@@ -162,22 +163,13 @@ def _cmd_train_linear(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from waste_edge.train.pipeline import evaluate_run
-    from waste_edge.train.run import read_card
+    from waste_edge.train.runs import open_run
 
-    if read_card(args.run).get("kind") == "keras":
-        from waste_edge.train.baselines import evaluate_keras_run
-
-        report = evaluate_keras_run(args.run, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
-                                    workers=args.workers, threads=args.threads or 2)
-        m = report.metrics
-        print(f"accuracy {m['accuracy']:.4f} on {m['n']} images, unreadable {m['n_unreadable']}\nreport: {report.files[0].parent}")
-        return 0
-    result = evaluate_run(
-        args.run, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
+    report = open_run(args.run).evaluate(
+        args.data, split=args.split, out=args.out, batch_size=args.batch_size,
         workers=args.workers, threads=args.threads, cache_dir=args.cache, log=print,
     )
-    print(result.summary())
+    print(report.summary())
     return 0
 
 
@@ -185,7 +177,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 # section: runtime (camera, predict)
 # ----------------------------------------------------------------------------------------------------------
 
-_BACKEND_HELP = "auto (best available: tensorrt > cuda > cpu), cpu, cuda or tensorrt (default: %(default)s)"
+_BACKEND_HELP = f"{', '.join(BACKEND_CHOICES)}; auto takes the best one available here, tensorrt > cuda > cpu (default: %(default)s)"
 _MODEL_HELP = "fused model: .onnx, or a TensorRT .engine with its .engine.json sidecar (written by `waste-edge export`)"
 
 
@@ -224,7 +216,7 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--device", default="0", help="camera index, URL, GStreamer pipeline, video, image folder or glob (default: %(default)s)")
     c.add_argument("--model", default=None, help=_MODEL_HELP)
-    c.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
+    c.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     c.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     c.add_argument("--no-show", action="store_true", help="no window (also automatic without a display or GUI-enabled OpenCV)")
     c.add_argument("--save", type=Path, default=None, help="write the annotated frames to a video (.mp4 or .avi)")
@@ -253,10 +245,11 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help=_MODEL_HELP)
     p.add_argument("--out", default=None, metavar="FILE.csv|FILE.jsonl", help="output table (default: CSV on stdout)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="images per inference batch (default: %(default)s)")
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--workers", type=_positive_int, default=2, help="image decoding threads (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # the old spelling
     p.set_defaults(func=_cmd_predict)
 
 
@@ -276,21 +269,20 @@ def _add_collect_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--collect-dedup", type=int, default=6, metavar="BITS", help="skip frames within BITS of a recent save's 64-bit dHash; -1 keeps all (default: %(default)s)")
 
 
-def _open_collector(args: argparse.Namespace, clf, camera: str):
-    """The Collector for --collect, or None."""
+def _collect_config(args: argparse.Namespace) -> Any:
+    """--collect and its settings as a `CollectConfig`, or None without --collect."""
     if args.collect is None:
         return None
-    from waste_edge._io import file_sha256
-    from waste_edge.runtime.collect import CollectConfig, Collector
+    from waste_edge.runtime.collect import CollectConfig
 
-    cfg = CollectConfig(args.collect, below=args.collect_below, max_frames=args.collect_max, max_mb=args.collect_max_mb,
-                        every_s=args.collect_every, dedup_bits=args.collect_dedup)
-    return Collector(cfg, classes=clf.classes, model_sha256=file_sha256(clf.path), model_name=clf.path.name, camera=camera)
+    return CollectConfig(args.collect, below=args.collect_below, max_frames=args.collect_max, max_mb=args.collect_max_mb,
+                         every_s=args.collect_every, dedup_bits=args.collect_dedup)
 
 
 def _cmd_camera(args: argparse.Namespace) -> int:
     from waste_edge.runtime.camera import CameraConfig, run_camera
     from waste_edge.runtime.classifier import Classifier
+    from waste_edge.runtime.collect import Collector, adapt_hint
     from waste_edge.runtime.sources import open_source
 
     _log_to_stderr()
@@ -303,17 +295,15 @@ def _cmd_camera(args: argparse.Namespace) -> int:
                 show=not args.no_show, save=args.save, jsonl=args.jsonl, smooth=args.smooth, smooth_mode=args.smooth_mode,
                 hysteresis=args.hysteresis, threshold=args.threshold, max_frames=args.max_frames,
             )
-            collector = _open_collector(args, clf, source.name)
+            collect = _collect_config(args)
+            collector = Collector.for_model(collect, clf.path, clf.classes, source.name) if collect is not None else None
             try:
                 summary = run_camera(clf, source, config, collector=collector)
             finally:
                 collect_stats = collector.close() if collector is not None else None
-    print(summary.format(), file=out)
+    print(summary.summary(), file=out)
     if collect_stats is not None:
-        model = f" --model {args.model}" if args.model else ""
-        stem = Path(args.model).stem if args.model else "default"
-        print(f"{collect_stats.format()}\nlabel them in {args.collect / 'labels.csv'} (file,label), then: "
-              f"waste-edge adapt{model} --data {args.collect} --out {stem}-adapted.onnx", file=out)
+        print(f"{collect_stats.format()}\n{adapt_hint(args.collect, args.model)}", file=out)
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 
@@ -324,8 +314,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     _log_to_stderr()
     with Classifier(args.model, args.backend, threads=args.threads) as clf:
         print(f"model: {clf.describe()}", file=sys.stderr)
-        summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
-    print(summary.format(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
+        summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    print(summary.summary(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
     if summary.predictions == 0:
         print("error: no input could be classified (see the error column)", file=sys.stderr)
         return 1
@@ -365,7 +355,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", type=Path, help="run directory written by `train linear` (card.json + head.json)")
-    p.add_argument("--format", default="onnx", help="onnx | engine (default: %(default)s)")
+    p.add_argument("--format", default="onnx", type=str.lower, choices=[f.name for f in FORMATS], help="model format, see the table below (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="output file (default: <run>/model-<variant>.<suffix>)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default: 18)")
     p.add_argument("--dynamic", action="store_true", default=None, help="dynamic batch dimension (else fixed to --batch)")
@@ -374,6 +364,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", default=None, help="FP16 variant (GPU execution providers / TensorRT)")
     p.add_argument("--int8", action="store_true", default=None, help="INT8 variant (method chosen per encoder)")
     p.add_argument("--calib", type=Path, default=None, help="folder of real images to calibrate --int8 (needed for conv encoders)")
+    p.add_argument("--int8-scheme", default=None, metavar="SCHEME",
+                   help="integer types of --int8: u8s8-7bit (default: 7-bit weights, the same integers on every CPU), u8u8, "
+                        "or u8s8 / s8s8 (8-bit weights: saturate on x86 CPUs without VNNI, so results depend on the CPU)")
     p.add_argument("--channel-order", choices=["BGR", "RGB"], type=str.upper, default=None, help="channel order of the input frames (default: BGR, as OpenCV decodes)")
     p.add_argument("--workspace", type=float, default=None, help="TensorRT builder workspace in GiB (engine only)")
     p.add_argument("--with-embedding", action="store_true", default=None, help="also output `embedding`, the features the head sees (what `waste-edge adapt` refits the head on; free when unused), and write <out stem>.rehearsal.npz beside the model")
@@ -403,21 +396,24 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from waste_edge.export.exporter import export
+    from dataclasses import fields
 
-    opts = {k: getattr(args, k) for k in ("out", "opset", "dynamic", "batch", "imgsz", "half", "int8", "calib", "channel_order", "workspace", "with_embedding", "rehearsal")}
+    from waste_edge.export.exporter import ExportOptions, export
+
+    opts = {f.name: getattr(args, f.name) for f in fields(ExportOptions)}
     result = export(args.run, args.format, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **opts)
     print(result.summary())
     return 0
 
 
 def _cmd_parity(args: argparse.Namespace) -> int:
-    from waste_edge.export.parity import run_parity, write_report
+    from waste_edge._io import write_json
+    from waste_edge.export.parity import run_parity
 
     report = run_parity(args.model, args.run, args.data, limit=args.limit, threads=args.threads, progress=not args.quiet)
     print(report.summary())
     if args.json:
-        print(f"report: {write_report(report, args.json)}")
+        print(f"report: {write_json(args.json, report.to_json())}")
     return 0 if report.passed else 1
 
 
@@ -438,9 +434,9 @@ def _int_list(text: str) -> list[int]:
 
 def _backend_list(text: str) -> list[str]:
     values = [x.strip().lower() for x in text.split(",") if x.strip()]
-    bad = [v for v in values if v not in ("cpu", "cuda", "tensorrt")]
+    bad = [v for v in values if v not in BACKEND_NAMES]
     if not values or bad:
-        raise argparse.ArgumentTypeError(f"backends are cpu, cuda, tensorrt (comma-separated), got {text!r}")
+        raise argparse.ArgumentTypeError(f"backends are {', '.join(BACKEND_NAMES)} (comma-separated), got {text!r}")
     return values
 
 
@@ -499,30 +495,26 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import os
+    from waste_edge.bench.harness import BenchConfig, parse_session_entry, run_bench
+    from waste_edge.bench.report import to_markdown, write_outputs
 
-    from waste_edge.bench.harness import BenchConfig, run_bench
-    from waste_edge.bench.report import to_markdown, write_json, write_markdown, write_plot
-    from waste_edge.runtime.model_path import resolve_model_path
-
-    models = [Path(m) for m in args.model] if args.model else ([resolve_model_path(None)] if not args.reference else [])
-    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    bad = [e for e in args.session_config if "=" not in e]
-    if bad:
-        print(f"error: --session-config takes KEY=VALUE, got {bad[0]!r}", file=sys.stderr)
+    try:
+        session_config = dict(parse_session_entry(e) for e in args.session_config)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = BenchConfig(
-        models=models, references=list(args.reference), backends=args.backends, batches=args.batch, frame=args.frame,
-        warmup=args.warmup, iters=args.iters or (None if args.seconds else 10), seconds=args.seconds, rounds=args.rounds,
-        threads=threads, session_config=dict(e.split("=", 1) for e in args.session_config), data=args.data, data_limit=args.limit, camera=args.camera, camera_frames=args.camera_frames,
-        memory=not args.no_memory, profile=args.profile, progress=not args.quiet,
+        models=[Path(m) for m in args.model] if args.model else None, references=list(args.reference), backends=args.backends,
+        batches=args.batch, frame=args.frame, warmup=args.warmup, iters=args.iters, seconds=args.seconds, rounds=args.rounds,
+        threads=args.threads, session_config=session_config, data=args.data, data_limit=args.limit, camera=args.camera,
+        camera_frames=args.camera_frames, memory=not args.no_memory, profile=args.profile, progress=not args.quiet,
     )
-    report = run_bench(cfg, log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))).to_dict()
-    print(to_markdown(report, args.title))
-    for path, write in ((args.json, write_json), (args.md, lambda r, p: write_markdown(r, p, args.title)), (args.plot, lambda r, p: write_plot(r, p, args.title))):
-        if path is not None:
-            print(f"wrote {write(report, path)}")
-    if not any(r["status"] == "ok" for r in report["rows"]):
+    report = run_bench(cfg, log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+    doc = report.to_dict()
+    print(to_markdown(doc, args.title))
+    for path in write_outputs(doc, args.title, json=args.json, md=args.md, plot=args.plot):
+        print(f"wrote {path}")
+    if not report.any_measured:
         print("error: no combination could be measured (see the status column)", file=sys.stderr)
         return 1
     return 0
@@ -628,12 +620,12 @@ def _run_data_check(args: argparse.Namespace):
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from waste_edge.data.check import write_json
+    from waste_edge._io import write_json
 
     result = _run_data_check(args)
-    print(result.format_text(show=args.show))
+    print(result.summary(show=args.show))
     if args.json is not None:
-        print(f"wrote {write_json(result, args.json)}")
+        print(f"wrote {write_json(args.json, result.to_json(), indent=1)}")
     if result.should_fail(args.fail_on):
         print(f"error: the check found {args.fail_on if args.fail_on != 'any' else 'problems'} (--fail-on {args.fail_on})", file=sys.stderr)
         return 1
@@ -644,7 +636,7 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
     from waste_edge.data.split_groups import write_split
 
     result = write_split(_run_data_check(args), args.out, test_size=args.test_size, seed=args.seed)
-    print(result.format_text())
+    print(result.summary())
     return 0
 
 
@@ -685,7 +677,7 @@ def _add_first_run(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--device", type=int, default=0, help="camera index to try first (default: %(default)s)")
     d.add_argument("--model", default=None, help="fused model (default: the embedded default model)")
-    d.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help="execution backend (default: %(default)s)")
+    d.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="execution backend (default: %(default)s)")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for the annotated video and events (default: %(default)s)")
     d.add_argument("--seconds", type=float, default=4.0, help="length of the generated demo video (default: %(default)s)")
     d.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames (default: the whole video; a camera runs until q or Ctrl-C)")
@@ -696,38 +688,24 @@ def _add_first_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     import json
 
-    from waste_edge.runtime.model_info import describe_model, format_description
+    from waste_edge.runtime.model_info import describe_model, model_summary
 
     info = describe_model(args.model)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
-        print(format_description(info))
+        print(model_summary(info))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from waste_edge.runtime.camera import CameraConfig, run_camera
-    from waste_edge.runtime.classifier import Classifier
-    from waste_edge.runtime.demo import camera_opens, write_demo_video
-    from waste_edge.runtime.sources import open_source
+    from waste_edge.runtime.demo import run_demo
 
     _log_to_stderr()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if camera_opens(args.device):
-        source: str = str(args.device)
-        print(f"camera {args.device} opened: classifying live frames (q, Esc or Ctrl-C to stop)")
-    else:
-        source = str(write_demo_video(args.out / "demo-input.mp4", seconds=args.seconds))
-        print(f"no camera at index {args.device}: running the same loop on a generated demo video ({source})")
-    with Classifier(args.model, args.backend) as clf:
-        print(f"model: {clf.describe()}")
-        with open_source(source) as src:
-            config = CameraConfig(show=not args.no_show, save=args.out / "demo-annotated.mp4", jsonl=args.out / "demo-events.jsonl",
-                                  smooth=5, max_frames=args.max_frames)
-            summary = run_camera(clf, src, config)
-    print(summary.format())
-    print(f"annotated video: {config.save}\nevents (JSONL):  {config.jsonl}")
+    result = run_demo(args.out, device=args.device, model=args.model, backend=args.backend, seconds=args.seconds,
+                      max_frames=args.max_frames, show=not args.no_show, say=lambda line: print(line, flush=True))
+    print(result.summary.summary())
+    print(f"annotated video: {result.video}\nevents (JSONL):  {result.events}")
     return 0
 
 
@@ -795,6 +773,82 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# section: serve
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "serve",
+        help="the long-running service: live web page, HTTP API, MJPEG, SSE, MQTT events, Prometheus metrics",
+        description=(
+            "Classify N sources (cameras, RTSP/HTTP streams, videos, image folders) with one model in one process, "
+            "batching their frames into shared inference calls when that is faster, and serve a live page (/), "
+            "MJPEG streams (/stream/CAMERA.mjpg), JSON status (/api/v1/status), photo classification "
+            "(POST /api/v1/classify), Server-Sent Events (/api/v1/events), /healthz and /metrics. SIGTERM or Ctrl-C "
+            "stops the sources, flushes JSONL / video / MQTT and exits 0. Needs the [serve] extra."
+        ),
+        epilog=(
+            "--device forms: as `camera` (0, /dev/video0, rtsp://user:pass@host/stream, video.mp4, a folder, a glob); "
+            "NAME=SOURCE names the camera (default cam0, cam1, ...). Without --device only the classify API runs.\n"
+            "MQTT topics under PREFIX (mqtt://HOST:PORT/PREFIX): PREFIX/status (online/offline, retained, last will), "
+            "PREFIX/CAMERA/decision (JSON per decision change), PREFIX/CAMERA/summary (JSON every --mqtt-summary s).\n"
+            "examples:\n"
+            "  waste-edge serve --device 0 --smooth 5 --threshold 0.7\n"
+            "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token \"$TOKEN\" \\\n"
+            "      --mqtt mqtt://broker:1883/factory/bin3 --jsonl /var/lib/waste-edge/events.jsonl\n"
+            "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8080/api/v1/classify"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--device", action="append", default=[], metavar="[NAME=]SRC", help="a source; repeat for several cameras")
+    s.add_argument("--model", default=None, help=_MODEL_HELP)
+    s.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
+    s.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
+    s.add_argument("--port", type=int, default=8080, help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
+    s.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every API and stream route")
+    s.add_argument("--mqtt", default=None, metavar="mqtt://HOST:PORT/PREFIX", help="publish decisions, summaries and online/offline to this broker")
+    s.add_argument("--mqtt-queue", type=_positive_int, default=1000, metavar="N", help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
+    s.add_argument("--mqtt-summary", type=float, default=60.0, metavar="S", help="seconds between summary messages per camera (default: %(default)s; 0: only at exit)")
+    s.add_argument("--jsonl", default=None, metavar="PATH", help="one JSON event per classified frame (with its camera), and a final stop record per camera")
+    s.add_argument("--save", type=Path, default=None, metavar="DIR", help="annotated video per camera: DIR/CAMERA.mp4")
+    s.add_argument("--smooth", type=_positive_int, default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
+    s.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema", help="ema of probabilities or majority vote of labels (default: %(default)s)")
+    s.add_argument("--hysteresis", type=_probability, default=0.1, help="ema: probability lead a new label needs to take over (default: %(default)s)")
+    s.add_argument("--threshold", type=_probability, default=0.0, metavar="P", help="below this confidence the decision is 'uncertain' (default: %(default)s)")
+    s.add_argument("--stall-timeout", type=float, default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    s.add_argument("--loop", action="store_true", help="replay video files and image folders from the start when they end")
+    s.add_argument("--realtime", action="store_true", help="read video files at their own frame rate, as a camera delivers them")
+    s.add_argument("--batch", choices=["auto", "on", "off"], default="auto", help="frames of several cameras in one inference call: auto measures which is faster (default: %(default)s)")
+    s.add_argument("--max-batch", type=_positive_int, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
+    s.add_argument("--stream-fps", type=float, default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
+    s.add_argument("--max-body-mb", type=float, default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
+    s.add_argument("--max-pixels", type=_positive_int, default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
+    s.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from waste_edge.serve.camera_worker import CameraOptions
+    from waste_edge.serve.server import run_server
+    from waste_edge.serve.service import ServeConfig
+
+    _log_to_stderr()
+    logging.getLogger("waste_edge.serve").setLevel(logging.INFO)
+    config = ServeConfig(
+        devices=args.device, model=args.model, backend=args.backend, threads=args.threads, host=args.host, port=args.port,
+        token=args.token, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
+        save=args.save, batch=args.batch, max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        camera=CameraOptions(smooth=args.smooth, smooth_mode=args.smooth_mode, hysteresis=args.hysteresis, threshold=args.threshold,
+                             stall_timeout=args.stall_timeout, loop=args.loop, realtime=args.realtime, stream_fps=args.stream_fps),
+    )
+    return run_server(config)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The parser. Each section above contributes one `_add_*` function to REGISTRARS.
 # ----------------------------------------------------------------------------------------------------------
 
@@ -806,6 +860,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_data,
     _add_first_run,
     _add_adapt,
+    _add_serve,
 ]
 
 

@@ -23,25 +23,25 @@ from waste_edge.runtime.metadata import ModelMetadata
 def tiny_run(tmp_path_factory) -> Path:
     from waste_edge.train.encoders import create_encoder
     from waste_edge.train.head import fit_head
-    from waste_edge.train.run import make_card, save_run
+    from waste_edge.train.runs import LinearRun
 
     out = tmp_path_factory.mktemp("bench-run") / "lite0-random"
     enc = create_encoder("effnet-lite0/none")
     rng = np.random.default_rng(0)
     head = fit_head(rng.normal(size=(16, enc.dim)), ["B", "N"] * 8)
-    save_run(out, make_card(enc.card(), head, display_names(head.classes)), head)
+    LinearRun.create(out, enc.card(), head, display_names(head.classes))
     return out
 
 
 def stamp_model(path: Path, run_dir: Path, variant: str) -> Path:
     """A tiny fused model whose metadata says it was exported from `run_dir` as `variant`."""
-    from waste_edge.train.run import load_run
+    from waste_edge.train.runs import open_run
 
-    run = load_run(run_dir)
+    run = open_run(run_dir)
     make_fused_model(path, metadata=False, channel_order="BGR")
     model = onnx.load(str(path))
     meta = ModelMetadata(classes=run.classes, display_names=display_names(run.classes), channel_order="BGR",
-                         preprocess={"kind": "mean-colour"}, encoder=run.encoder_id, head_sha256=run.head.sha256(),
+                         preprocess={"kind": "mean-colour"}, encoder=run.encoder_id, head_sha256=run.head_sha256,
                          toolkit_version="0.1.0", variant=variant)
     onnx.helper.set_model_props(model, meta.to_props())
     onnx.save(model, str(path))

@@ -7,12 +7,10 @@ import contextlib
 import io
 import json
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.bench.conftest import stamp_model
 from tests.helpers import make_kaggle_dataset
 from tests.runtime.tiny_model import write_sidecar
 from waste_edge.cli import main

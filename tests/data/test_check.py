@@ -14,17 +14,21 @@ import pytest
 
 from tests.data.planting import plant_copy, save_scene as _save, scene
 from tests.helpers import REPO
-from waste_edge.data.check import DEFAULT_FINE_THRESHOLD, DEFAULT_THRESHOLD, check_dataset, write_json
+from waste_edge._io import write_json
+from waste_edge.data.check import DEFAULT_FINE_THRESHOLD, DEFAULT_THRESHOLD, check_dataset
 from waste_edge.data.hamming_index import HammingIndex
 from waste_edge.data.perceptual_hash import (
     _PIL_OPS,
     INVERSE,
     TRANSFORMS,
     HashCache,
-    coarse_distance,
     fine_distance,
     hash_image,
 )
+
+
+def coarse_distance(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.bitwise_count(np.bitwise_xor(a, b)))
 
 
 # --- hashes -----------------------------------------------------------------------------------------------------
@@ -106,7 +110,7 @@ def test_check_finds_planted_pairs_exact_copies_and_bad_files(small_dataset, tmp
     assert "truncated" in unreadable["truncated.jpg"]
     exact = sorted(sorted(Path(p).name for p in (result.files[i].path for i in g)) for g in result.exact_groups)
     assert exact == [["TRAIN.1_BIODEG_ORI_1.jpg", "img 1 (x).jpg"], ["exact 7.jpg", "img 7 (x).jpg"], ["exact 8 again.jpg", "img 8 (x).jpg"]]
-    s = result.summary()
+    s = result.totals()
     assert s["exact_duplicate_pairs_cross_split"] == 1  # 7 (train) ~ exact 7 (test)
     # leaked test files: hflip of 0, rot of 3, conflict of 5, exact 7, and the HFL copy of scene 1
     assert s["leaked_files"] == {"test": 5}
@@ -126,7 +130,7 @@ def test_json_report_schema_and_paths_as_given(small_dataset, tmp_path, monkeypa
     root, _ = small_dataset
     monkeypatch.chdir(root.parent)
     result = check_dataset(Path("data"), cache_dir=tmp_path / "cache", workers=2, progress=False)
-    out = write_json(result, tmp_path / "out" / "report.json")
+    out = write_json(tmp_path / "out" / "report.json", result.to_json())
     rep = json.loads(out.read_text(encoding="utf-8"))
     assert set(rep) >= {"counts", "unreadable", "exact_duplicates", "near_duplicates", "summary"}
     assert rep["counts"]["train"]["B"] == sum(1 for f in result.files if f.split == "train" and f.label == "B")
@@ -137,7 +141,7 @@ def test_json_report_schema_and_paths_as_given(small_dataset, tmp_path, monkeypa
     every_path += [d[k] for d in rep["near_duplicates"] for k in ("a", "b")]
     assert all(p.startswith("data/") for p in every_path)  # relative, as typed
     assert rep["summary"]["threshold"] == DEFAULT_THRESHOLD
-    text = result.format_text()
+    text = result.summary()
     assert "LEAKAGE: 5 of" in text and "truncated.jpg" in text
 
 
@@ -285,4 +289,4 @@ def test_acceptance_planted_pairs_found_and_few_false_pairs(tmp_path, waste_samp
     n_distinct = len(originals)
     assert len(false_pairs) <= max(1, n_distinct // 1000), sorted(map(sorted, false_pairs))
     copies_in_test = sum(1 for path, _, split in rows if split == "test" and path in base)
-    assert result.summary()["leaked_files"]["test"] >= copies_in_test
+    assert result.totals()["leaked_files"]["test"] >= copies_in_test

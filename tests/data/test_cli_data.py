@@ -60,7 +60,7 @@ def no_credentials(tmp_path, monkeypatch):
 
 
 def test_download_without_credentials_fails_fast_with_manual_layout(no_credentials, capsys, monkeypatch):
-    monkeypatch.setattr(download, "network_reachable", lambda **kw: pytest.fail("no network check before credentials"))
+    monkeypatch.setattr(download, "tcp_unreachable", lambda *a, **kw: pytest.fail("no network check before credentials"))
     t0 = time.perf_counter()
     assert cli.main(["data", "download"]) == 1
     assert time.perf_counter() - t0 < 5
@@ -72,7 +72,7 @@ def test_download_without_credentials_fails_fast_with_manual_layout(no_credentia
 def test_download_without_network_fails_fast(no_credentials, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
-    monkeypatch.setattr(download, "network_reachable", lambda **kw: "gaierror: Name or service not known")
+    monkeypatch.setattr(download, "tcp_unreachable", lambda *a, **kw: "gaierror: Name or service not known")
     assert cli.main(["data", "download"]) == 1
     err = capsys.readouterr().err
     assert "cannot reach www.kaggle.com" in err and "TRAIN.n/{B,N}" in err
@@ -83,7 +83,7 @@ def test_download_finds_the_split_folders_inside_the_archive(no_credentials, mon
 
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
-    monkeypatch.setattr(download, "network_reachable", lambda **kw: None)
+    monkeypatch.setattr(download, "tcp_unreachable", lambda *a, **kw: None)
     calls = []
 
     def fake_download(handle, path=None, *, force_download=False, output_dir=None):
@@ -103,7 +103,7 @@ def test_download_reports_kagglehub_errors_in_one_line(no_credentials, monkeypat
 
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
-    monkeypatch.setattr(download, "network_reachable", lambda **kw: None)
+    monkeypatch.setattr(download, "tcp_unreachable", lambda *a, **kw: None)
 
     def boom(*a, **kw):
         raise RuntimeError("403 Forbidden")

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.helpers import save_image, synthetic_rgb
-from waste_edge.data.decode import DecodeError, is_image_path, load_rgb, load_rgb_array
+from waste_edge._io import is_image_path
+from waste_edge.data.decode import DecodeError, load_rgb, load_rgb_array
 from waste_edge.errors import WasteEdgeError
 
 

@@ -64,7 +64,7 @@ def test_write_split_keeps_groups_together_and_reads_back(small_dataset, tmp_pat
     got = {s.path.resolve(): (s.label, s.split) for s in ds.samples}
     assert got == {(out.parent / r["path"]).resolve(): (r["label"], r["split"]) for r in rows}
     assert all(p.is_file() for p in got)
-    assert "groups hold duplicates" in result.format_text()
+    assert "groups hold duplicates" in result.summary()
     # a split file inside the dataset folder uses relative paths, and still reads back
     inside = write_split(check, root / "split.csv", test_size=0.3, seed=0)
     assert all(not Path(p).is_absolute() and not p.startswith("..") for p, *_ in inside.rows)

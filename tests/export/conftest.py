@@ -49,7 +49,7 @@ def make_run(run_dir: Path, encoder_id: str, images: Path, *, l2: bool = False) 
     from waste_edge.train.encoders import create_encoder
     from waste_edge.train.head import fit_head
     from waste_edge.train.preprocess import reference_preprocess
-    from waste_edge.train.run import make_card, save_run
+    from waste_edge.train.runs import LinearRun
 
     enc = create_encoder(encoder_id)
     paths = sorted(images.rglob("*.png"))
@@ -62,7 +62,7 @@ def make_run(run_dir: Path, encoder_id: str, images: Path, *, l2: bool = False) 
         feats = enc.module(torch.stack(tensors)).numpy()
     labels = [p.parent.name for p in paths]
     head = fit_head(feats, labels, l2_normalize=l2, C=100.0)
-    save_run(run_dir, make_card(enc.card(), head, display_names(head.classes)), head)
+    LinearRun.create(run_dir, enc.card(), head, display_names(head.classes))
     return run_dir
 
 
@@ -94,3 +94,11 @@ def lite0_onnx(tmp_path_factory, lite0_run) -> Path:
     from waste_edge.export.exporter import export
 
     return export(lite0_run, "onnx", out=tmp_path_factory.mktemp("m") / "lite0.onnx", dynamic=True, progress=False).path
+
+
+@pytest.fixture(scope="session")
+def clip_fp16(tmp_path_factory, clip_run):
+    """The tiny ViT (ViT-B/32 geometry) exported as fp16: the variant ONNX Runtime's NchwcTransformer crashes on."""
+    from waste_edge.export.exporter import export
+
+    return export(clip_run, "onnx", out=tmp_path_factory.mktemp("m") / "clip-fp16.onnx", half=True, dynamic=True, progress=False)

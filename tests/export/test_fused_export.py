@@ -15,7 +15,7 @@ from waste_edge.export.fused import EMBEDDING, ExportError, with_stage_outputs
 from waste_edge.export.parity import run_parity
 from waste_edge.runtime.formats import FormatError
 from waste_edge.runtime.metadata import ModelMetadata
-from waste_edge.train.run import load_run
+from waste_edge.train.runs import open_run
 
 
 def _session(model: onnx.ModelProto | Path) -> ort.InferenceSession:
@@ -39,7 +39,7 @@ def _op_types(graph: onnx.GraphProto) -> set[str]:
 @pytest.mark.parametrize("which", ["clip_onnx", "lite0_onnx"])
 def test_fused_graph_is_valid_and_carries_the_contract(which, request):
     path = request.getfixturevalue(which)
-    run = load_run(request.getfixturevalue(which.replace("_onnx", "_run")))
+    run = open_run(request.getfixturevalue(which.replace("_onnx", "_run")))
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
     assert [i.name for i in model.graph.input] == ["image"]
@@ -57,7 +57,7 @@ def test_fused_graph_is_valid_and_carries_the_contract(which, request):
     assert meta.head_sha256 == run.head.sha256() and meta.encoder == run.encoder_id
     assert meta.channel_order == "BGR" and meta.variant == "fp32" and meta.input_size is None
     assert meta.preprocess["resize_mode"] == ("shortest" if "clip" in which else "box_crop")
-    assert meta.extra["normalisation"] == "folded"
+    assert meta.extra["normalization"] == "folded"
 
 
 @pytest.mark.parametrize("which", ["clip", "lite0"])
@@ -99,7 +99,7 @@ def test_head_equals_the_skl2onnx_oracle(clip_onnx, clip_run):
     """An independent conversion of the same sklearn head (skl2onnx, zipmap=False) on the same features."""
     from skl2onnx import to_onnx
 
-    run = load_run(clip_run)
+    run = open_run(clip_run)
     fused = onnx.load(clip_onnx)
     head_only = onnx.utils.Extractor(fused).extract_model([EMBEDDING], ["probabilities"])
     feats = np.random.default_rng(0).normal(size=(64, run.head.dim)).astype(np.float32) * 3
@@ -112,7 +112,7 @@ def test_head_equals_the_skl2onnx_oracle(clip_onnx, clip_run):
 
 
 def test_l2_normalised_head_matches_sklearn_on_normalised_features(lite0_onnx, lite0_run):
-    run = load_run(lite0_run)
+    run = open_run(lite0_run)
     assert run.head.l2_normalize
     head_only = onnx.utils.Extractor(onnx.load(lite0_onnx)).extract_model([EMBEDDING], ["probabilities"])
     feats = np.random.default_rng(1).normal(size=(16, run.head.dim)).astype(np.float32) * 1e-8

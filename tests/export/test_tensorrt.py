@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from waste_edge.export.exporter import ExportOptions, export
-from waste_edge.export.tensorrt import TensorRTError, make_sidecar, profile_shapes, tensorrt_available, write_sidecar
+from waste_edge.export.tensorrt import TensorRTError, profile_shapes
+from waste_edge.runtime.backends.engine_sidecar import make_sidecar, write_sidecar
+from waste_edge.runtime.backends.tensorrt import tensorrt_available
 from waste_edge.runtime.metadata import ModelMetadata
 
 META = ModelMetadata(
@@ -15,17 +17,17 @@ META = ModelMetadata(
 
 
 def test_sidecar_round_trips_through_the_runtime_check(tmp_path):
-    from waste_edge.runtime.tensorrt_runner import EngineMismatchError, check_engine_sidecar, read_engine_sidecar
+    from waste_edge.runtime.backends.engine_sidecar import EngineMismatchError, read_sidecar, validate_sidecar
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not a real engine")
     write_sidecar(engine, make_sidecar(META, "10.13.0", "8.7", fp16=True))
-    side = read_engine_sidecar(engine)
-    assert check_engine_sidecar(side, tensorrt_version="10.13.0", compute_capability="8.7") == META
+    side = read_sidecar(engine)
+    assert validate_sidecar(side, tensorrt_version="10.13.0", compute_capability="8.7") == META
     with pytest.raises(EngineMismatchError, match="rebuild"):
-        check_engine_sidecar(side, tensorrt_version="10.13.0", compute_capability="9.0")
+        validate_sidecar(side, tensorrt_version="10.13.0", compute_capability="9.0")
     with pytest.raises(EngineMismatchError, match="TensorRT 10.13.0"):
-        check_engine_sidecar(side, tensorrt_version="10.14.1", compute_capability="8.7")
+        validate_sidecar(side, tensorrt_version="10.14.1", compute_capability="8.7")
 
 
 def test_profile_covers_the_batch_range_and_frame_sizes():

@@ -8,9 +8,19 @@ import numpy as np
 import onnx
 import pytest
 
-from waste_edge.export.exporter import export
+from waste_edge.export.exporter import ExportError, export, validate_options
 from waste_edge.export.parity import TOLERANCES, run_parity
-from waste_edge.export.quantize import QuantizationError, calibration_images, choose_int8_method
+from waste_edge.export.quantize import (
+    DEFAULT_INT8_SCHEME,
+    INT8_SCHEMES,
+    SATURATION_FREE_MAX_WEIGHT,
+    QuantizationError,
+    calibration_images,
+    choose_int8_method,
+    int8_gemm_weight_peak,
+    quantize_dynamic_encoder,
+)
+from waste_edge.runtime.formats import FormatError, get_format
 
 
 def _ops(model: onnx.ModelProto) -> Counter:
@@ -89,8 +99,8 @@ def test_int8_method_follows_the_graph(clip_onnx, lite0_onnx):
     assert choose_int8_method(onnx.load(lite0_onnx)) == "static"
 
 
-def test_fp16_keeps_normalisation_in_fp32_and_agrees(clip_run, export_images, tmp_path):
-    res = export(clip_run, "onnx", out=tmp_path / "clip-fp16.onnx", half=True, dynamic=True, progress=False)
+def test_fp16_keeps_normalisation_in_fp32_and_agrees(clip_run, clip_fp16, export_images):
+    res = clip_fp16
     model = onnx.load(res.path)
     onnx.checker.check_model(model, full_check=True)
     assert res.metadata.variant == "fp16"
@@ -107,3 +117,154 @@ def test_fp16_keeps_normalisation_in_fp32_and_agrees(clip_run, export_images, tm
     report = run_parity(res.path, clip_run, export_images, progress=False)
     assert report.passed and report.agreement >= 0.995, report.summary()
     assert np.isfinite(report.max_abs_dp)
+
+
+# --- Portability: the same INT8 model must compute the same integers on every CPU --------------------------
+# ONNX Runtime's u8 x s8 GEMM kernels on x86 without VNNI (VPMADDUBSW) add two products into a saturating int16;
+# VNNI and ARM accumulate in int32. GEMM weights within +-64 keep every pair sum (<= 255 * 64 * 2) exact.
+
+
+def _int8_weights(model: onnx.ModelProto) -> list[tuple[str, np.ndarray, int]]:
+    """(op type, int8 weight, group) of every quantised Conv / MatMul (through DequantizeLinear or MatMulInteger)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found = []
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "MatMul", "MatMulInteger"):
+            src = n.input[1]
+            if src in producer and producer[src].op_type == "DequantizeLinear":
+                src = producer[src].input[0]
+            if src in inits and inits[src].data_type == onnx.TensorProto.INT8:
+                group = next((a.i for a in n.attribute if a.name == "group"), 1)
+                found.append((n.op_type, numpy_helper.to_array(inits[src]), group))
+    assert found, "no int8 conv / MatMul weight in the model"
+    return found
+
+
+def _worst_case_activations(w: np.ndarray) -> np.ndarray:
+    """uint8 rows [M, K] for a weight [K, N] that drive the sums to their extremes: all 255, and 255 exactly
+    where a column's weights are positive (negative), for the columns with the largest positive (negative) sums."""
+    w = w.astype(np.int64)
+    rows = [np.full(w.shape[0], 255)]
+    rows += [np.where(w[:, j] > 0, 255, 0) for j in np.argsort(-np.clip(w, 0, None).sum(0))[:4]]
+    rows += [np.where(w[:, j] < 0, 255, 0) for j in np.argsort(np.clip(w, None, 0).sum(0))[:4]]
+    return np.asarray(rows, np.uint8)
+
+
+def _session(model: onnx.ModelProto, tmp_path, name: str):
+    """A CPU session at full optimisation, with the optimised graph written out to check which kernel ran."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3  # the "optimised graph is hardware specific" warning is the point here
+    opts.optimized_model_filepath = str(tmp_path / f"{name}-optimised.onnx")
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess, {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+
+
+def _qdq_conv_vs_exact(w: np.ndarray, group: int, x: np.ndarray, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """A QDQ Conv (u8 input, int8 per-channel weights, unit scales) as ONNX Runtime runs it (QLinearConv) and
+    its exact result: the integer sums requantised by a power-of-two scale, rounded half to even like the kernel."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    assert x.shape[2:] == w.shape[2:] and group in (1, w.shape[0])  # one output pixel: the conv is a plain sum
+    xi, wi = x.astype(np.int64), w.astype(np.int64)
+    exact = (np.einsum("mkij,nkij->mn", xi, wi) if group == 1 else np.einsum("mcij,cij->mc", xi, wi[:, 0]))[:, :, None, None]
+    shift = int(np.ceil(np.log2(max(np.abs(exact).max(), 1) / 127)))
+    y_scale = np.float32(2.0 ** shift)
+    expected = np.clip(np.rint(exact.astype(np.float32) / y_scale) + 128, 0, 255).astype(np.uint8)
+    n = w.shape[0]
+    inits = [numpy_helper.from_array(v, k) for k, v in {
+        "xs": np.float32(1), "xz": np.uint8(0), "w": w, "ws": np.ones(n, np.float32), "wz": np.zeros(n, np.int8),
+        "ys": y_scale, "yz": np.uint8(128)}.items()]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]), helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], group=group), helper.make_node("QuantizeLinear", ["y", "ys", "yz"], ["yq"])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("yq", TensorProto.UINT8, None)], inits)
+    sess, ops = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), tmp_path, f"conv-g{group}")
+    assert "QLinearConv" in ops, ops  # the integer kernel ran, not a float fallback
+    return sess.run(None, {"x": x.astype(np.float32)})[0], expected
+
+
+def _pointwise_case(w: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """A 1x1 conv weight [N, K, 1, 1] and worst-case inputs as a batch of 1x1 images."""
+    return w, 1, _worst_case_activations(w[:, :, 0, 0].T)[:, :, None, None]
+
+
+def _depthwise_case(w: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """A depthwise weight [C, 1, k, k] plus two channels of +-127 and, on a k x k input (one output per channel),
+    all 255 / 255 where a tap is positive / negative."""
+    w = np.concatenate([w, np.full((1, *w.shape[1:]), 127, np.int8), np.full((1, *w.shape[1:]), -127, np.int8)])
+    x = np.stack([np.full(w.shape[0:1] + w.shape[2:], 255), np.where(w[:, 0] > 0, 255, 0), np.where(w[:, 0] < 0, 255, 0)])
+    return w, w.shape[0], x.astype(np.uint8)
+
+
+def test_int8_exports_are_saturation_free_and_say_their_scheme(lite0_int8, clip_int8):
+    """Fails for 8-bit GEMM weights (peak 127) on any CPU: the property, not this CPU's behaviour, is checked."""
+    assert INT8_SCHEMES[DEFAULT_INT8_SCHEME].portable
+    for res in (lite0_int8, clip_int8):
+        peak = int8_gemm_weight_peak(onnx.load(res.path))
+        assert peak is not None and 32 < peak <= SATURATION_FREE_MAX_WEIGHT, (res.path.name, peak)
+        assert res.metadata.extra["int8_scheme"] == DEFAULT_INT8_SCHEME == res.details["int8_scheme"]
+        assert res.metadata.extra["int8_weight_peak"] == peak
+    depthwise = [w for op, w, g in _int8_weights(onnx.load(lite0_int8.path)) if op == "Conv" and g > 1]
+    assert depthwise and max(int(np.abs(w.astype(int)).max()) for w in depthwise) == 127  # depthwise keeps 8 bits
+    from waste_edge.runtime.model_info import describe_model, format_description
+
+    line = f"int8       : static quantisation, scheme {DEFAULT_INT8_SCHEME}, largest GEMM weight {lite0_int8.metadata.extra['int8_weight_peak']}"
+    assert line in format_description(describe_model(lite0_int8.path)).splitlines()
+
+
+def test_int8_kernels_are_exact_against_an_integer_reference(lite0_int8, clip_int8, tmp_path):
+    """The exported weights through ONNX Runtime's integer kernels on this CPU, with worst-case activations,
+    equal the exact integer result: no saturation here, hence the same integers on a VNNI or ARM CPU."""
+    weights = _int8_weights(onnx.load(lite0_int8.path))
+    pointwise = max((w for op, w, g in weights if op == "Conv" and g == 1 and w.shape[2:] == (1, 1)), key=lambda w: w.shape[1])
+    depthwise = next(w for op, w, g in weights if op == "Conv" and g > 1)
+    for case in (_pointwise_case(pointwise), _depthwise_case(depthwise)):
+        got, expected = _qdq_conv_vs_exact(*case, tmp_path)
+        np.testing.assert_array_equal(got, expected)
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = max((w for op, w, _ in _int8_weights(onnx.load(clip_int8.path)) if op in ("MatMul", "MatMulInteger")), key=lambda w: w.shape[0])
+    a = _worst_case_activations(w)
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, list(a.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)], [numpy_helper.from_array(w, "b")])
+    sess, _ = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path, "gemm")
+    np.testing.assert_array_equal(sess.run(None, {"a": a})[0], a.astype(np.int32) @ w.astype(np.int32))
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return set(next(ln for ln in fh if ln.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return set()
+
+
+@pytest.mark.skipif(not ("avx2" in _cpu_flags() and not any("vnni" in f for f in _cpu_flags())),
+                    reason="the saturation only happens on x86 with AVX2 and without VNNI")
+def test_8bit_gemm_weights_saturate_on_this_cpu(tmp_path):
+    """Why GEMM weights get 7 bits: the reference above catches 8-bit ones on an AVX2 CPU without VNNI."""
+    w8 = np.random.default_rng(0).integers(-127, 128, (32, 256, 1, 1)).astype(np.int8)
+    got, expected = _qdq_conv_vs_exact(*_pointwise_case(w8), tmp_path)
+    assert (got != expected).any()
+    w7 = (w8.astype(np.int32) * SATURATION_FREE_MAX_WEIGHT // 127).astype(np.int8)
+    np.testing.assert_array_equal(*_qdq_conv_vs_exact(*_pointwise_case(w7), tmp_path))
+
+
+def test_int8_scheme_option_is_checked():
+    assert validate_options(get_format("onnx"), {"int8": True, "int8_scheme": "u8u8"}).int8_scheme == "u8u8"
+    with pytest.raises(ExportError, match="--int8-scheme only applies to --int8"):
+        validate_options(get_format("onnx"), {"int8_scheme": "u8u8"})
+    with pytest.raises(FormatError, match="--int8-scheme"):
+        validate_options(get_format("engine"), {"int8": True, "int8_scheme": "u8u8"})
+    with pytest.raises(QuantizationError, match="unknown INT8 scheme 'u4': choose one of u8s8-7bit, "):
+        validate_options(get_format("onnx"), {"int8": True, "int8_scheme": "u4"})
+    with pytest.raises(QuantizationError, match="dynamic quantisation has only uint8"):
+        quantize_dynamic_encoder(onnx.ModelProto(), "s8s8")

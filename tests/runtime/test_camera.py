@@ -10,7 +10,6 @@ from tests.helpers import save_image, synthetic_rgb
 from tests.runtime.fakes import FakeCapture, ScriptedCamera
 from waste_edge.cli import main
 from waste_edge.runtime.camera import UNCERTAIN, CameraConfig, run_camera
-from waste_edge.runtime.classifier import Classifier
 from waste_edge.runtime.sources import FrameInfo, FrameSource, SourceStats, open_source
 
 pytestmark = pytest.mark.timeout(60)
@@ -56,7 +55,7 @@ def test_loop_over_a_video_classifies_every_frame_and_writes_events(clf, video, 
         assert e["latency_ms"]["total"] >= e["latency_ms"]["infer"]
         assert e["dropped"] == 0
     assert summary.labels == {"B": 8, "N": 8}
-    text = summary.format()
+    text = summary.summary()
     assert "16 frames" in text and "p50 / p90 / p99" in text and "end of source" in text
 
 
@@ -88,7 +87,7 @@ def test_loop_survives_a_camera_that_returns_none_freezes_sends_garbage_and_come
     assert len(errors) == 2 and all("shape" in e["error"] for e in errors)
     assert len(events) - len(errors) == 10
     assert events[-1]["label"] == "N"  # the camera that came back is the one being classified
-    text = summary.format()
+    text = summary.summary()
     assert "stalls 1" in text and "reconnects 2" in text and "bad frames skipped 2" in text
 
 

@@ -13,7 +13,8 @@ from waste_edge.runtime.classifier import Classifier, Prediction
 from waste_edge.runtime.frames import FrameError
 from waste_edge.runtime.metadata import MetadataError
 from waste_edge.runtime.model_path import resolve_model_path
-from waste_edge.runtime.runners import BackendError, OrtRunner, available_backends, candidate_backends
+from waste_edge.runtime.backends.base import BackendError, FeedError
+from waste_edge.runtime.backends.select import available_backends, candidate_backends, make_runner
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_number_of_classes_comes_from_metadata(models):
 def test_models_that_break_the_contract_are_refused(models):
     with pytest.raises(MetadataError, match="no waste-edge metadata"):
         Classifier(models["nometa"])
-    with pytest.raises(BackendError, match="input type is tensor\\(float\\)"):
+    with pytest.raises(BackendError, match="input type is float32, expected uint8"):
         Classifier(models["float"])
     with pytest.raises(BackendError, match="named 'pixels'"):
         Classifier(models["named"])
@@ -181,18 +182,30 @@ def test_unavailable_backend_is_a_clear_error(models):
     with pytest.raises(BackendError, match="backend 'cuda' is not available.*onnxruntime-gpu"):
         Classifier(models["rgb"], backend="cuda")
     with pytest.raises(BackendError, match="needs CUDAExecutionProvider"):
-        OrtRunner(models["rgb"], "cuda").activate()
+        make_runner(models["rgb"], "cuda").activate()
 
 
 def test_runner_is_a_context_manager(models):
-    runner = OrtRunner(models["rgb"], "cpu", threads=1)
+    runner = make_runner(models["rgb"], "cpu", threads=1)
     assert not runner.is_active
     with runner as r:
         assert r.is_active
         out = r.infer({"image": synthetic_rgb("N", 1)[None]})
         assert set(out) == {"probabilities", "label"}
         assert out["label"].tolist() == [int(out["probabilities"].argmax())]
+        info = r.input_info()["image"]
+        assert info.dtype == np.uint8 and info.shape == (None, None, None, 3)
+        # The template checks the feed against the declared inputs before the backend sees it.
+        with pytest.raises(FeedError, match="'image' has dtype float32"):
+            r.infer({"image": synthetic_rgb("N", 1)[None].astype(np.float32)})
+        with pytest.raises(FeedError, match="declares rank 4"):
+            r.infer({"image": synthetic_rgb("N", 1)})
+        with pytest.raises(FeedError, match="missing \\['image'\\]"):
+            r.infer({"pixels": synthetic_rgb("N", 1)[None]})
     assert not runner.is_active
+    with pytest.raises(BackendError, match="not active"):
+        runner.infer({"image": synthetic_rgb("N", 1)[None]})
+    runner.deactivate()  # a no-op when inactive
 
 
 def test_package_exports_are_lazy():

@@ -31,6 +31,21 @@ def test_default_model_ships_small_and_matches_its_card():
     assert m["test_int8_fused"]["accuracy"] >= 0.97 and m["int8_vs_fp32_label_agreement"] >= 0.995
 
 
+def test_default_model_gives_the_same_answers_on_every_cpu():
+    """7-bit weights (export/quantize.py): no int16 saturation on x86 CPUs without VNNI, so the card's figures hold
+    on an AVX2 box, a VNNI one and an ARM board alike. 8-bit weights (peak 127) fail here on any CPU."""
+    import onnx
+
+    from waste_edge.export.quantize import INT8_SCHEMES, SATURATION_FREE_MAX_WEIGHT, int8_gemm_weight_peak
+
+    model = onnx.load(MODEL)
+    extra = json.loads({p.key: p.value for p in model.metadata_props}["waste_edge.extra"])
+    peak = int8_gemm_weight_peak(model)
+    assert peak <= SATURATION_FREE_MAX_WEIGHT, f"int8 weights up to {peak}: saturates without VNNI; rebuild with `make default-model`"
+    scheme = extra.get("int8_scheme")
+    assert scheme in INT8_SCHEMES and INT8_SCHEMES[scheme].portable and CARD["model"].get("int8_scheme") == scheme
+
+
 def test_default_model_loads_and_classifies_through_the_runtime_alone():
     frame = synthetic_rgb("B", 7, (640, 480))[..., ::-1].copy()
     code = f"""
@@ -63,7 +78,7 @@ def test_predict_on_waste_sample_test_matches_the_reference_eval(waste_sample, t
     from waste_edge.cli import main
 
     out = tmp_path / "pred.csv"
-    assert main(["predict", str(waste_sample / "TEST"), "--out", str(out), "--no-progress", "--threads", "2"]) == 0
+    assert main(["predict", str(waste_sample / "TEST"), "--out", str(out), "--quiet", "--threads", "2"]) == 0
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 412 and not any(r["error"] for r in rows)

@@ -59,8 +59,8 @@ def test_runtime_classifies_a_frame_without_heavy_imports(assets):
     code = f"""
     import pkgutil, importlib, numpy as np
     import waste_edge.runtime as rt
-    for m in pkgutil.iter_modules(rt.__path__):  # every runtime module, the TensorRT backend included
-        importlib.import_module('waste_edge.runtime.' + m.name)
+    for m in pkgutil.walk_packages(rt.__path__, 'waste_edge.runtime.'):  # every runtime module, the backends included
+        importlib.import_module(m.name)
     from waste_edge import Classifier, open_source
     from waste_edge.runtime.camera import CameraConfig, run_camera
     from waste_edge.runtime.predict import run_predict

@@ -78,7 +78,7 @@ def test_predict_csv_rows_for_images_videos_and_errors(clf, inputs, tmp_path):
             assert float(r["confidence"]) == pytest.approx(max(float(r["p_B"]), float(r["p_N"])), abs=1e-6)
     assert summary.rows == 12 and summary.errors == 3 and summary.predictions == 9
     assert summary.images == 5 and summary.videos == 1 and summary.video_frames == 6
-    assert "3 errors" in summary.format()
+    assert "3 errors" in summary.summary()
 
 
 def test_predict_jsonl(clf, inputs, tmp_path):
@@ -174,7 +174,7 @@ def test_predict_cli(model, inputs, tmp_path, capsys):
 
 def test_predict_cli_csv_to_stdout(model, inputs, capsys):
     root, _ = inputs
-    rc = main(["predict", str(root / "N" / "n1.png"), "--model", str(model), "--no-progress"])
+    rc = main(["predict", str(root / "N" / "n1.png"), "--model", str(model), "--quiet"])
     out, err = capsys.readouterr()
     assert rc == 0
     lines = out.strip().splitlines()
@@ -184,7 +184,7 @@ def test_predict_cli_csv_to_stdout(model, inputs, capsys):
 
 
 def test_predict_cli_nothing_classifiable_exits_1(model, tmp_path, capsys):
-    rc = main(["predict", str(tmp_path / "missing.jpg"), "--model", str(model), "--no-progress", "--out", str(tmp_path / "o.csv")])
+    rc = main(["predict", str(tmp_path / "missing.jpg"), "--model", str(model), "--quiet", "--out", str(tmp_path / "o.csv")])
     _, err = capsys.readouterr()
     assert rc == 1 and "no input could be classified" in err
     assert read_csv(tmp_path / "o.csv")[0]["error"] == "file not found"
@@ -194,7 +194,7 @@ def test_predict_cli_defaults_to_the_embedded_model(tmp_path, capsys):
     from tests.helpers import save_image, synthetic_rgb
 
     save_image(tmp_path / "in" / "a.png", synthetic_rgb("B", 1, (320, 240)))
-    rc = main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"), "--no-progress"])
+    rc = main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"), "--quiet"])
     _, err = capsys.readouterr()
     assert rc == 0 and "default.onnx" in err
     rows = (tmp_path / "p.csv").read_text().splitlines()

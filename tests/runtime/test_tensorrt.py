@@ -4,15 +4,10 @@ import pytest
 
 from tests.runtime.tiny_model import tiny_metadata, write_sidecar
 from waste_edge.runtime.classifier import Classifier
-from waste_edge.runtime.runners import BackendError, available_backends, candidate_backends
-from waste_edge.runtime.tensorrt_runner import (
-    EngineMismatchError,
-    TensorRTRunner,
-    check_engine_sidecar,
-    read_engine_sidecar,
-    sidecar_path,
-    tensorrt_available,
-)
+from waste_edge.runtime.backends.base import BackendError
+from waste_edge.runtime.backends.engine_sidecar import EngineMismatchError, read_sidecar, sidecar_path, validate_sidecar
+from waste_edge.runtime.backends.select import available_backends, candidate_backends
+from waste_edge.runtime.backends.tensorrt import TensorRTRunner, tensorrt_available
 
 
 def sidecar(trt="10.3.0", cc="8.9", **extra):
@@ -20,7 +15,7 @@ def sidecar(trt="10.3.0", cc="8.9", **extra):
 
 
 def test_matching_sidecar_gives_the_metadata():
-    meta = check_engine_sidecar(sidecar(), tensorrt_version="10.3.0", compute_capability="8.9")
+    meta = validate_sidecar(sidecar(), tensorrt_version="10.3.0", compute_capability="8.9")
     assert meta.classes == ["B", "N"] and meta.channel_order == "BGR"
 
 
@@ -34,7 +29,7 @@ def test_matching_sidecar_gives_the_metadata():
 )
 def test_mismatch_refuses_with_rebuild_message(trt, cc, match):
     with pytest.raises(EngineMismatchError, match=match) as err:
-        check_engine_sidecar(sidecar(), tensorrt_version=trt, compute_capability=cc, name="m.engine")
+        validate_sidecar(sidecar(), tensorrt_version=trt, compute_capability=cc, name="m.engine")
     assert "rebuild the engine" in str(err.value)
     assert str(err.value).startswith("m.engine")
 
@@ -43,23 +38,23 @@ def test_incomplete_or_malformed_sidecar():
     bad = sidecar()
     del bad["compute_capability"]
     with pytest.raises(BackendError, match="lacks 'compute_capability'"):
-        check_engine_sidecar(bad, tensorrt_version="10.3.0", compute_capability="8.9")
+        validate_sidecar(bad, tensorrt_version="10.3.0", compute_capability="8.9")
     broken = sidecar()
     broken["metadata"] = {"classes": ["B"], "display_names": ["b"], "channel_order": "BGR"}
     with pytest.raises(BackendError):
-        check_engine_sidecar(broken, tensorrt_version="10.3.0", compute_capability="8.9")
+        validate_sidecar(broken, tensorrt_version="10.3.0", compute_capability="8.9")
 
 
 def test_read_sidecar(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0" * 16)
     with pytest.raises(BackendError, match="m.engine.json is missing"):
-        read_engine_sidecar(engine)
+        read_sidecar(engine)
     sidecar_path(engine).write_text("{not json")
     with pytest.raises(BackendError, match="unreadable engine sidecar"):
-        read_engine_sidecar(engine)
+        read_sidecar(engine)
     write_sidecar(engine)
-    assert json.loads(sidecar_path(engine).read_text())["tensorrt_version"] == read_engine_sidecar(engine)["tensorrt_version"]
+    assert json.loads(sidecar_path(engine).read_text())["tensorrt_version"] == read_sidecar(engine)["tensorrt_version"]
 
 
 def test_engine_runs_only_on_the_tensorrt_backend(tmp_path):

@@ -20,22 +20,14 @@ from PIL import Image  # noqa: E402
 from tests.helpers import make_kaggle_dataset, synthetic_rgb  # noqa: E402
 from waste_edge.cli import main  # noqa: E402
 from waste_edge.data.discovery import discover  # noqa: E402
-from waste_edge.export.keras_onnx import export_keras  # noqa: E402
+from waste_edge.export.exporter import export  # noqa: E402
 from waste_edge.runtime.classifier import Classifier  # noqa: E402
 from waste_edge.runtime.metadata import ModelMetadata  # noqa: E402
-from waste_edge.train.baselines import (  # noqa: E402
-    BaselineConfig,
-    BaselineError,
-    KerasReference,
-    build_model,
-    import_tensorflow,
-    load_images,
-    load_keras_run,
-    resolve_weights,
-    train_baseline,
-    unfreeze_from,
-)
-from waste_edge.train.run import RunError, load_run  # noqa: E402
+from waste_edge.train.card import RunError  # noqa: E402
+from waste_edge.train.keras.archs import BaselineError, build_model, import_tensorflow, resolve_weights, unfreeze_from  # noqa: E402
+from waste_edge.train.keras.data import load_images  # noqa: E402
+from waste_edge.train.keras.trainer import BaselineConfig, train_baseline  # noqa: E402
+from waste_edge.train.runs import KerasRun, open_run  # noqa: E402
 
 pytestmark = [
     pytest.mark.tf,
@@ -82,9 +74,9 @@ def test_train_one_step_export_and_match_keras(arch, tiny_data, tmp_path):
     assert metrics["roc_auc"] is not None  # from probabilities: both classes present in TEST
     assert card["metrics"]["accuracy"] == metrics["accuracy"]
 
-    run = load_keras_run(out)
+    run = open_run(out)
     model = run.load_model()
-    onnx_path = export_keras(out, out / "model-fp32.onnx", channel_order="BGR")
+    onnx_path = export(out, "onnx", out=out / "model-fp32.onnx", channel_order="BGR", dynamic=True, progress=False).path
     meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(onnx_path).metadata_props})
     assert meta.model_kind == "keras" and meta.encoder == f"keras:{arch}" and meta.classes == ["B", "N"]
     assert meta.head_sha256 == run.model_sha256 and meta.channel_order == "BGR"
@@ -106,8 +98,8 @@ def test_full_frames_match_reference_pipeline(tiny_data, tmp_path):
     out = tmp_path / "cnn"
     assert main(["train", "baseline", "--arch", "cnn", "--data", str(tiny_data), "--out", str(out), "--imgsz", "40",
                  "--epochs", "2", "--batch-size", "4"]) == 0
-    onnx_path = export_keras(out, out / "model.onnx", channel_order="RGB")
-    ref = KerasReference(load_keras_run(out))
+    onnx_path = export(out, "onnx", out=out / "model.onnx", channel_order="RGB", dynamic=True, progress=False).path
+    ref = open_run(out).reference()
     frames = [synthetic_rgb(lab, 100 + i, size=(160, 120)) for i, lab in enumerate("BNBN")]
     sess = _session(onnx_path, extra_outputs=("pixels",))
     for frame in frames:
@@ -165,12 +157,12 @@ def test_fine_tune_from_unfreezes_the_named_layer_on():
 def test_run_loading_is_kind_aware_and_checks_the_model_file(tiny_data, tmp_path):
     out = tmp_path / "cnn"
     train_baseline(BaselineConfig(data=tiny_data, arch="cnn", out=out, epochs=1, imgsz=16, batch_size=64, progress=False))
-    with pytest.raises(RunError, match="load_keras_run"):
-        load_run(out)
+    run = open_run(out)
+    assert isinstance(run, KerasRun) and run.kind == "keras" and run.head_sha256 == run.model_sha256
     with (out / "model.keras").open("ab") as fh:
         fh.write(b"tampered")
     with pytest.raises(RunError, match="sha256"):
-        load_keras_run(out)
+        open_run(out)
 
 
 def test_export_parity_and_eval_verbs_treat_baselines_like_any_run(tiny_data, tmp_path, capsys):

@@ -6,7 +6,8 @@ import pytest
 
 from tests.helpers import make_kaggle_dataset, register_tiny_clip
 from waste_edge.cli import main
-from waste_edge.train.run import RUN_FILES, load_run
+from waste_edge.train.card import REPORT_FILES
+from waste_edge.train.runs import LinearRun, open_run
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_train_linear_then_eval(tmp_path, dataset, encoder, capsys):
     out = capsys.readouterr().out
     assert "test accuracy" in out
     assert "train: 24 extracted, 0 reused from the cache" in out and "test: 12 extracted, 0 reused from the cache, 1 unreadable" in out
-    for name in RUN_FILES:
+    for name in ("card.json", *LinearRun.files, *REPORT_FILES):
         assert (run / name).is_file(), name
     card = json.loads((run / "card.json").read_text())
     assert card["encoder"]["id"] == encoder and card["classes"] == ["B", "N"]
@@ -35,7 +36,7 @@ def test_train_linear_then_eval(tmp_path, dataset, encoder, capsys):
     assert card["data"]["counts"] == {"train": {"B": 12, "N": 12}, "test": {"B": 7, "N": 6}}
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n"] == 12 and metrics["n_unreadable"] == 1 and metrics["unreadable"][0]["path"].endswith("broken.jpg")
-    assert load_run(run).head.classes == ["B", "N"]
+    assert open_run(run).head.classes == ["B", "N"]
 
     # A second identical run extracts nothing and says so.
     assert main(args[:-4] + ["--out", str(tmp_path / "run2"), "--cache", str(cache)]) == 0
@@ -67,4 +68,4 @@ def test_lite0_on_waste_sample_reaches_study_grade_accuracy(tmp_path, waste_samp
     assert main(args) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.97 and metrics["n"] == 412
-    assert all((run / f).is_file() for f in RUN_FILES)
+    assert all((run / f).is_file() for f in ("card.json", *LinearRun.files, *REPORT_FILES))

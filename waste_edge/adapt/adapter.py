@@ -14,7 +14,6 @@ The input model is never modified: `out` must be another file. Nothing here impo
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -164,9 +163,7 @@ def adapt(
     if rs is not None:
         rehearsal_out = rehearsal_path(out)
         if Path(rs.info["path"]).resolve() != rehearsal_out.resolve():
-            tmp = rehearsal_out.with_name(rehearsal_out.name + ".tmp")
-            shutil.copyfile(rs.info["path"], tmp)
-            tmp.replace(rehearsal_out)
+            atomic_write_bytes(rehearsal_out, Path(rs.info["path"]).read_bytes())
     t4 = time.perf_counter()
     seconds = {"load": round(t1 - t0, 3), "embed": round(t2 - t1, 3), "fit": round(t3 - t2, 3), "write": round(t4 - t3, 3), "total": round(t4 - t0, 3)}
     return AdaptResult(out, file_sha256(out), base_sha, result, len(usable), problems, seconds, rehearsal_out)

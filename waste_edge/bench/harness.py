@@ -28,31 +28,43 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from waste_edge._io import Log, quiet
 from waste_edge.bench.frames import synthetic_frames
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.backends.select import BACKEND_NAMES
 
-Log = Callable[[str], None]
 _SETTLE_S = 0.05  # pause when switching targets: lets the previous runtime's spinning threads go idle
-BACKEND_NAMES = ("cpu", "cuda", "tensorrt")
 
 
 class BenchError(WasteEdgeError):
     """The benchmark cannot start at all (no model, bad options); per-row problems never raise."""
 
 
+def parse_session_entry(text: str) -> tuple[str, str]:
+    """'KEY=VALUE' (an ONNX Runtime session config entry) -> (KEY, VALUE); ValueError otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--session-config takes KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
 @dataclass
 class BenchConfig:
-    models: list[Path]
+    """What to measure and how. The defaults are the CLI's: `models=None` is the embedded default model (none
+    when references are given), `iters=None` is 10 calls per round (unless `seconds`), `threads=None` is the
+    cores this process may use, for ONNX Runtime and torch alike."""
+
+    models: list[Path] | None = None
     references: list[Path] = field(default_factory=list)
     backends: list[str] | None = None  # None: every backend this machine offers for each model
     batches: list[int] = field(default_factory=lambda: [1, 16])
     frame: tuple[int, int] = (640, 480)  # width, height
     warmup: int = 3
-    iters: int | None = 10  # per target per round (ignored when `seconds` is set)
+    iters: int | None = None  # per target per round (ignored when `seconds` is set)
     seconds: float | None = None  # measuring time per target and batch, split over the rounds
     rounds: int = 5
     threads: int | None = None
@@ -66,6 +78,16 @@ class BenchConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.models is None:
+            from waste_edge.runtime.model_path import resolve_model_path
+
+            self.models = [] if self.references else [resolve_model_path(None)]
+        if self.iters is None and self.seconds is None:
+            self.iters = 10
+        if self.threads is None:
+            from waste_edge.bench.machine import usable_cores
+
+            self.threads = usable_cores()
         if not self.models and not self.references:
             raise BenchError("nothing to benchmark: give --model (and optionally --reference)")
         if any(b < 1 for b in self.batches) or not self.batches:
@@ -130,6 +152,10 @@ class BenchReport:
     camera: list[Any] = field(default_factory=list)  # CameraOverhead
     profiles: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def any_measured(self) -> bool:
+        return any(r.status == "ok" for r in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -196,24 +222,19 @@ class _Target:
 
 
 def _file_size_mb(path: Path) -> float | None:
-    files = [path, Path(str(path) + ".json"), Path(str(path) + ".data")]  # model, engine sidecar, ONNX external data
+    from waste_edge.runtime.backends.engine_sidecar import sidecar_path
+
+    files = [path, sidecar_path(path), Path(str(path) + ".data")]  # model, engine sidecar, ONNX external data
     total = sum(f.stat().st_size for f in dict.fromkeys(files) if f.is_file())
     return total / 1e6 if total else None
 
 
 def _file_metadata(path: Path) -> Any:
     """The model's metadata without loading it for inference (for rows whose backend could not load it)."""
-    from waste_edge.runtime.metadata import ModelMetadata
+    from waste_edge.runtime.model_info import read_metadata
 
     try:
-        if path.suffix.lower() == ".engine":
-            import json
-
-            return ModelMetadata.from_json(json.loads(Path(str(path) + ".json").read_text())["metadata"])
-        import onnx  # the [export] extra; optional here
-
-        model = onnx.load(str(path), load_external_data=False)
-        return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+        return read_metadata(path)
     except Exception:
         return None
 
@@ -223,7 +244,7 @@ def _model_targets(path: Path, backends: Sequence[str] | None, threads: int | No
     """One target per backend for a model file, loaded (or failed / skipped with the reason)."""
     from waste_edge.runtime.classifier import Classifier
     from waste_edge.runtime.formats import format_for_path
-    from waste_edge.runtime.runners import available_backends, candidate_backends
+    from waste_edge.runtime.backends.select import available_backends, candidate_backends
 
     name = path.name
     try:
@@ -283,10 +304,10 @@ def _reference_target(run_dir: Path, threads: int | None, first_input: list[np.n
     t = _Target("reference", run_dir.name, "reference", "cpu", run_dir, "pytorch+sklearn")
     t.provider = "torch"
     try:
-        from waste_edge.train.reference import open_reference
+        from waste_edge.train.runs import open_run
 
         t0 = time.perf_counter()
-        ref = open_reference(run_dir, threads or 2)
+        ref = open_run(run_dir).reference(threads or 2)
         t.obj = ref
         ref.predict_proba(first_input)
         t.load_s = time.perf_counter() - t0
@@ -406,12 +427,10 @@ def _measure_memory(targets: list[_Target], cfg: BenchConfig, notes: list[str], 
 def _measure_accuracy(targets: list[_Target], cfg: BenchConfig, notes: list[str], log: Log) -> dict[str, Any]:
     from waste_edge.data.decode import DecodeError, load_rgb_array
     from waste_edge.data.discovery import discover
+    from waste_edge.data.sample import seeded_sample
 
     ds = discover(cfg.data)
-    samples = ds.split("test") or ds.samples
-    if cfg.data_limit and len(samples) > cfg.data_limit:
-        rng = np.random.default_rng(0)
-        samples = [samples[i] for i in sorted(rng.choice(len(samples), cfg.data_limit, replace=False))]
+    samples = seeded_sample(ds.split("test") or ds.samples, cfg.data_limit or None)
     images: list[tuple[np.ndarray, str]] = []
     unreadable = 0
     for s in samples:
@@ -450,7 +469,7 @@ def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Any:
 
 def run_bench(cfg: BenchConfig, log: Log | None = None) -> BenchReport:
     """Measure every target; never raises for one row's failure (see the module docstring)."""
-    say: Log = log or (lambda _m: None)
+    say: Log = log or quiet
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch's OpenMP starts
     from waste_edge.bench.machine import load_average, machine_info

@@ -10,8 +10,9 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib import metadata as importlib_metadata
 from typing import Any
+
+from waste_edge._io import library_versions
 
 _FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16", "neon", "asimddp")
 
@@ -33,16 +34,6 @@ def _cpu_model() -> tuple[str, list[str]]:
     return name, flags
 
 
-def _versions(names: tuple[str, ...]) -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in names:
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def gpu_names() -> list[str]:
     exe = shutil.which("nvidia-smi")
     if exe is None:
@@ -58,8 +49,6 @@ def gpu_names() -> list[str]:
 def machine_info() -> dict[str, Any]:
     import onnxruntime as ort
 
-    from waste_edge import __version__
-
     cpu, flags = _cpu_model()
     info: dict[str, Any] = {
         "hostname": platform.node(),
@@ -67,7 +56,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": cpu,
         "cpu_flags": flags,
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
     }
     try:
         import psutil
@@ -78,10 +67,15 @@ def machine_info() -> dict[str, Any]:
         pass
     info["gpus"] = gpu_names()
     info["onnxruntime_providers"] = ort.get_available_providers()
-    info["versions"] = {"waste_edge": __version__, **_versions(("onnxruntime", "onnxruntime-gpu", "numpy", "opencv-python-headless", "opencv-python", "torch", "open_clip_torch", "scikit-learn", "pillow", "tensorrt"))}
+    info["versions"] = library_versions(("onnxruntime", "onnxruntime-gpu", "numpy", "opencv-python-headless", "opencv-python", "torch", "open_clip_torch", "scikit-learn", "pillow", "tensorrt"))
     info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     info["load_average_start"] = load_average()
     return info
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), which is what thread counts should follow."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def load_average() -> list[float] | None:

@@ -54,9 +54,9 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
     w, h = spec["frame"]
     frames = synthetic_frames(int(spec["batch"]), w, h)
     if spec["kind"] == "reference":
-        from waste_edge.train.reference import open_reference
+        from waste_edge.train.runs import open_run
 
-        ref = open_reference(spec["path"], spec.get("threads") or 2)
+        ref = open_run(spec["path"]).reference(spec.get("threads") or 2)
         rgb = [f[..., ::-1] for f in frames]
         for _ in range(int(spec["iters"])):
             ref.predict_proba(rgb)

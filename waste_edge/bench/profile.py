@@ -2,8 +2,8 @@
 
 When a target is missed the next lever depends on where the time goes (the resize of the full frame, the
 GEMMs of the encoder, a quantise / dequantise pair ORT could not fuse), so the benchmark can attach this
-breakdown to each ONNX row. The session is built like the runtime's CPU runner (graph optimisation level
-ALL, sequential, `threads` intra-op threads), so the kernels profiled are the kernels timed.
+breakdown to each ONNX row. The session comes from the same loader as the runtime's CPU runner
+(`backends.onnxrt.load_session`), so the kernels profiled are the kernels timed.
 """
 
 from __future__ import annotations
@@ -28,19 +28,10 @@ def profile_ops(model_path: str | Path, batch: np.ndarray, *, threads: int | Non
 
     Shares are the finding; the milliseconds are from a separate, profiled session at another moment than the
     timed rounds, so they are not comparable with the table's latencies on a busy machine."""
-    import onnxruntime as ort
+    from waste_edge.runtime.backends.onnxrt import load_session
 
     with tempfile.TemporaryDirectory(prefix="waste-edge-profile-") as tmp:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.inter_op_num_threads = 1
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "ort")
-        sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        sess = load_session(model_path, threads=threads, profile_prefix=Path(tmp) / "ort")
         feed = {INPUT_NAME: np.ascontiguousarray(batch)}
         n_warm = 1  # the first run (allocations, lazy initialisation) is not counted below
         sess.run([OUTPUT_PROBABILITIES], feed)

@@ -8,19 +8,13 @@ backend, the reference dashed.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from waste_edge._io import atomic_write_text, write_json
+
 Report = Mapping[str, Any]  # BenchReport.to_dict()
-
-
-def write_json(report: Report, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
-    return p
 
 
 def _f(x: Any, digits: int = 2) -> str:
@@ -114,14 +108,20 @@ def to_markdown(report: Report, title: str = "waste-edge benchmark") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(report: Report, path: str | Path, title: str = "waste-edge benchmark") -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(to_markdown(report, title))
-    return p
+def write_outputs(report: Report, title: str, *, json: str | Path | None = None, md: str | Path | None = None,
+                  plot: str | Path | None = None) -> list[Path]:
+    """The report as JSON (every number), Markdown and a PNG plot, each where asked; the paths written."""
+    out = []
+    if json is not None:
+        out.append(write_json(json, dict(report), allow_nan=False, default=str))
+    if md is not None:
+        out.append(atomic_write_text(md, to_markdown(report, title)))
+    if plot is not None:
+        out.append(write_plot(plot, report, title))
+    return out
 
 
-def write_plot(report: Report, path: str | Path, title: str = "waste-edge benchmark") -> Path:
+def write_plot(path: str | Path, report: Report, title: str = "waste-edge benchmark") -> Path:
     """Latency of one call and throughput vs batch size, one line per model / variant / backend."""
     import matplotlib
 

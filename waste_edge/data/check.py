@@ -22,7 +22,6 @@ planted copy, below every distinct pair): 0 false pairs on waste-sample against 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import Counter, defaultdict
@@ -53,7 +52,6 @@ from waste_edge.data.perceptual_hash import (
 DEFAULT_THRESHOLD = 8  # bits of the 64-bit pHash: the index radius (see the module docstring)
 DEFAULT_FINE_THRESHOLD = 40  # bits of the 256-bit pHash that confirm a match
 _SAVE_EVERY = 20_000  # hashes computed between cache checkpoints, so an interrupted 250K run keeps its work
-FAIL_ON = ("never", "leakage", "conflicts", "any")
 
 
 @dataclass
@@ -106,28 +104,18 @@ class CheckResult:
         return [f for f in self.files if f.error is not None]
 
     def groups(self) -> list[list[int]]:
-        """Connected components over exact and near duplicates (union-find); every file is in exactly one."""
-        parent = list(range(len(self.files)))
+        """Connected components over exact and near duplicates (scipy's `connected_components`); every file is
+        in exactly one, groups ordered by their first file."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
 
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        def union(i: int, j: int) -> None:
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
-
-        for g in self.exact_groups:
-            for j in g[1:]:
-                union(g[0], j)
-        for p in self.near_pairs:
-            union(p.a, p.b)
+        edges = [(g[0], j) for g in self.exact_groups for j in g[1:]] + [(p.a, p.b) for p in self.near_pairs]
+        n = len(self.files)
+        rows, cols = (np.array(x, dtype=np.int64) for x in zip(*edges)) if edges else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        _, label = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)), directed=False)
         comps: dict[int, list[int]] = defaultdict(list)
-        for i in range(len(self.files)):
-            comps[find(i)].append(i)
+        for i, c in enumerate(label.tolist()):
+            comps[c].append(i)
         return sorted(comps.values(), key=lambda g: g[0])
 
     def exact_pairs_cross_split(self) -> int:
@@ -172,7 +160,8 @@ class CheckResult:
             "cross_split_groups": crossing,
         }
 
-    def summary(self) -> dict:
+    def totals(self) -> dict:
+        """The figures of the check (the JSON report's `summary` object)."""
         counts = self.counts()
         leaked = self.leaked()
         unreadable = len(self.unreadable())
@@ -253,12 +242,12 @@ class CheckResult:
             ],
             "name_patterns": self.name_patterns(),
             "discovery_problems": [{"item": item, "reason": reason} for item, reason in self.discovery_problems],
-            "summary": self.summary(),
+            "summary": self.totals(),
         }
 
-    def format_text(self, show: int = 10) -> str:
+    def summary(self, show: int = 10) -> str:
         """The human summary the CLI prints: counts table, findings, and the first `show` leakage pairs."""
-        s = self.summary()
+        s = self.totals()
         counts = self.counts()
         classes = sorted({c for row in counts.values() for c in row})
         lines = [f"data check: {self.source} ({self.layout} layout, {len(self.files)} files)", ""]
@@ -485,13 +474,3 @@ def check_dataset(
                     pairs.append(NearPair(x, y, dist, fd, TRANSFORMS[t], fx.split != fy.split, fx.label != fy.label))
         result.near_pairs = sorted(pairs, key=lambda p: (p.a, p.b))
     return result
-
-
-def write_json(result: CheckResult, out: str | Path) -> Path:
-    """Write the JSON report atomically (a temp file renamed into place)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
-    return out

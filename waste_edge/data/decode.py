@@ -8,22 +8,18 @@ and a bad file raises `DecodeError` with a one-line reason instead of crashing a
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import IO, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from waste_edge.errors import WasteEdgeError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-
 
 class DecodeError(WasteEdgeError):
     """A file that cannot be used as an image; `str(err)` is the one-line reason for the report."""
-
-
-def is_image_path(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -60,8 +56,34 @@ def load_rgb(path: str | Path, *, draft: tuple[int, int] | None = None) -> Image
         raise DecodeError("file not found") from None
     except OSError as e:
         raise DecodeError(f"cannot stat file: {e.strerror or e}") from None
+    return _decode(p, draft=draft)
+
+
+class ImageTooLargeError(DecodeError):
+    """An image whose pixel count is over the caller's limit (checked from the header, before decoding)."""
+
+
+def decode_rgb_bytes(data: bytes, *, max_pixels: int | None = None, formats: Sequence[str] | None = None) -> np.ndarray:
+    """`load_rgb_array` for an image held in memory (an HTTP upload): the same decoder, so the same pixels.
+
+    `max_pixels` is checked from the header before any pixel is decoded (`ImageTooLargeError`); `formats`
+    (PIL names such as "JPEG", "PNG") limits which decoders may even look at the bytes."""
+    if not data:
+        raise DecodeError("empty image (0 bytes)")
+    return np.ascontiguousarray(np.asarray(_decode(io.BytesIO(data), max_pixels=max_pixels, formats=formats), dtype=np.uint8))
+
+
+def _decode(
+    src: Path | IO[bytes],
+    *,
+    draft: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+    formats: Sequence[str] | None = None,
+) -> Image.Image:
     try:
-        with Image.open(p) as img:
+        with Image.open(src, formats=formats) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise ImageTooLargeError(f"image is {img.width}x{img.height} = {img.width * img.height} pixels, more than the limit of {max_pixels}")
             if draft is not None:
                 img.draft(None, draft)
             img.load()  # forces the full decode, so truncation is detected here and not later
@@ -70,7 +92,7 @@ def load_rgb(path: str | Path, *, draft: tuple[int, int] | None = None) -> Image
     except DecodeError:
         raise
     except UnidentifiedImageError:
-        raise DecodeError("not an image (unrecognised format)") from None
+        raise DecodeError("not an image (unrecognised format)" if formats is None else f"not a {' or '.join(formats)} image") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DecodeError(f"corrupt or truncated image: {msg}") from None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from waste_edge._io import list_files
 from waste_edge.errors import WasteEdgeError
 
 SPLITS = ("train", "val", "test")
@@ -54,6 +55,16 @@ class Dataset:
             return list(self.samples)
         return [s for s in self.samples if s.split == key]
 
+    def require(self, name: str) -> list[Sample]:
+        """Samples of one split, or a `DatasetError` naming the splits there are."""
+        samples = self.split(name)
+        if not samples:
+            raise DatasetError(f"{self.root}: no {name} images (splits found: {', '.join(self.counts()) or 'none'})")
+        return samples
+
+    def summary(self) -> str:
+        return f"dataset {self.root} ({self.layout} layout): " + ", ".join(f"{sp} {sum(c.values())}" for sp, c in self.counts().items())
+
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for split in SPLITS:
@@ -70,12 +81,6 @@ def normalise_split(name: str) -> str:
     if key not in SPLITS and key != "all":
         raise DatasetError(f"unknown split {name!r}: use one of train, val, test or all")
     return key
-
-
-def _visible_files(folder: Path) -> list[Path]:
-    """Every non-hidden regular file below `folder`, sorted, so bad files get reported, not ignored."""
-    files = [p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    return sorted(files)
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -109,7 +114,7 @@ def _discover_kaggle(root: Path, split_dirs: list[Path]) -> Dataset:
         split = normalise_split(sd.name)
         for cd in _class_dirs(sd):
             classes.add(cd.name)
-            samples += [Sample(p, cd.name, split, sd.name) for p in _visible_files(cd)]
+            samples += [Sample(p, cd.name, split, sd.name) for p in list_files(cd)]  # every file: bad ones get reported
         for stray in (p for p in sd.iterdir() if p.is_file() and not p.name.startswith(".")):
             problems.append((str(stray), "file outside a class folder: no label"))
     for other in _class_dirs(root):
@@ -119,7 +124,7 @@ def _discover_kaggle(root: Path, split_dirs: list[Path]) -> Dataset:
 
 
 def _discover_folders(root: Path, test_size: float, seed: int) -> Dataset:
-    pairs = [(p, cd.name) for cd in _class_dirs(root) for p in _visible_files(cd)]
+    pairs = [(p, cd.name) for cd in _class_dirs(root) for p in list_files(cd)]
     splits = stratified_split([lab for _, lab in pairs], test_size, seed) if pairs else []
     samples = [Sample(p, lab, sp, root.name) for (p, lab), sp in zip(pairs, splits)]
     problems = [(str(p), "file outside a class folder: no label") for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]

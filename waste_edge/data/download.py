@@ -6,10 +6,9 @@ without credentials or network fails in seconds with a useful message instead of
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
+from waste_edge._io import tcp_unreachable
 from waste_edge.errors import WasteEdgeError
 
 DATASET = "rayhanzamzamy/non-and-biodegradable-waste-dataset"
@@ -28,40 +27,18 @@ class DownloadError(WasteEdgeError):
 
 
 def credentials_source() -> str | None:
-    """Where Kaggle credentials come from (for the message), or None when there are none.
+    """Where Kaggle credentials come from (for the message), or None when there are none: kagglehub's own
+    lookup (KAGGLE_API_TOKEN, ~/.kaggle/access_token, KAGGLE_USERNAME/KAGGLE_KEY, $KAGGLE_CONFIG_DIR or
+    ~/.kaggle/kaggle.json). Called after kagglehub is known to be installed."""
+    from kagglehub import config
 
-    Asks kagglehub's own lookup when it is installed (KAGGLE_API_TOKEN, ~/.kaggle/access_token,
-    KAGGLE_USERNAME/KAGGLE_KEY, $KAGGLE_CONFIG_DIR or ~/.kaggle/kaggle.json), else checks the same places."""
     try:
-        from kagglehub import config
-    except ImportError:
-        config = None
-    if config is not None:
-        try:
-            creds = config.get_kaggle_credentials()
-        except ValueError as e:  # a kaggle.json without username/key
-            raise DownloadError(f"Kaggle credentials are unusable: {e}. {MANUAL_LAYOUT}") from None
-        if creds is None:
-            return None
-        return "API token" if creds.api_key else f"user {creds.username}"
-    if os.environ.get("KAGGLE_API_TOKEN"):
-        return "KAGGLE_API_TOKEN"
-    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
-        return "KAGGLE_USERNAME/KAGGLE_KEY"
-    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
-    for name in ("kaggle.json", "access_token"):
-        if (folder / name).is_file():
-            return str(folder / name)
-    return None
-
-
-def network_reachable(host: str = KAGGLE_HOST, port: int = 443, timeout: float = 3.0) -> str | None:
-    """None when a TCP connection to `host` opens within `timeout`, else the reason it did not."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as e:
-        return f"{type(e).__name__}: {e}"
+        creds = config.get_kaggle_credentials()
+    except ValueError as e:  # a kaggle.json without username/key
+        raise DownloadError(f"Kaggle credentials are unusable: {e}. {MANUAL_LAYOUT}") from None
+    if creds is None:
+        return None
+    return "API token" if creds.api_key else f"user {creds.username}"
 
 
 def download_dataset(out: str | Path | None = None, *, handle: str = DATASET, connect_timeout: float = 3.0) -> Path:
@@ -76,7 +53,7 @@ def download_dataset(out: str | Path | None = None, *, handle: str = DATASET, co
             "no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), or save "
             "~/.kaggle/kaggle.json from https://www.kaggle.com/settings (API > Create New Token). " + MANUAL_LAYOUT
         )
-    reason = network_reachable(timeout=connect_timeout)
+    reason = tcp_unreachable(KAGGLE_HOST, 443, connect_timeout)
     if reason is not None:
         raise DownloadError(f"cannot reach {KAGGLE_HOST}:443 ({reason}): no network here. {MANUAL_LAYOUT}")
     try:

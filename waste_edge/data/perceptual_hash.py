@@ -17,14 +17,14 @@ quarter turns, so this costs 8 transposes of a 64x64 image instead of 8 resizes 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from waste_edge._io import atomic_write_bytes, cache_dir
 from waste_edge.data.decode import DecodeError, load_rgb
 
 # Names of the 8 orientations; `transform` in the report is one of these. rot90 is PIL's ROTATE_90
@@ -90,23 +90,15 @@ def hash_file(path: str | Path) -> ImageHashes:
 
 def content_key(path: str | Path) -> str:
     """blake2b-128 of the file's bytes: the exact-duplicate test and the cache key. Raises DecodeError."""
-    h = hashlib.blake2b(digest_size=16)
     try:
         with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+            return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
     except FileNotFoundError:
         raise DecodeError("file not found") from None
     except IsADirectoryError:
         raise DecodeError("is a directory, not a file") from None
     except OSError as e:
         raise DecodeError(f"cannot read file: {e.strerror or e}") from None
-    return h.hexdigest()
-
-
-def coarse_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamming distance between uint64 arrays (broadcasting)."""
-    return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)
 
 
 def fine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -115,7 +107,7 @@ def fine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("WASTE_EDGE_CACHE", Path.home() / ".cache" / "waste-edge")) / "hashes"
+    return cache_dir("hashes")
 
 
 class HashCache:
@@ -168,28 +160,20 @@ class HashCache:
         return len(self.hashes) + len(self.errors)
 
     def save(self) -> None:
-        """Write atomically (temp file + rename) so an interrupted run never leaves a half-written cache."""
+        """Write atomically (`_io.atomic_write_bytes`) so an interrupted run never leaves a half-written cache."""
         if not self._dirty:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         keys = sorted(self.hashes)
         ekeys = sorted(self.errors)
-        coarse = np.array([self.hashes[k].coarse for k in keys], dtype=np.uint64).reshape(-1, 8)
-        fine = np.array([self.hashes[k].fine for k in keys], dtype=np.uint8).reshape(-1, 8, FINE_BITS // 8)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".hashes-", suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    algorithm=np.array(HASH_ALGORITHM),
-                    keys=np.array(keys, dtype="S32"),
-                    coarse=coarse,
-                    fine=fine,
-                    error_keys=np.array(ekeys, dtype="S32"),
-                    error_reasons=np.array([self.errors[k] for k in ekeys], dtype=str),
-                )
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            algorithm=np.array(HASH_ALGORITHM),
+            keys=np.array(keys, dtype="S32"),
+            coarse=np.array([self.hashes[k].coarse for k in keys], dtype=np.uint64).reshape(-1, 8),
+            fine=np.array([self.hashes[k].fine for k in keys], dtype=np.uint8).reshape(-1, 8, FINE_BITS // 8),
+            error_keys=np.array(ekeys, dtype="S32"),
+            error_reasons=np.array([self.errors[k] for k in ekeys], dtype=str),
+        )
+        atomic_write_bytes(self.path, buf.getvalue())
         self._dirty = False

@@ -10,6 +10,7 @@ No scikit-learn: the runtime's data package must stay light, and the greedy rule
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from waste_edge._io import atomic_write_text
 from waste_edge.data.check import CheckResult
 from waste_edge.data.discovery import DatasetError
 
@@ -70,7 +72,7 @@ class SplitResult:
             out[split][label] += 1
         return out
 
-    def format_text(self) -> str:
+    def summary(self) -> str:
         counts = self.counts()
         classes = sorted({c for row in counts.values() for c in row})
         lines = [
@@ -114,12 +116,10 @@ def write_split(check: CheckResult, out: str | Path, *, test_size: float = 0.2, 
     for gid, (g, split) in enumerate(zip(groups, assigned)):
         rows += [(_relative(files[i].path, base), files[i].label, split, gid) for i in g]
     rows.sort(key=lambda r: (r[2] != "train", r[0]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(SPLIT_COLUMNS)
-        w.writerows(rows)
-    os.replace(tmp, out)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(SPLIT_COLUMNS)
+    w.writerows(rows)
+    atomic_write_text(out, text.getvalue())
     excluded = [(f.path, f.error or "") for f in files if f.error is not None]
     return SplitResult(out, rows, excluded, len(groups), sum(s > 1 for s in sizes))

@@ -1,7 +1,8 @@
 """`export(run_dir, fmt, **options)`: the one entry point behind `waste-edge export`.
 
 Options are validated against the format table (`runtime/formats.py`) before any work, so an option a
-format does not support is a clear error instead of being silently ignored; then the format's builder runs.
+format does not support is a clear error instead of being silently ignored. The run is opened as its kind
+(`train.runs.open_run`) and fused by that kind's row of `FUSERS`; then the format's writer runs.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from typing import Any, Callable
 import onnx
 
 from waste_edge import __version__
+from waste_edge._io import atomic_write_bytes
 from waste_edge.export.fused import ExportError, build_head_model, compose_fused, embedding_metadata, export_encoder, set_io_dims
+from waste_edge.export.keras_onnx import build_keras_onnx
 from waste_edge.export.preprocess_graph import CHANNEL_ORDERS, build_preprocess_model
+from waste_edge.runtime.backends.engine_sidecar import sidecar_path
 from waste_edge.runtime.formats import ModelFormat, check_args, get_format
 from waste_edge.runtime.metadata import ModelMetadata
+from waste_edge.train.runs import KerasRun, LinearRun, Run, open_run
 
 MIN_OPSET = 18  # Resize `antialias`
 DEFAULT_OPSET = 18
@@ -31,6 +36,7 @@ class ExportOptions:
     imgsz: tuple[int, int] | None = None  # fixed input H, W (else any size)
     half: bool = False
     int8: bool = False
+    int8_scheme: str | None = None  # export/quantize.py INT8_SCHEMES (default: the portable one)
     calib: Path | None = None
     channel_order: str = "BGR"
     workspace: float | None = None  # TensorRT builder workspace, GiB
@@ -72,6 +78,12 @@ def validate_options(fmt: ModelFormat, given: dict[str, Any]) -> ExportOptions:
         raise ExportError("--calib only applies to --int8")
     if opts.rehearsal is not None and (not opts.with_embedding or opts.rehearsal < 0):
         raise ExportError("--rehearsal N (>= 0) only applies to --with-embedding")
+    if opts.int8_scheme is not None:
+        from waste_edge.export.quantize import get_int8_scheme
+
+        if not opts.int8:
+            raise ExportError("--int8-scheme only applies to --int8")
+        get_int8_scheme(opts.int8_scheme)  # an unknown name fails before minutes of export
     if opts.opset < MIN_OPSET:
         raise ExportError(f"--opset {opts.opset} is too old: the fused preprocessing needs opset >= {MIN_OPSET} (Resize antialias)")
     if opts.batch < 1:
@@ -94,23 +106,20 @@ def default_out(run_dir: Path, fmt: ModelFormat, variant: str) -> Path:
     return Path(run_dir) / f"model-{variant}{fmt.suffix}"
 
 
+Fused = tuple[onnx.ModelProto, ModelMetadata, dict[str, Any]]
+
+
 def build_fused_onnx(
-    run: Any,
+    run: LinearRun,
     opts: ExportOptions,
     *,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> tuple[onnx.ModelProto, ModelMetadata, dict[str, Any]]:
-    """The fused model of a run (contract 2) in memory, with its metadata set and checked."""
+) -> Fused:
+    """The fused model of a linear run (contract 2) in memory, with its metadata set and checked."""
     import torch
 
-    from waste_edge.train.encoders import create_encoder
-
-    if run.kind != "linear":
-        raise ExportError(f"{run.path}: only linear runs (encoder + logistic head) can be fused, this one is {run.kind!r}")
-    encoder = create_encoder(run.encoder_id)
-    if encoder.dim != run.head.dim:
-        raise ExportError(f"{run.path}: head expects {run.head.dim}-d features but {encoder.id} gives {encoder.dim}")
+    encoder = run.encoder()  # the weights the head was trained on (sha256 checked), widths checked
     spec = encoder.spec
     details: dict[str, Any] = {"variant": opts.variant, "opset": opts.opset}
     threads = torch.get_num_threads()
@@ -119,16 +128,19 @@ def build_fused_onnx(
         enc_model, norm = export_encoder(encoder, opset=opts.opset, log=log)
     finally:
         torch.set_num_threads(threads)
-    details["normalisation"] = norm
+    details["normalization"] = norm
     if opts.int8:
-        from waste_edge.export.quantize import QuantizationError, choose_int8_method, quantize_dynamic_encoder, quantize_static_encoder
+        from waste_edge.export.quantize import (DEFAULT_INT8_SCHEME, SATURATION_FREE_MAX_WEIGHT, QuantizationError, choose_int8_method, get_int8_scheme,
+                                                int8_gemm_weight_peak, quantize_dynamic_encoder, quantize_static_encoder)
 
         method = choose_int8_method(enc_model)
+        scheme = get_int8_scheme(opts.int8_scheme or DEFAULT_INT8_SCHEME)
         details["int8_method"] = method
+        details["int8_scheme"] = scheme.name
         if method == "dynamic":
             if opts.calib is not None and log:
                 log("note: this encoder is quantised dynamically (MatMul weights); --calib is not needed and not used")
-            enc_model = quantize_dynamic_encoder(enc_model)
+            enc_model = quantize_dynamic_encoder(enc_model, scheme.name)
         else:
             if opts.calib is None:
                 raise QuantizationError(
@@ -136,8 +148,12 @@ def build_fused_onnx(
                     "pass --calib DIR (e.g. the training images)"
                 )
             pre_rgb = build_preprocess_model(spec, "RGB", opset=opts.opset)
-            enc_model, calib_info = quantize_static_encoder(enc_model, pre_rgb, opts.calib, progress=progress, log=log)
+            enc_model, calib_info = quantize_static_encoder(enc_model, pre_rgb, opts.calib, progress=progress, log=log, scheme=scheme.name)
             details.update(calib_info)
+        peak = int8_gemm_weight_peak(enc_model)
+        details["int8_weight_peak"] = peak
+        if scheme.portable and scheme.weights == "QInt8" and peak is not None and peak > SATURATION_FREE_MAX_WEIGHT:
+            raise QuantizationError(f"INT8 scheme {scheme.name!r} left a weight at {peak} > {SATURATION_FREE_MAX_WEIGHT}: a u8 x s8 pair sum can saturate, results would depend on the CPU")
     elif opts.half:
         from waste_edge.export.half import convert_encoder_fp16
 
@@ -151,16 +167,17 @@ def build_fused_onnx(
         display_names=run.display_names,
         channel_order=opts.channel_order,
         preprocess=spec.to_dict(),
-        encoder=encoder.id,
-        head_sha256=run.head.sha256(),
+        encoder=run.encoder_id,
+        head_sha256=run.head_sha256,
         toolkit_version=__version__,
         variant=opts.variant,
         input_size=list(opts.imgsz) if opts.imgsz else None,
         embedding=embedding_metadata(run.head) if opts.with_embedding else None,
-        extra={k: v for k, v in details.items() if k in ("normalisation", "int8_method", "opset")} | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
+        model_kind=run.kind,
+        extra={k: v for k, v in details.items() if k in ("normalization", "int8_method", "int8_scheme", "int8_weight_peak", "opset")} | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
     )
     onnx.helper.set_model_props(fused, meta.to_props())
-    fused.doc_string = f"waste-edge fused model: {encoder.id} + logistic head ({', '.join(run.classes)}), {opts.variant}"
+    fused.doc_string = f"waste-edge fused model: {run.encoder_id} + logistic head ({', '.join(run.classes)}), {opts.variant}"
     try:
         onnx.checker.check_model(fused, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -168,25 +185,33 @@ def build_fused_onnx(
     return fused, meta, details
 
 
-def _builder_for(
-    run_dir: Path, opts: ExportOptions, *, progress: bool, log: Callable[[str], None] | None
-) -> Callable[[ExportOptions], tuple[onnx.ModelProto, ModelMetadata, dict[str, Any]]]:
-    """The fused-graph builder for the kind of model the run's card says it holds (linear head or Keras)."""
-    from waste_edge.train.run import load_run, read_card
+@dataclass(frozen=True)
+class Fuser:
+    """How one kind of run becomes the fused graph of contract 2, and which variants it can be exported as."""
 
-    if read_card(run_dir).get("kind") == "keras":
-        from waste_edge.export.keras_onnx import build_keras_onnx
-        from waste_edge.train.baselines import load_keras_run
+    build: Callable[..., Fused]  # (run, opts, *, progress, log) -> (model, metadata, details)
+    variants: tuple[str, ...]
+    why_not: str = ""  # said when a variant outside `variants` is asked for
+    embedding: bool = False  # can carry the `embedding` output (--with-embedding: the head's input, for `adapt`)
 
-        if opts.with_embedding:
-            raise ExportError(f"{run_dir}: --with-embedding needs a linear run (encoder + logistic head); Keras baselines have no separable head")
-        if opts.int8 or opts.half:
-            raise ExportError(f"{run_dir}: --int8 / --half are not available for Keras baselines yet; export fp32 (TensorRT can still build FP16)")
-        keras_run = load_keras_run(run_dir)
-        return lambda o: build_keras_onnx(keras_run, opset=o.opset, channel_order=o.channel_order,
-                                          batch=None if o.dynamic else o.batch, imgsz=o.imgsz, log=log)
-    run = load_run(run_dir)
-    return lambda o: build_fused_onnx(run, o, progress=progress, log=log)
+
+# ONE table of fusers, keyed by run kind: a new kind of run adds a row here (and a class in train/runs.py).
+FUSERS: dict[str, Fuser] = {
+    LinearRun.kind: Fuser(build_fused_onnx, ("fp32", "fp16", "int8"), embedding=True),
+    KerasRun.kind: Fuser(build_keras_onnx, ("fp32",), "--int8 / --half are not available for Keras baselines yet; export fp32 (TensorRT can still build FP16)"),
+}
+
+
+def fuser_for(run: Run, opts: ExportOptions) -> Fuser:
+    fuser = FUSERS.get(run.kind)
+    if fuser is None:
+        raise ExportError(f"{run.path}: runs of kind {run.kind!r} cannot be exported (no fuser)")
+    if opts.with_embedding and not fuser.embedding:
+        raise ExportError(f"{run.path}: --with-embedding needs a linear run (encoder + logistic head); {run.kind} runs have no separable head")
+    if opts.variant not in fuser.variants:
+        why = fuser.why_not or f"a {run.kind} run exports as {' or '.join(fuser.variants)}, not {opts.variant}"
+        raise ExportError(f"{run.path}: {why}")
+    return fuser
 
 
 def export(
@@ -200,14 +225,12 @@ def export(
     """Export a run directory (contract 1) to a fused model (contract 2) in format `fmt`."""
     f = get_format(fmt)
     opts = validate_options(f, options)
-    build = _builder_for(Path(run_dir), opts, progress=progress, log=log)
+    run = open_run(run_dir)
+    fuser = fuser_for(run, opts)
     out = opts.out or default_out(Path(run_dir), f, opts.variant)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if f.name == "onnx":
-        model, meta, details = build(opts)
-        tmp = out.with_name(out.name + ".tmp")
-        onnx.save(model, tmp)
-        tmp.replace(out)
+        model, meta, details = fuser.build(run, opts, progress=progress, log=log)
+        atomic_write_bytes(out, model.SerializeToString())
         extra = []
         if opts.with_embedding and opts.rehearsal != 0 and opts.half and log:
             # The set is computed by running the exported model on the CPU, and fp16 graphs are for GPU providers.
@@ -225,12 +248,12 @@ def export(
         require_tensorrt()  # fail before minutes of ONNX export on a machine without a GPU
         # TensorRT builds from the fp32 fused graph and applies FP16 / INT8 itself.
         onnx_opts = ExportOptions(**{**opts.__dict__, "half": False, "int8": False, "calib": None, "out": None})
-        model, meta, details = build(onnx_opts)
+        model, meta, details = fuser.build(run, onnx_opts, progress=progress, log=log)
         onnx_path = out.with_suffix(".onnx")
-        onnx.save(model, onnx_path)
+        atomic_write_bytes(onnx_path, model.SerializeToString())
         meta.variant = opts.variant
         info = build_engine(onnx_path, out, meta, opts, progress=progress, log=log)
         details.update(info)
         details["variant"] = opts.variant
-        return ExportResult(out, f.name, meta, out.stat().st_size, details, extra_files=[onnx_path, Path(str(out) + ".json")])
+        return ExportResult(out, f.name, meta, out.stat().st_size, details, extra_files=[onnx_path, sidecar_path(out)])
     raise ExportError(f"no exporter for format {f.name!r}")  # a row was added to FORMATS without a builder

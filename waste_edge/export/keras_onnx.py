@@ -13,7 +13,6 @@ the ONNX model and the Keras model must agree on random crops before the file is
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -23,7 +22,7 @@ from onnx import compose, helper, numpy_helper
 from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
 from waste_edge.export.onnx_builder import FLOAT, INT64, IR_VERSION
-from waste_edge.export.preprocess_graph import CHANNEL_ORDERS, PIXELS, build_preprocess_model
+from waste_edge.export.preprocess_graph import PIXELS, build_preprocess_model
 from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_LABEL, OUTPUT_PROBABILITIES, ModelMetadata
 
 MIN_OPSET = 18  # Resize antialias in the preprocessing graph
@@ -105,39 +104,27 @@ def fuse(pre: onnx.ModelProto, keras_proto: onnx.ModelProto, k_in: str, k_out: s
 
 def _self_check(fused: onnx.ModelProto, model: Any, imgsz: int, channel_order: str, batch: int | None) -> float:
     """Max |p_onnx - p_keras| on random crops already at imgsz (the resize is then the identity)."""
-    import onnxruntime as ort
+    from waste_edge.runtime.backends.onnxrt import load_session
 
     n = batch or 2
     crops = np.random.default_rng(0).integers(0, 256, (n, imgsz, imgsz, 3), dtype=np.uint8)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(fused.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = load_session(fused.SerializeToString(), threads=2, name="fused Keras model")
     frames = crops[..., ::-1] if channel_order == "BGR" else crops
     p_onnx = sess.run([OUTPUT_PROBABILITIES], {INPUT_NAME: np.ascontiguousarray(frames)})[0]
     p_keras = np.asarray(model.predict(crops.astype(np.float32), verbose=0))
     return float(np.max(np.abs(p_onnx.astype(np.float64) - p_keras)))
 
 
-def build_keras_onnx(
-    run: Any,
-    *,
-    opset: int = MIN_OPSET,
-    channel_order: str = "BGR",
-    batch: int | None = None,
-    imgsz: tuple[int, int] | None = None,
-    log: Callable[[str], None] | None = None,
-) -> tuple[onnx.ModelProto, ModelMetadata, dict[str, Any]]:
+def build_keras_onnx(run: Any, opts: Any, *, progress: bool = True, log: Callable[[str], None] | None = None) -> tuple[onnx.ModelProto, ModelMetadata, dict[str, Any]]:
     """The fused model of a `KerasRun` in memory, metadata set, checked (ONNX checker + Keras self-check).
 
-    `batch` fixes the batch dimension (None = dynamic); `imgsz` (H, W) fixes the frame size (None = any).
+    From the export options (`exporter.ExportOptions`): `opset`, `channel_order`, the batch dimension (fixed to
+    `batch` unless `dynamic`) and the frame size (`imgsz` (H, W), or any size).
     """
     import tf2onnx
 
-    if opset < MIN_OPSET:
-        raise KerasExportError(f"--opset {opset} is too old: the fused preprocessing needs opset >= {MIN_OPSET}")
-    channel_order = channel_order.upper()
-    if channel_order not in CHANNEL_ORDERS:
-        raise KerasExportError(f"channel order must be one of {', '.join(CHANNEL_ORDERS)}, got {channel_order!r}")
+    opset, channel_order, imgsz = opts.opset, opts.channel_order, opts.imgsz  # checked by exporter.validate_options
+    batch = None if opts.dynamic else opts.batch
     model = run.load_model()
     size = run.imgsz
     if log:
@@ -152,11 +139,11 @@ def build_keras_onnx(
         channel_order=channel_order,
         preprocess=dict(run.card["preprocess"]),
         encoder=run.encoder_id,
-        head_sha256=run.model_sha256,  # the whole Keras model is the "head" of a baseline: model.keras's sha256
+        head_sha256=run.head_sha256,  # the whole Keras model is the "head" of a baseline: model.keras's sha256
         toolkit_version=__version__,
         variant="fp32",
         input_size=list(imgsz) if imgsz else None,
-        model_kind="keras",
+        model_kind=run.kind,
         extra={"arch": run.arch, "imgsz": size, "weights": run.card.get("encoder", {}).get("weights", {}).get("source"),
                "converter": details["converter"], "opset": opset, "dynamic_batch": batch is None, "batch": batch},
     )
@@ -171,28 +158,3 @@ def build_keras_onnx(
     if dp > SELF_CHECK_TOLERANCE:
         raise KerasExportError(f"the converted model disagrees with the Keras model by {dp:.2e} (> {SELF_CHECK_TOLERANCE}) in probability")
     return fused, meta, details
-
-
-def export_keras(
-    run_dir: str | Path,
-    out: str | Path,
-    *,
-    opset: int = MIN_OPSET,
-    channel_order: str = "BGR",
-    batch: int | None = None,
-    imgsz: tuple[int, int] | None = None,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """Write the fused ONNX model of a Keras run directory to `out` (atomically) and return its path."""
-    from waste_edge.train.baselines import load_keras_run
-
-    run = load_keras_run(run_dir)
-    fused, _, details = build_keras_onnx(run, opset=opset, channel_order=channel_order, batch=batch, imgsz=imgsz, log=log)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    onnx.save(fused, tmp)
-    tmp.replace(out)
-    if log:
-        log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), self-check max |dp| {details['self_check_max_abs_dp']:.1e}")
-    return out

@@ -12,17 +12,17 @@ INT8 and FP16 must agree on >= 99.5 % of labels.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from waste_edge._io import list_images
+from waste_edge.data.sample import seeded_sample
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_LABEL, OUTPUT_PROBABILITIES, ModelMetadata
-from waste_edge.train.reference import open_reference
+from waste_edge.train.runs import open_run
 
 
 class ParityError(WasteEdgeError):
@@ -103,23 +103,18 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def list_images(data: str | Path, limit: int | None = None, seed: int = 0) -> list[tuple[Path, str | None]]:
-    """Images under `data` (recursively, sorted), with the class folder name as label when there is one;
-    `limit` takes an even random sample with a fixed seed."""
-    from waste_edge.data.decode import is_image_path
-
+def parity_images(data: str | Path, limit: int | None = None, seed: int = 0) -> list[tuple[Path, str | None]]:
+    """Images under `data` (`_io.list_images`), with the class folder name as label when there is one;
+    `limit` takes the seeded sample (`data.sample`)."""
     root = Path(data)
     if root.is_file():
         return [(root, None)]
     if not root.is_dir():
         raise ParityError(f"--data {root}: no such folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_path(p))
+    files = list_images(root)
     if not files:
         raise ParityError(f"--data {root}: no images found")
-    if limit is not None and len(files) > limit:
-        idx = np.random.default_rng(seed).choice(len(files), size=limit, replace=False)
-        files = [files[i] for i in sorted(idx)]
-    return [(p, p.parent.name if p.parent != root else None) for p in files]
+    return [(p, p.parent.name if p.parent != root else None) for p in seeded_sample(files, limit, seed)]
 
 
 class _ModelUnderTest:
@@ -127,27 +122,20 @@ class _ModelUnderTest:
 
     def __init__(self, path: Path, threads: int) -> None:
         self.path = path
-        self.stages = False
         if path.suffix.lower() == ".onnx":
             import onnx
-            import onnxruntime as ort
 
             from waste_edge.export.fused import with_stage_outputs
+            from waste_edge.runtime.backends.onnxrt import load_session
 
             model = onnx.load(path)
             self.metadata = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
             staged = with_stage_outputs(model)
             self.outputs = [o.name for o in staged.graph.output]
-            self.stages = len(self.outputs) > 2
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            # ONNX Runtime 1.32's NCHWc layout transformer segfaults on fused fp16 graphs (CPU only; fp16 is meant
-            # for GPU providers): leave it out for them.
-            disabled = ["NchwcTransformer"] if self.metadata.variant == "fp16" else None
-            self.session = ort.InferenceSession(staged.SerializeToString(), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+            self.session = load_session(staged.SerializeToString(), threads=threads, name=path.name)
             self._run = lambda x: dict(zip(self.outputs, self.session.run(self.outputs, {INPUT_NAME: x})))
         else:
-            from waste_edge.runtime.runners import open_runner
+            from waste_edge.runtime.backends.select import open_runner
 
             runner = open_runner(path)
             self.metadata = ModelMetadata.from_props(runner.custom_metadata())
@@ -175,8 +163,8 @@ def run_parity(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise ParityError(f"{model_path}: no such model file")
-    images = list_images(data, limit)
-    ref = open_reference(run_dir, max(1, threads // 2))  # torch and ORT alternate per image: share the cores
+    images = parity_images(data, limit)
+    ref = open_run(run_dir).reference(max(1, threads // 2))  # torch and ORT alternate per image: share the cores
     try:
         model = _ModelUnderTest(model_path, threads)
         meta = model.metadata
@@ -237,12 +225,3 @@ def run_parity(
     if cos:
         report.embedding_cosine_min, report.embedding_cosine_mean = float(min(cos)), float(np.mean(cos))
     return report
-
-
-def write_report(report: ParityReport, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
-    return p

@@ -7,6 +7,17 @@ Measured on this project's 2-core x86 CPU (/work/shared/env/README.md):
   ONNX Runtime (EfficientNet-Lite0: 14x SLOWER). They need static QDQ quantisation, per-channel QInt8 weights
   and QUInt8 activations calibrated on real images (Lite0: 1.7x faster, 3.5x smaller).
 
+Portability (measured with scripts/int8_schemes.py on an AVX2 CPU without VNNI, ONNX Runtime 1.32; README
+"INT8 that gives the same answers on every CPU"): ONNX Runtime's u8 x s8 GEMM / convolution kernels on x86
+without VNNI use VPMADDUBSW, which adds two u8 x s8 products into a SATURATING int16; VNNI and ARM kernels
+accumulate in int32. With 8-bit weights (|w| <= 127) the same INT8 model gives different answers on different
+CPUs: Lite0 agreed with its fp32 export on 99.76 % of TEST on a VNNI machine and on 97.82 % here. S8S8 is no
+escape: it saturates too (97.57 %). The default scheme keeps the weights of GEMM-type ops to 7 bits
+(|w| <= 64: a pair sum is at most 255 x 64 x 2 = 32640 < 2^15), so the integer arithmetic is exact on every
+CPU; depthwise convolutions keep 8 bits because ONNX Runtime's depthwise kernels widen each product before
+adding (exact at 8 bits here; they are not GEMMs). Lite0 with it: 99.76 % agreement and the TEST accuracy of
+the VNNI build, at the speed of 8-bit weights; U8U8 is exact too but 4-5x slower here.
+
 Only the encoder is quantised: the preprocessing must stay bit-exact and the head is tiny and sets the
 probabilities, so both stay fp32. Calibration feeds the encoder what it sees in deployment: real images
 through the same ONNX preprocessing graph.
@@ -15,21 +26,67 @@ through the same ONNX preprocessing graph.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnx
 
+from waste_edge._io import list_images
+from waste_edge.data.sample import seeded_sample
 from waste_edge.errors import WasteEdgeError
 from waste_edge.export.preprocess_graph import PIXELS
 
-INT8_METHODS = ("dynamic", "static")
 DEFAULT_CALIB_LIMIT = 200
+SATURATION_FREE_MAX_WEIGHT = 64  # |w_q| <= 64: 255 * 64 * 2 = 32640 fits VPMADDUBSW's int16
 
 
 class QuantizationError(WasteEdgeError):
     """INT8 export impossible as asked (no calibration images for a conv encoder, unreadable folder)."""
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """Integer types of the activations x weights of the quantised GEMMs / convolutions, and the weight range."""
+
+    name: str
+    activations: str  # onnxruntime QuantType name: "QUInt8" | "QInt8" (dynamic quantisation: always QUInt8)
+    weights: str
+    reduce_range: bool  # 7-bit weights
+    depthwise_8bit: bool  # keep 8-bit weights on depthwise convs (their kernels widen each product: exact at 8 bits)
+    portable: bool  # exact integer arithmetic on every CPU ISA (no int16 saturation anywhere)
+    note: str
+
+    def quant_types(self) -> tuple[Any, Any]:
+        from onnxruntime.quantization import QuantType
+
+        return getattr(QuantType, self.activations), getattr(QuantType, self.weights)
+
+
+# The first is the default; the others are measured alternatives (README), kept for comparison and for users
+# who know their deployment CPU.
+INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (
+    Int8Scheme("u8s8-7bit", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True,
+               note="7-bit weights, 8-bit on depthwise convs: no saturation on any CPU"),
+    Int8Scheme("u8s8-7bit-all", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=False, portable=True,
+               note="7-bit weights everywhere, plain reduce_range: portable, less accurate"),
+    Int8Scheme("u8s8", "QUInt8", "QInt8", reduce_range=False, depthwise_8bit=False, portable=False,
+               note="8-bit weights: VPMADDUBSW saturates on x86 without VNNI, results depend on the CPU"),
+    Int8Scheme("u8u8", "QUInt8", "QUInt8", reduce_range=False, depthwise_8bit=False, portable=True,
+               note="unsigned weights: 16-bit multiply path, no saturation, several times slower"),
+    Int8Scheme("s8s8", "QInt8", "QInt8", reduce_range=False, depthwise_8bit=False, portable=False,
+               note="signed activations: saturates on x86 without VNNI too, and slower there"),
+)}
+DEFAULT_INT8_SCHEME = next(iter(INT8_SCHEMES))
+
+
+def get_int8_scheme(name: str) -> Int8Scheme:
+    """The scheme called `name`, or a QuantizationError listing the names (before any slow work starts)."""
+    try:
+        return INT8_SCHEMES[name]
+    except KeyError:
+        raise QuantizationError(f"unknown INT8 scheme {name!r}: choose one of {', '.join(INT8_SCHEMES)}") from None
 
 
 def choose_int8_method(encoder_model: onnx.ModelProto) -> str:
@@ -40,46 +97,44 @@ def choose_int8_method(encoder_model: onnx.ModelProto) -> str:
     return "dynamic" if matmuls > convs else "static"
 
 
-def quantize_dynamic_encoder(encoder_model: onnx.ModelProto) -> onnx.ModelProto:
-    """QInt8 weights on MatMul only: the patch-embedding Conv would become a slow ConvInteger."""
-    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+def quantize_dynamic_encoder(encoder_model: onnx.ModelProto, scheme: str = DEFAULT_INT8_SCHEME) -> onnx.ModelProto:
+    """Weights of the MatMuls only (type and range from `scheme`): the patch-embedding Conv would become a slow
+    ConvInteger. Activations are quantised per call, always to uint8."""
+    from onnxruntime.quantization import quant_pre_process, quantize_dynamic
 
+    sch = get_int8_scheme(scheme)
+    if sch.activations != "QUInt8":
+        raise QuantizationError(f"INT8 scheme {scheme!r} needs signed activations; dynamic quantisation has only uint8 ones")
     with tempfile.TemporaryDirectory() as tmp:
         src, prep, dst = Path(tmp) / "encoder.onnx", Path(tmp) / "encoder-prep.onnx", Path(tmp) / "encoder-int8.onnx"
         onnx.save(encoder_model, src)
         quant_pre_process(src, prep)
-        quantize_dynamic(prep, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=False)
+        quantize_dynamic(prep, dst, op_types_to_quantize=["MatMul"], weight_type=sch.quant_types()[1], per_channel=False,
+                         reduce_range=sch.reduce_range)
         return onnx.load(dst)
 
 
 def calibration_images(calib_dir: str | Path, limit: int = DEFAULT_CALIB_LIMIT, seed: int = 0) -> list[Path]:
-    """Up to `limit` image files under `calib_dir`, sampled evenly with a fixed seed (all classes appear)."""
-    from waste_edge.data.decode import is_image_path
-
+    """Up to `limit` image files under `calib_dir`, the seeded sample (`data.sample`): the default model's
+    calibration is pinned to it."""
     root = Path(calib_dir)
     if not root.is_dir():
         raise QuantizationError(f"--calib {root}: not a folder of images")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_path(p))
+    files = list_images(root)
     if not files:
         raise QuantizationError(f"--calib {root}: no images found (jpg, png, ...)")
-    if len(files) > limit:
-        idx = np.random.default_rng(seed).choice(len(files), size=limit, replace=False)
-        files = [files[i] for i in sorted(idx)]
-    return files
+    return seeded_sample(files, limit, seed)
 
 
 class _PixelsReader:
     """onnxruntime CalibrationDataReader: real images -> the ONNX preprocessing graph -> `pixels` batches of 1."""
 
-    def __init__(self, pre_model: onnx.ModelProto, files: list[Path], progress: bool, log: Callable[[str], None] | None) -> None:
-        import onnxruntime as ort
+    def __init__(self, pre_model: onnx.ModelProto, files: list[Path], progress: bool) -> None:
+        from waste_edge.runtime.backends.onnxrt import load_session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        self._pre = ort.InferenceSession(pre_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self._pre = load_session(pre_model.SerializeToString(), threads=2, name="preprocessing graph")
         self._files = files
         self._progress = progress
-        self._log = log
         self.skipped: list[str] = []
         self._it: Iterator[dict[str, np.ndarray]] | None = None
 
@@ -113,23 +168,29 @@ def quantize_static_encoder(
     limit: int = DEFAULT_CALIB_LIMIT,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    scheme: str = DEFAULT_INT8_SCHEME,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Static QDQ (per-channel QInt8 weights, QUInt8 activations, MinMax), after `quant_pre_process`.
+    """Static QDQ (per-channel symmetric weights, asymmetric activations, MinMax), after `quant_pre_process`.
 
     `pre_model_rgb` is the preprocessing graph with RGB input (images are decoded as RGB here).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quant_pre_process, quantize_static
 
+    sch = get_int8_scheme(scheme)
+    activation_type, weight_type = sch.quant_types()
     files = calibration_images(calib_dir, limit)
-    reader = _PixelsReader(pre_model_rgb, files, progress, log)
+    reader = _PixelsReader(pre_model_rgb, files, progress)
     with tempfile.TemporaryDirectory() as tmp:
         src, prep, dst = Path(tmp) / "encoder.onnx", Path(tmp) / "encoder-prep.onnx", Path(tmp) / "encoder-int8.onnx"
         onnx.save(encoder_model, src)
         quant_pre_process(src, prep, skip_symbolic_shape=False)
+        overrides = {}
+        if sch.reduce_range and sch.depthwise_8bit:
+            overrides = {w: [{"axis": 0, "reduce_range": False}] for w in _depthwise_weights(onnx.load(prep))}
         quantize_static(
-            prep, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            prep, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=weight_type,
+            activation_type=activation_type, reduce_range=sch.reduce_range, calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "TensorQuantOverrides": overrides},
         )
         model = onnx.load(dst)
     used = len(files) - len(reader.skipped)
@@ -138,3 +199,56 @@ def quantize_static_encoder(
     if log and reader.skipped:
         log(f"calibration skipped {len(reader.skipped)} unreadable image(s), e.g. {reader.skipped[0]}")
     return model, {"calibration_images": used, "calibration_dir": str(calib_dir), "calibration_skipped": len(reader.skipped)}
+
+
+# Where the integer weight operand sits in ONNX Runtime's integer GEMM / convolution ops (QOperator format).
+_INT_GEMM_WEIGHT_INPUT = {"MatMulInteger": 1, "ConvInteger": 1, "QLinearConv": 3, "QLinearMatMul": 3, "DynamicQuantizeMatMul": 1,
+                          "QAttention": 1, "QGemm": 3}
+_FLOAT_GEMM_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # QDQ format: weights arrive through DequantizeLinear
+
+
+def int8_gemm_weight_peak(model: onnx.ModelProto) -> int | None:
+    """Largest |int8 weight| feeding an integer GEMM or convolution of `model` (None: it has none).
+
+    <= SATURATION_FREE_MAX_WEIGHT means no u8 x s8 pair sum can saturate VPMADDUBSW's int16, so the model
+    computes the same integers on every CPU. uint8 weights (U8U8) take a 16-bit path and never saturate.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {out: n for n in model.graph.node for out in n.output}
+    names: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type in _INT_GEMM_WEIGHT_INPUT and len(node.input) > _INT_GEMM_WEIGHT_INPUT[node.op_type]:
+            w = node.input[_INT_GEMM_WEIGHT_INPUT[node.op_type]]
+            if not (node.op_type == "QLinearConv" and _group(node) > 1 and w in inits and inits[w].dims[1] == 1):
+                names.add(w)
+        elif node.op_type in _FLOAT_GEMM_OPS and not _is_depthwise(node, inits, producer):
+            dq = [producer.get(i) for i in node.input[:2]]
+            names.update(p.input[0] for p in dq if p is not None and p.op_type == "DequantizeLinear")
+    peaks = [int(np.abs(numpy_helper.to_array(inits[n]).astype(np.int32)).max())
+             for n in names if n in inits and inits[n].data_type == onnx.TensorProto.INT8]
+    return max(peaks) if peaks else None
+
+
+def _group(node: onnx.NodeProto) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+
+
+def _weight_channels(conv: onnx.NodeProto, inits: dict[str, onnx.TensorProto], producer: dict[str, onnx.NodeProto]) -> int | None:
+    """Input channels per group of a Conv's weight (1: depthwise), through a DequantizeLinear if there is one.
+    Depthwise kernels are not GEMMs: they widen each product before adding, so 8-bit weights cannot saturate."""
+    name = conv.input[1]
+    if name in producer and producer[name].op_type == "DequantizeLinear":
+        name = producer[name].input[0]
+    return int(inits[name].dims[1]) if name in inits and len(inits[name].dims) > 1 else None
+
+
+def _is_depthwise(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], producer: dict[str, onnx.NodeProto]) -> bool:
+    return node.op_type == "Conv" and _group(node) > 1 and _weight_channels(node, inits, producer) == 1
+
+
+def _depthwise_weights(model: onnx.ModelProto) -> list[str]:
+    """Weight initializers of the depthwise convolutions of an fp32 graph."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return [n.input[1] for n in model.graph.node if _is_depthwise(n, inits, {})]

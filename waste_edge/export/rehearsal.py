@@ -32,10 +32,12 @@ def write_rehearsal_for_run(
     from waste_edge.data.discovery import DatasetError, discover
     from waste_edge.runtime.classifier import Classifier
     from waste_edge.runtime.embed import model_embeddings
-    from waste_edge.train.run import load_run
+    from waste_edge.train.runs import LinearRun, open_run
 
     say = log or (lambda _m: None)
-    run = load_run(run_dir)
+    run = open_run(run_dir)
+    if not isinstance(run, LinearRun):  # export refuses --with-embedding for other kinds before it gets here
+        raise TypeError(f"{run_dir}: a rehearsal set needs a linear run, not {run.kind!r}")
     data = run.card.get("data", {})
     source = data.get("source")
     try:

@@ -2,7 +2,7 @@
 
 An engine only runs on the TensorRT version and GPU architecture that built it, so the build writes
 `<engine>.json` (the fused model's metadata + TensorRT version + compute capability); the runtime's
-TensorRT backend refuses a mismatch with a message to rebuild (`runtime/tensorrt_runner.py`).
+TensorRT backend refuses a mismatch with a message to rebuild (`runtime/backends/engine_sidecar.py`).
 
 FP16: naive FP16 ruins ViT accuracy (LayerNorm / softmax / reductions overflow or lose precision,
 TensorRT issues 2709 and 2564). The network is built with those layers pinned to fp32
@@ -11,19 +11,20 @@ TensorRT issues 2709 and 2564). The network is built with those layers pinned to
 INT8: entropy calibration on real images through the same preprocessing (`--calib`).
 
 `tensorrt` and cuda-python are imported inside functions: this module imports anywhere and its tests
-skip without a GPU; `make_sidecar` is pure Python and tested everywhere.
+skip without a GPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from waste_edge._io import atomic_write_bytes
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.backends.engine_sidecar import make_sidecar, write_sidecar
+from waste_edge.runtime.backends.tensorrt import compute_capability, cuda_check, import_cudart, tensorrt_available
 from waste_edge.runtime.metadata import INPUT_NAME, ModelMetadata
 
 # Layer kinds kept in fp32 under --half (names of tensorrt.LayerType members).
@@ -35,42 +36,12 @@ class TensorRTError(WasteEdgeError):
     """No GPU / TensorRT here, or the engine build failed."""
 
 
-def tensorrt_available() -> bool:
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
-    from waste_edge.runtime.tensorrt_runner import tensorrt_available as runtime_check
-
-    return runtime_check()
-
-
 def require_tensorrt() -> None:
     if not tensorrt_available():
         raise TensorRTError(
             "--format engine needs an NVIDIA GPU with TensorRT and cuda-python (pip install 'waste-edge[tensorrt]'); "
             "on this machine export --format onnx instead"
         )
-
-
-def sidecar_path(engine_path: str | Path) -> Path:
-    return Path(str(engine_path) + ".json")
-
-
-def make_sidecar(metadata: ModelMetadata, tensorrt_version: str, compute_capability: str, **build: Any) -> dict[str, Any]:
-    """The sidecar document: what the runtime's `check_engine_sidecar` reads back."""
-    return {
-        "metadata": metadata.to_json(),
-        "tensorrt_version": str(tensorrt_version),
-        "compute_capability": str(compute_capability),
-        "build": build,
-    }
-
-
-def write_sidecar(engine_path: str | Path, sidecar: dict[str, Any]) -> Path:
-    path = sidecar_path(engine_path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def profile_shapes(opts: Any, size_hint: tuple[int, int] = (480, 640)) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -97,8 +68,6 @@ def build_engine(
 ) -> dict[str, Any]:
     """Parse `onnx_path`, build with the requested precision, serialise to `engine_path` + sidecar."""
     import tensorrt as trt
-
-    from waste_edge.runtime.tensorrt_runner import compute_capability
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -133,9 +102,7 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TensorRTError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
-    tmp = engine_path.with_name(engine_path.name + ".tmp")
-    tmp.write_bytes(bytes(serialized))
-    tmp.replace(engine_path)
+    atomic_write_bytes(engine_path, bytes(serialized))
     cc = compute_capability()
     write_sidecar(engine_path, make_sidecar(metadata, trt.__version__, cc, profile={k: v for k, v in profile_shapes(opts).items()},
                                             fp16=bool(opts.half or opts.int8), int8=bool(opts.int8), onnx=onnx_path.name))
@@ -161,11 +128,10 @@ def _make_calibrator(trt: Any, opts: Any, metadata: ModelMetadata, engine_path: 
     the profile's optimum frame size (TensorRT calibrates dynamic inputs at that shape only)."""
     from waste_edge.data.decode import DecodeError, load_rgb_array
     from waste_edge.export.quantize import calibration_images
-    from waste_edge.runtime.tensorrt_runner import _cuda_check, _import_cudart
 
     files = calibration_images(opts.calib)
     cache = Path(str(engine_path) + ".calib")
-    cudart = _import_cudart()
+    cudart = import_cudart()
     opt_shape = profile_shapes(opts)[INPUT_NAME][1]
     size = (opt_shape[1], opt_shape[2])
 
@@ -195,9 +161,9 @@ def _make_calibrator(trt: Any, opts: Any, metadata: ModelMetadata, engine_path: 
                 x = np.ascontiguousarray(np.repeat(img[None], opt_shape[0], axis=0))
                 if x.nbytes > self.nbytes:
                     if self.ptr is not None:
-                        _cuda_check(cudart.cudaFree(self.ptr))
-                    self.ptr, self.nbytes = _cuda_check(cudart.cudaMalloc(x.nbytes)), x.nbytes
-                _cuda_check(cudart.cudaMemcpy(self.ptr, x.ctypes.data, x.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+                        cuda_check(cudart.cudaFree(self.ptr))
+                    self.ptr, self.nbytes = cuda_check(cudart.cudaMalloc(x.nbytes)), x.nbytes
+                cuda_check(cudart.cudaMemcpy(self.ptr, x.ctypes.data, x.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
                 return [int(self.ptr)]
             return None
 
@@ -205,6 +171,6 @@ def _make_calibrator(trt: Any, opts: Any, metadata: ModelMetadata, engine_path: 
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, data: Any) -> None:
-            cache.write_bytes(bytes(data))
+            atomic_write_bytes(cache, bytes(data))
 
     return Calibrator()

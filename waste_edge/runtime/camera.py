@@ -8,7 +8,8 @@ than 10 % on top of a ~3 ms model.
 Decisions recorded here:
 * threshold: when the (smoothed) confidence of the shown class is below `threshold`, the label is
   reported as "uncertain" (constant `UNCERTAIN`) and drawn grey; the event still carries the
-  probabilities and the confidence, so nothing is hidden.
+  probabilities and the confidence, so nothing is hidden. The rule and the event's schema live in
+  `runtime/decision.py`, shared with `serve`.
 * JSONL events: `probabilities` are the model's raw output for that frame; `label` and `confidence` are
   the decision after smoothing and threshold. `frame` is the source's frame number (gaps are frames the
   live reader dropped), `ts` the wall-clock capture time, `dropped` the frames dropped since the
@@ -32,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from waste_edge.runtime.classifier import Classifier
+from waste_edge.runtime.decision import UNCERTAIN, Decider, error_event, frame_event
 from waste_edge.runtime.frames import FrameError
-from waste_edge.runtime.overlay import class_colour, draw_overlay
+from waste_edge.runtime.overlay import draw_overlay
 from waste_edge.runtime.sinks import JsonlSink, VideoSink, open_window
-from waste_edge.runtime.smoothing import Smoother
 from waste_edge.runtime.sources import FrameSource
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNCERTAIN = "uncertain"
+__all__ = ["UNCERTAIN", "CameraConfig", "CameraSummary", "run_camera"]
 
 
 @dataclass
@@ -79,7 +80,7 @@ class CameraSummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def format(self) -> str:
+    def summary(self) -> str:
         def trio(kind: str) -> str:
             d = self.latency_ms.get(kind)
             return f"{d['p50']:.2f} / {d['p90']:.2f} / {d['p99']:.2f}" if d else "n/a"
@@ -119,20 +120,16 @@ def run_camera(
     by the caller) is offered every frame with its decision confidence, before any overlay is drawn on it.
     """
     cfg = config or CameraConfig()
-    if not 0.0 <= cfg.threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {cfg.threshold}")
     classes = classifier.classes
-    display = classifier.display_names
     order = source.channel_order
-    smoother = Smoother(len(classes), cfg.smooth, cfg.smooth_mode, cfg.hysteresis)
+    decider = Decider(classes, classifier.display_names, smooth=cfg.smooth, smooth_mode=cfg.smooth_mode, hysteresis=cfg.hysteresis, threshold=cfg.threshold)
     jsonl = JsonlSink(cfg.jsonl) if cfg.jsonl is not None else None
     window = open_window(f"waste-edge: {source.name}") if cfg.show else None
     video: VideoSink | None = None
     summary = CameraSummary(source=source.name, backend=f"{classifier.backend} ({classifier.provider})")
     lat_read, lat_infer, lat_total = array("d"), array("d"), array("d")
-    label_counts = dict.fromkeys([*classes, UNCERTAIN], 0)
+    label_counts = dict.fromkeys(decider.labels, 0)
     max_frames = cfg.max_frames or 0
-    threshold = cfg.threshold
     frames = skipped = 0
     closing = False
     fps = 0.0
@@ -160,19 +157,16 @@ def run_camera(
                 if skipped <= 3 or skipped % 100 == 0:
                     log.warning("%s: frame %d skipped (%s); %d so far", source.name, info.index, e, skipped)
                 if jsonl is not None:
-                    jsonl.write({"frame": info.index, "ts": round(info.ts, 3), "error": str(e), "dropped": info.dropped})
+                    jsonl.write(error_event(info, str(e)))
                 continue
             t2 = time.perf_counter()
-            idx, conf = smoother.update(probs)
+            decision = decider.update(probs)
             if collector is not None:
-                collector.offer(frame, probs, conf, index=info.index, channel_order=order)
-            if conf < threshold:
-                label, shown, colour = UNCERTAIN, UNCERTAIN, class_colour(None)
-            else:
-                label, shown, colour = classes[idx], display[idx], class_colour(idx)
-            label_counts[label] += 1
+                collector.offer(frame, probs, decision.confidence, index=info.index, channel_order=order)
+            label_counts[decision.label] += 1
             if draw:
-                draw_overlay(frame, label=shown, confidence=conf, fps=fps, latency_ms=last_total_ms, colour_bgr=colour, channel_order=order)
+                draw_overlay(frame, label=decision.shown, confidence=decision.confidence, fps=fps, latency_ms=last_total_ms,
+                             colour_bgr=decision.colour_bgr, channel_order=order)
                 if video is not None:
                     video.write(frame, order)
                 if window is not None and not window.show(frame, order):
@@ -189,18 +183,7 @@ def run_camera(
             t_end = t3
             last_total_ms = total_ms
             if jsonl is not None:
-                jsonl.write(
-                    {
-                        "frame": info.index,
-                        "ts": round(info.ts, 3),
-                        "label": label,
-                        "confidence": round(conf, 6),
-                        "probabilities": {c: round(float(p), 6) for c, p in zip(classes, probs)},
-                        "latency_ms": {"read": round(read_ms, 3), "infer": round(infer_ms, 3), "total": round(total_ms, 3)},
-                        "dropped": info.dropped,
-                        **({"path": info.path} if info.path else {}),
-                    }
-                )
+                jsonl.write(frame_event(info, decision, probs, classes, {"read": read_ms, "infer": infer_ms, "total": total_ms}))
             frames += 1
             if closing:
                 break

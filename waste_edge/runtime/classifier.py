@@ -19,7 +19,8 @@ import numpy as np
 from waste_edge.runtime.frames import FrameError, check_batch, check_channel_order, check_frame
 from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_EMBEDDING, OUTPUT_PROBABILITIES, ModelMetadata
 from waste_edge.runtime.model_path import resolve_model_path
-from waste_edge.runtime.runners import BackendError, Runner, open_runner
+from waste_edge.runtime.backends.base import BackendError, Runner
+from waste_edge.runtime.backends.select import open_runner
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,16 @@ class Classifier:
     # -- load-time checks ------------------------------------------------------------------------------------
 
     def _check_contract(self) -> None:
-        shape = self.runner.input_shape()
-        name_type = getattr(self.runner, "input_info", lambda: (INPUT_NAME, "tensor(uint8)"))()
+        inputs = list(self.runner.input_info().values())
+        image = inputs[0]
+        shape = image.shape
         problems = []
-        if name_type[0] != INPUT_NAME:
-            problems.append(f"input is named {name_type[0]!r}, expected {INPUT_NAME!r}")
-        if name_type[1] != "tensor(uint8)":
-            problems.append(f"input type is {name_type[1]}, expected tensor(uint8)")
+        if len(inputs) != 1:
+            problems.append(f"inputs are {[i.name for i in inputs]}, expected one")
+        if image.name != INPUT_NAME:
+            problems.append(f"input is named {image.name!r}, expected {INPUT_NAME!r}")
+        if image.dtype != np.uint8:
+            problems.append(f"input type is {image.dtype}, expected uint8")
         if len(shape) != 4 or shape[3] not in (None, 3):
             problems.append(f"input shape is {list(shape)}, expected [N, H, W, 3] (NHWC)")
         if OUTPUT_PROBABILITIES not in self.runner.output_names():
@@ -146,7 +150,8 @@ class Classifier:
         return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
 
     def _run(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
-        out = self.runner.run(names, {INPUT_NAME: batch})
+        got = self.runner.infer({INPUT_NAME: batch}, names)
+        out = [got[n] for n in names]
         if not self._checked_width:
             probs = out[0]
             if probs.ndim != 2 or probs.shape[1] != len(self.classes):

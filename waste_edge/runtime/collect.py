@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from waste_edge._io import atomic_write_bytes, list_images, write_json
+from waste_edge._io import atomic_write_bytes, file_sha256, list_images, write_json
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.collection import SIDECAR_SUFFIX, read_sidecar
 
@@ -92,6 +92,13 @@ class CollectStats:
             f"queue full {self.dropped}, write errors {self.write_errors}; folder now {self.folder_frames} frames, "
             f"{self.folder_bytes / 1e6:.1f} MB"
         )
+
+
+def adapt_hint(folder: str | Path, model: str | None) -> str:
+    """What to do with a collection folder next (printed when a collecting loop ends)."""
+    flag = f" --model {model}" if model else ""
+    stem = Path(model).stem if model else "default"
+    return f"label them in {Path(folder) / 'labels.csv'} (file,label), then: waste-edge adapt{flag} --data {folder} --out {stem}-adapted.onnx"
 
 
 # -- near-duplicate hash -----------------------------------------------------------------------------------
@@ -222,6 +229,11 @@ class Collector:
             return False
         self._last_offer = now
         return True
+
+    @classmethod
+    def for_model(cls, config: CollectConfig, model_path: str | Path, classes: Sequence[str], camera: str) -> "Collector":
+        """A collector whose sidecars name `model_path` (its sha256 and file name), the usual way to open one."""
+        return cls(config, classes=classes, model_sha256=file_sha256(model_path), model_name=Path(model_path).name, camera=camera)
 
     def set_model(self, sha256: str, name: str = "") -> None:
         self._model = (sha256, name)

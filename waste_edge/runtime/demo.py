@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
+
+from waste_edge.runtime.camera import CameraConfig, CameraSummary, run_camera
+from waste_edge.runtime.classifier import Classifier
+from waste_edge.runtime.sources import open_source
 
 
 def camera_opens(index: int = 0) -> bool:
@@ -64,3 +70,40 @@ def write_demo_video(path: str | Path, seconds: float = 4.0, fps: int = 30, size
     finally:
         writer.release()
     return out
+
+
+@dataclass
+class DemoResult:
+    summary: CameraSummary
+    video: Path  # the annotated frames
+    events: Path  # one JSON event per frame
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    device: int = 0,
+    model: str | Path | None = None,
+    backend: str = "auto",
+    seconds: float = 4.0,
+    max_frames: int | None = None,
+    show: bool = True,
+    say: Callable[[str], None] = print,
+) -> DemoResult:
+    """The main job with no setup: camera `device` if it opens, else the same loop on a generated demo video.
+
+    `say` gets the lines a user should read as they happen (which source, which model)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    if camera_opens(device):
+        source: str = str(device)
+        say(f"camera {device} opened: classifying live frames (q, Esc or Ctrl-C to stop)")
+    else:
+        source = str(write_demo_video(folder / "demo-input.mp4", seconds=seconds))
+        say(f"no camera at index {device}: running the same loop on a generated demo video ({source})")
+    config = CameraConfig(show=show, save=folder / "demo-annotated.mp4", jsonl=folder / "demo-events.jsonl", smooth=5, max_frames=max_frames)
+    with Classifier(model, backend) as clf:
+        say(f"model: {clf.describe()}")
+        with open_source(source) as src:
+            summary = run_camera(clf, src, config)
+    return DemoResult(summary, Path(config.save), Path(config.jsonl))

@@ -26,7 +26,7 @@ class ModelFormat:
 _COMMON = {"out", "batch", "dynamic", "imgsz", "half", "int8", "calib", "channel_order"}
 
 FORMATS: tuple[ModelFormat, ...] = (
-    ModelFormat("onnx", ".onnx", frozenset(_COMMON | {"opset", "with_embedding", "rehearsal"}), cpu=True, gpu=True, backends=("tensorrt", "cuda", "cpu")),
+    ModelFormat("onnx", ".onnx", frozenset(_COMMON | {"opset", "int8_scheme", "with_embedding", "rehearsal"}), cpu=True, gpu=True, backends=("tensorrt", "cuda", "cpu")),
     ModelFormat("engine", ".engine", frozenset(_COMMON | {"workspace"}), cpu=False, gpu=True, backends=("tensorrt",)),
 )
 
@@ -56,7 +56,3 @@ def check_args(fmt: ModelFormat, given: set[str]) -> None:
     if bad:
         opts = ", ".join("--" + b.replace("_", "-") for b in bad)
         raise FormatError(f"format {fmt.name!r} does not support {opts}")
-
-
-def names() -> list[str]:
-    return [f.name for f in FORMATS]

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from waste_edge._io import modern_keys
 from waste_edge.errors import WasteEdgeError
 
 FORMAT_VERSION = 1
@@ -73,6 +74,8 @@ class ModelMetadata:
                 if name in own:
                     raw = own[name]
                     kwargs[name] = raw if name in str_fields or not isinstance(raw, str) else json.loads(raw)
+            if isinstance(kwargs.get("extra"), dict):
+                kwargs["extra"] = modern_keys(kwargs["extra"])  # models exported with the old `normalisation` spelling
             return cls(**kwargs)
         except (TypeError, json.JSONDecodeError) as e:
             raise MetadataError(f"malformed waste-edge metadata: {e}") from None

@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from waste_edge._io import file_sha256
+from waste_edge.runtime.backends.engine_sidecar import read_sidecar, sidecar_metadata
+from waste_edge.runtime.backends.onnxrt import read_model_props
 from waste_edge.runtime.formats import format_for_path
 from waste_edge.runtime.metadata import ModelMetadata
 from waste_edge.runtime.model_path import model_card_path, resolve_model_path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_metadata(path: Path) -> ModelMetadata:
-    """Metadata without building an inference session: the ONNX file's metadata_props or the engine sidecar."""
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Metadata without loading the model: the ONNX file's metadata_props or the engine's sidecar."""
     if format_for_path(path).name == "engine":
-        sidecar = json.loads(Path(str(path) + ".json").read_text())
-        return ModelMetadata.from_json(sidecar["metadata"])
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return ModelMetadata.from_props(sess.get_modelmeta().custom_metadata_map)
+        return sidecar_metadata(read_sidecar(path), Path(path).name)
+    return ModelMetadata.from_props(read_model_props(path))
 
 
 def describe_model(model: str | Path | None = None) -> dict[str, Any]:
@@ -43,20 +31,21 @@ def describe_model(model: str | Path | None = None) -> dict[str, Any]:
     return {
         "path": str(path),
         "size_mb": round(path.stat().st_size / 1e6, 3),
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
         "metadata": meta.to_json(),
         "card": card,
     }
 
 
-def format_description(info: dict[str, Any]) -> str:
+def model_summary(info: dict[str, Any]) -> str:
+    """The human summary `waste-edge info` prints for `describe_model`'s answer."""
     meta, card = info["metadata"], info.get("card") or {}
     pre = meta["preprocess"]
     lines = [
         f"model      : {info['path']}",
         f"size       : {info['size_mb']:.2f} MB, sha256 {info['sha256']}",
         f"encoder    : {meta['encoder']} ({meta['variant']}, {meta['model_kind']})",
-        f"classes    : " + ", ".join(f"{c} = {d}" for c, d in zip(meta["classes"], meta["display_names"])),
+        "classes    : " + ", ".join(f"{c} = {d}" for c, d in zip(meta["classes"], meta["display_names"])),
         f"input      : uint8 NHWC {meta['channel_order']}, "
         + (f"{meta['input_size'][0]}x{meta['input_size'][1]}" if meta.get("input_size") else "any size"),
         f"preprocess : {pre.get('resize_mode')} -> {pre.get('size')}x{pre.get('size')} {pre.get('interpolation')}, "
@@ -71,6 +60,10 @@ def format_description(info: dict[str, Any]) -> str:
         counts = ", ".join(f"{c} {n}" for c, n in ada.get("labels_per_class", {}).items())
         lines.append(f"adapted    : {ada.get('time')} from {ada.get('base_model')} (sha256 {str(ada.get('base_model_sha256'))[:12]}...) "
                      f"with {counts} labels, method {ada.get('method')}" + (f"; {len(ada['previous'])} earlier adaptation(s)" if ada.get("previous") else ""))
+    extra = meta.get("extra") or {}
+    if extra.get("int8_scheme"):  # README "INT8 that gives the same answers on every CPU"
+        lines.append(f"int8       : {extra.get('int8_method', '')} quantisation, scheme {extra['int8_scheme']}, "
+                     f"largest GEMM weight {extra.get('int8_weight_peak')}")
     for name, m in (card.get("metrics") or {}).items():
         if isinstance(m, dict) and "accuracy" in m:
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "accuracy")

@@ -27,10 +27,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from waste_edge.data.decode import DecodeError, is_image_path, load_rgb_array
+from waste_edge.data.decode import DecodeError, load_rgb_array
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.classifier import Classifier
-from waste_edge.runtime.sources import glob_files, is_glob, is_video_path
+from waste_edge.runtime.sources import is_video_path, media_files
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
 
@@ -54,7 +54,7 @@ class PredictSummary:
     elapsed_s: float = 0.0
     labels: dict[str, int] = field(default_factory=dict)
 
-    def format(self) -> str:
+    def summary(self) -> str:
         labels = ", ".join(f"{k} {v}" for k, v in sorted(self.labels.items())) or "none"
         rate = self.predictions / self.elapsed_s if self.elapsed_s > 0 else 0.0
         return (
@@ -62,10 +62,6 @@ class PredictSummary:
             f"{self.videos} videos ({self.video_frames} frames) in {self.elapsed_s:.1f} s ({rate:.1f}/s) -> {self.out}\n"
             f"labels: {labels}"
         )
-
-
-def _media_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and (is_image_path(p) or is_video_path(p)))
 
 
 def expand_inputs(sources: Sequence[str | Path]) -> list[InputItem]:
@@ -80,24 +76,18 @@ def expand_inputs(sources: Sequence[str | Path]) -> list[InputItem]:
         items.append(InputItem(path, "video" if is_video_path(path) else "image"))
 
     for src in sources:
-        text = str(src)
-        path = Path(text).expanduser()
-        if path.is_dir():
-            files = _media_files(path)
-            if not files:
-                items.append(InputItem(path, "error", "folder contains no images or videos"))
-            for f in files:
-                add(f)
-        elif path.is_file():
+        path = Path(str(src)).expanduser()
+        if path.is_file():
             add(path)  # an explicitly named file is tried whatever its suffix; a non-image becomes an error row
-        elif is_glob(text):
-            files = [f for f in glob_files(text) if is_image_path(f) or is_video_path(f)]
-            if not files:
-                items.append(InputItem(path, "error", "no image or video files match this pattern"))
-            for f in files:
-                add(f)
-        else:
+            continue
+        files = media_files(src, videos=True)
+        if files is None:
             items.append(InputItem(path, "error", "file not found"))
+        elif not files:
+            what = "folder contains no images or videos" if path.is_dir() else "no image or video files match this pattern"
+            items.append(InputItem(path, "error", what))
+        for f in files or ():
+            add(f)
     return items
 
 

@@ -37,7 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from waste_edge.data.decode import DecodeError, is_image_path, load_rgb_array
+from waste_edge._io import IMAGE_SUFFIXES, is_image_path, list_files
+from waste_edge.data.decode import DecodeError, load_rgb_array
 from waste_edge.errors import WasteEdgeError
 
 log = logging.getLogger(__name__)
@@ -429,13 +430,21 @@ def is_video_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def images_in_folder(folder: Path) -> list[Path]:
-    """Image files under `folder`, recursively, sorted (so runs are reproducible)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p))
-
-
 def glob_files(pattern: str) -> list[Path]:
     return sorted(Path(p) for p in globlib.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+
+
+def media_files(spec: str | Path, *, videos: bool = False) -> list[Path] | None:
+    """The image files (and video files, with `videos`) a folder (recursively, `_io.list_files`) or a glob
+    names, sorted; None when `spec` is neither an existing folder nor a glob pattern. The one walk behind
+    `open_source` (camera, folders of images) and `predict` (images and videos)."""
+    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES if videos else IMAGE_SUFFIXES
+    path = Path(str(spec)).expanduser()
+    if path.is_dir():
+        return list_files(path, suffixes)
+    if is_glob(str(spec)):
+        return [p for p in glob_files(str(spec)) if p.suffix.lower() in suffixes]
+    return None
 
 
 def parse_spec(spec: str | int | Path) -> tuple[str, Any]:
@@ -456,7 +465,7 @@ def parse_spec(spec: str | int | Path) -> tuple[str, Any]:
         return "gstreamer", text
     path = Path(text).expanduser()
     if path.is_dir():
-        files = images_in_folder(path)
+        files = media_files(path) or []
         if not files:
             raise SourceError(f"{path}: folder contains no images ({', '.join(sorted(s.lstrip('.') for s in ('.jpg', '.png', '.bmp', '.webp')))}, ...)")
         return "images", files
@@ -467,7 +476,7 @@ def parse_spec(spec: str | int | Path) -> tuple[str, Any]:
             return "images", [path]
         return "video", str(path)  # unknown suffix: let OpenCV try (it says so if it cannot)
     if is_glob(text):
-        files = [p for p in glob_files(text) if is_image_path(p)]
+        files = media_files(text) or []
         if not files:
             raise SourceError(f"{text}: no image files match this pattern")
         return "images", files

@@ -8,8 +8,7 @@ still a hit, and a second run over the same data extracts nothing.
 
 from __future__ import annotations
 
-import hashlib
-import os
+import io
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -20,21 +19,13 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from waste_edge._io import atomic_write_bytes, cache_dir as cache_root, file_sha256
 from waste_edge.data.decode import DecodeError, load_rgb
 from waste_edge.data.discovery import Sample
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("WASTE_EDGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "waste-edge")
-    return Path(base) / "embeddings"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return cache_root("embeddings")
 
 
 class EmbeddingCache:
@@ -69,14 +60,11 @@ class EmbeddingCache:
     def flush(self) -> None:
         if not self._pending:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self._pending), dtype="U64")
         feats = np.stack(list(self._pending.values())).astype(np.float32)
-        name = f"shard-{uuid.uuid4().hex[:12]}.npz"
-        tmp = self.dir / (name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, keys=keys, features=feats)
-        os.replace(tmp, self.dir / name)  # atomic: a shard is either whole or absent
+        buf = io.BytesIO()
+        np.savez(buf, keys=keys, features=feats)
+        atomic_write_bytes(self.dir / f"shard-{uuid.uuid4().hex[:12]}.npz", buf.getvalue())  # a shard is whole or absent
         self._pending.clear()
         self.shards_written += 1
 
@@ -93,6 +81,9 @@ class Embeddings:
     @property
     def labels(self) -> list[str]:
         return [s.label for s in self.samples]
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        return [(str(s.path), why) for s, why in self.failed]
 
 
 def _chunks(seq: Sequence, n: int) -> Iterator[Sequence]:
@@ -124,8 +115,11 @@ def extract_embeddings(
     progress: bool = True,
     desc: str = "embedding",
     on_batch: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Embeddings:
-    """Features for every readable sample; unreadable ones are returned in `failed`, never dropped silently."""
+    """Features for every readable sample; unreadable ones are returned in `failed`, never dropped silently.
+
+    `log` gets one line: how many were extracted, reused from the cache and unreadable."""
     import torch
 
     if threads:
@@ -181,7 +175,7 @@ def extract_embeddings(
         pool.shutdown(wait=False, cancel_futures=True)
     order = sorted(feats)
     dim = int(encoder.dim)
-    return Embeddings(
+    emb = Embeddings(
         features=np.stack([feats[i] for i in order]).astype(np.float32) if order else np.zeros((0, dim), np.float32),
         samples=[samples[i] for i in order],
         hashes=[hashed[i][0] for i in order],
@@ -189,3 +183,9 @@ def extract_embeddings(
         n_cached=n_cached,
         n_extracted=len(order) - n_cached,
     )
+    if log is not None:
+        if emb.n_extracted == 0 and emb.n_cached:
+            log(f"{desc}: all {emb.n_cached} embeddings reused from the cache (nothing extracted)")
+        else:
+            log(f"{desc}: {emb.n_extracted} extracted, {emb.n_cached} reused from the cache, {len(emb.failed)} unreadable")
+    return emb

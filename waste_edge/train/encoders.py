@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from waste_edge._io import file_sha256, tcp_unreachable
 from waste_edge.errors import WasteEdgeError
 from waste_edge.train.preprocess import GEOMETRY_VERSION, PreprocessSpec, reference_preprocess
 
@@ -75,29 +75,37 @@ def available_encoders() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_encoder(encoder_id: str) -> Encoder:
-    """Build the encoder named by `encoder_id` in eval mode on CPU."""
+def _rooted(encoder_id: str, root: str | Path | None) -> str:
+    """`encoder_id` with a relative local weights path (the part after the first '/') resolved against `root`."""
+    head, sep, weights = encoder_id.partition("/")
+    if root is None or not sep or Path(weights).is_absolute() or not (Path(root) / weights).is_file():
+        return encoder_id
+    return f"{head}/{Path(root).resolve() / weights}"
+
+
+def create_encoder(encoder_id: str, *, root: str | Path | None = None) -> Encoder:
+    """Build the encoder named by `encoder_id` in eval mode on CPU.
+
+    `root` (a run directory): a relative weights path in the id is looked up there first, so a run that ships
+    its own encoder weights (e.g. `effnet-lite0/encoder.safetensors`) loads wherever the run directory lives;
+    the encoder keeps the id as given.
+    """
     prefix = encoder_id.split(":", 1)[0] if ":" in encoder_id else encoder_id.split("/", 1)[0]
     if prefix not in _REGISTRY:
         raise EncoderError(f"unknown encoder {encoder_id!r}: use one of {', '.join(available_encoders())} (e.g. clip:ViT-B-32/openai)")
     import torch
 
+    build_id = _rooted(encoder_id, root)
     # Random-weight encoders (tests, speed benchmarks) must be the same tensors in train, export and parity.
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        enc = _REGISTRY[prefix](encoder_id)
+        enc = _REGISTRY[prefix](build_id)
+    if build_id != encoder_id:
+        enc.id = encoder_id  # the id as the card has it: the run directory may move
     enc.module.eval()
     for p in enc.module.parameters():
         p.requires_grad_(False)
     return enc
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- EfficientNet-Lite0 ----------------------------------------------------------------------------------
@@ -129,9 +137,11 @@ def _effnet_lite0(encoder_id: str) -> Encoder:
             path, source = Path(variant), str(Path(variant).resolve())
         if not path.is_file():
             raise EncoderError(f"effnet-lite0 weights not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
-        weights = {"source": source, "sha256": sha256_file(path)}
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        except Exception as e:  # unpickling, shape and key errors: one line naming the file
+            raise EncoderError(f"cannot load effnet-lite0 weights from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        weights = {"source": source, "sha256": file_sha256(path)}
     canonical = "effnet-lite0" if variant == "imagenet" else f"effnet-lite0/{variant}"
     return Encoder(canonical, "effnet", model, LITE0_SPEC, model.out_dim, weights)
 
@@ -155,7 +165,7 @@ def _resolve_clip_weights(arch: str, pretrained: str) -> tuple[str | None, dict[
         return None, {"source": "random", "sha256": None}
     local = Path(pretrained).expanduser()
     if local.is_file():
-        return str(local), {"source": str(local.resolve()), "sha256": sha256_file(local)}
+        return str(local), {"source": str(local.resolve()), "sha256": file_sha256(local)}
     if "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
         raise EncoderError(f"CLIP checkpoint not found: {pretrained}")
     cfg = open_clip.get_pretrained_cfg(arch, pretrained)
@@ -167,17 +177,13 @@ def _resolve_clip_weights(arch: str, pretrained: str) -> tuple[str | None, dict[
     path = _download_clip(open_clip, cfg, hint)
     if not path:
         raise EncoderError(hint)
-    return path, {"source": f"open_clip:{arch}/{pretrained}", "sha256": sha256_file(path)}
+    return path, {"source": f"open_clip:{arch}/{pretrained}", "sha256": file_sha256(path)}
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP connect to the hub, so an offline machine fails in seconds, not after a minute of retries."""
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return tcp_unreachable(endpoint.hostname or "huggingface.co", endpoint.port or 443, timeout) is None
 
 
 def _download_clip(open_clip: Any, cfg: dict[str, Any], hint: str) -> str:

@@ -1,7 +1,8 @@
-"""Evaluation reports: the same files for every kind of model (linear heads now, Keras baselines later).
+"""Evaluation reports: the same files for every kind of run (metrics.json, report.txt, confusion_matrix.png, roc.png).
 
 ROC is drawn from predicted probabilities, not hard labels (the study's ROC from hard labels collapses
-the curve to a single point and understates what the model ranks correctly).
+the curve to a single point and understates what the model ranks correctly). The plots are scikit-learn's
+own `ConfusionMatrixDisplay` and `RocCurveDisplay`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from waste_edge.train.run import write_json
+from waste_edge._io import atomic_write_text, write_json
 
 
 @dataclass
@@ -23,6 +24,15 @@ class EvalReport:
     @property
     def accuracy(self) -> float:
         return float(self.metrics["accuracy"])
+
+    @property
+    def out_dir(self) -> Path | None:
+        return self.files[0].parent if self.files else None
+
+    def summary(self) -> str:
+        m = self.metrics
+        auc = "n/a" if m.get("roc_auc") is None else f"{m['roc_auc']:.4f}"
+        return f"accuracy {m['accuracy']:.4f} (ROC AUC {auc}) on {m['n']} images, unreadable {m['n_unreadable']}\nreport: {self.out_dir}"
 
 
 def headline(metrics: dict[str, Any]) -> str:
@@ -66,49 +76,48 @@ def compute_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[
     return out
 
 
-def _plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+def _figure() -> tuple[Any, Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=120)
-    ax.imshow(cm, cmap="Blues")
-    for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    return plt, fig, ax
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt, fig, ax = _figure()
+    ConfusionMatrixDisplay(cm, display_labels=classes).plot(ax=ax, cmap="Blues", colorbar=False)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    _save(plt, fig, ax, path, title)
 
 
 def _plot_roc(y_true: Sequence[str], proba: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    import matplotlib
+    from sklearn.metrics import RocCurveDisplay
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import auc, roc_curve
-
-    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=120)
+    plt, fig, ax = _figure()
     y = np.array([classes.index(t) for t in y_true])
-    positives = [1] if len(classes) == 2 else list(range(len(classes)))
-    for k in positives:
-        if len(set((y == k).tolist())) < 2:
-            continue
-        fpr, tpr, _ = roc_curve(y == k, proba[:, k])
-        ax.plot(fpr, tpr, label=f"{classes[k]} (AUC {auc(fpr, tpr):.4f})")
-    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    plotted = 0
+    for k in [1] if len(classes) == 2 else range(len(classes)):
+        if len(set((y == k).tolist())) == 2:  # a curve needs both positives and negatives
+            RocCurveDisplay.from_predictions(y == k, proba[:, k], name=classes[k], ax=ax, plot_chance_level=not plotted)
+            plotted += 1
+    if plotted:
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title)
 
 
 def _report_text(metrics: dict[str, Any], unreadable: list[tuple[str, str]], title: str) -> str:
@@ -149,8 +158,7 @@ def write_report(
     metrics["n_unreadable"] = len(unreadable)
     metrics.update(extra or {})
     files = [write_json(out / "metrics.json", metrics)]
-    (out / "report.txt").write_text(_report_text(metrics, list(unreadable), title))
-    files.append(out / "report.txt")
+    files.append(atomic_write_text(out / "report.txt", _report_text(metrics, list(unreadable), title)))
     _plot_confusion(np.asarray(metrics["confusion_matrix"]), classes, out / "confusion_matrix.png", title)
     files.append(out / "confusion_matrix.png")
     _plot_roc(y_true, proba, classes, out / "roc.png", title)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from waste_edge._io import write_json
 from waste_edge.errors import WasteEdgeError
 
 HEAD_FORMAT = "waste-edge/linear-head"
@@ -104,11 +105,7 @@ class LinearHead:
     def save(self, path: str | Path) -> Path:
         doc = self._content()
         doc["sha256"] = self.sha256()
-        p = Path(path)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(p)
-        return p
+        return write_json(path, doc, indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> "LinearHead":

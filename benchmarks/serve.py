@@ -1,0 +1,223 @@
+"""Benchmark of `waste-edge serve`, one command:
+
+    .venv/bin/python benchmarks/serve.py                  # ~4 min on a 2-core CPU
+    .venv/bin/python benchmarks/serve.py --quick          # a smoke run (~1 min)
+
+1. classify: a real `serve` process (no cameras, default model) and 50 concurrent HTTP clients sending 20
+   `POST /api/v1/classify` each (a real photo from ../shared/data/waste-sample, else a generated 640x480
+   JPEG): requests/s, p50 / p99 latency, errors (any answer but 200, or a failed connection).
+2. cameras: `serve` on 2 and 4 copies of a generated 640x480 video (--loop, read as fast as the model
+   goes), with --batch off (each camera thread calls the model), on (one call per batch of frames) and
+   auto (measures both on the first batch and keeps the faster); the modes are interleaved (A B C A B C)
+   so a busy machine disturbs them alike. Per run: frames/s of each camera over a window after warm-up,
+   read from /api/v1/status.
+
+Writes benchmarks/results/serve-cpu.json and .md (with /proc/loadavg before and after each part) and
+prints the Markdown. Everything talks to the service over loopback, as a client would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+WASTE_SAMPLE = REPO.parent / "shared" / "data" / "waste-sample"
+RESULTS = HERE / "results"
+
+
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "n/a"
+
+
+class Serve:
+    """`waste-edge serve --port 0 ARGS` in a subprocess; the URL from its 'serving on' line."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "waste_edge.cli", "serve", "--port", "0", *args], cwd=REPO,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.err: list[str] = []
+        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
+        for line in self.proc.stdout:
+            if line.startswith("serving on "):
+                self.url = line.split()[2]
+                break
+        else:
+            raise SystemExit("serve did not start:\n" + "".join(self.err))
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(60)
+
+
+def photo_bytes() -> tuple[bytes, str]:
+    photos = sorted((WASTE_SAMPLE / "TEST" / "B").glob("*.jpg")) if WASTE_SAMPLE.is_dir() else []
+    big = [p for p in photos if p.stat().st_size > 30_000]
+    if big or photos:
+        p = (big or photos)[0]
+        return p.read_bytes(), str(p.relative_to(WASTE_SAMPLE.parent))
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG", quality=85)
+    return buf.getvalue(), "generated 640x480 JPEG"
+
+
+async def _clients(url: str, body: bytes, clients: int, requests: int) -> tuple[list[float], int, float]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        async def one_client() -> None:
+            nonlocal errors
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/api/v1/classify", content=body, headers={"Content-Type": "image/jpeg"})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append((time.perf_counter() - t0) * 1e3)
+                errors += not ok
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    return latencies, errors, wall
+
+
+def bench_classify(clients: int, requests: int) -> dict:
+    body, what = photo_bytes()
+    serve = Serve([])
+    try:
+        import httpx
+
+        httpx.post(serve.url + "/api/v1/classify", content=body, headers={"Content-Type": "image/jpeg"}, timeout=60).raise_for_status()  # warm-up
+        before = loadavg()
+        lat, errors, wall = asyncio.run(_clients(serve.url, body, clients, requests))
+        after = loadavg()
+    finally:
+        code = serve.stop()
+    n = len(lat)
+    q = statistics.quantiles(lat, n=100)
+    return {"photo": what, "photo_bytes": len(body), "clients": clients, "requests_per_client": requests, "requests": n,
+            "errors": errors, "wall_s": round(wall, 2), "requests_per_s": round(n / wall, 2), "p50_ms": round(statistics.median(lat), 1),
+            "p99_ms": round(q[98], 1), "max_ms": round(max(lat), 1), "serve_exit": code, "loadavg_before": before, "loadavg_after": after}
+
+
+def camera_run(video: Path, cameras: int, mode: str, warmup: float, seconds: float) -> dict:
+    import httpx
+
+    args = [a for i in range(cameras) for a in ("--device", f"cam{i}={video}")]
+    serve = Serve([*args, "--loop", "--batch", mode])
+    try:
+        get = lambda: httpx.get(serve.url + "/api/v1/status", timeout=60).json()  # noqa: E731
+        deadline = time.monotonic() + 120
+        while not all(c["counters"]["frames"] > 0 for c in get()["cameras"]):
+            if time.monotonic() > deadline:
+                raise SystemExit("cameras did not start")
+            time.sleep(0.5)
+        time.sleep(warmup)
+        s0, t0 = get(), time.monotonic()
+        time.sleep(seconds)
+        s1, t1 = get(), time.monotonic()
+    finally:
+        serve.stop()
+    per_cam = [(b["counters"]["frames"] - a["counters"]["frames"]) / (t1 - t0) for a, b in zip(s0["cameras"], s1["cameras"])]
+    b = s1["batching"]
+    return {"cameras": cameras, "mode": mode, "fps_per_camera": [round(x, 2) for x in per_cam], "mean_fps_per_camera": round(statistics.mean(per_cam), 2),
+            "total_fps": round(sum(per_cam), 2), "mean_batch": b["mean_batch"], "calibration": b["calibration"], "batched": b["batched"],
+            "infer_p50_ms": round(statistics.mean(c["latency_ms"]["infer"]["p50"] for c in s1["cameras"]), 2), "loadavg": loadavg()}
+
+
+def bench_cameras(counts: list[int], modes: list[str], reps: int, warmup: float, seconds: float) -> list[dict]:
+    from waste_edge.runtime.demo import write_demo_video
+
+    video = write_demo_video(Path(tempfile.mkdtemp(prefix="waste-edge-bench-")) / "cam.mp4", seconds=4, fps=30, size=(640, 480))
+    runs = []
+    for n in counts:
+        for rep in range(reps):
+            for mode in modes:
+                r = camera_run(video, n, mode, warmup, seconds)
+                r["rep"] = rep
+                print(f"  {n} cameras, --batch {mode}: {r['mean_fps_per_camera']} frames/s per camera (mean batch {r['mean_batch']}), loadavg {r['loadavg']}", flush=True)
+                runs.append(r)
+    return runs
+
+
+def markdown(doc: dict) -> str:
+    c = doc["classify"]
+    lines = [
+        "# `waste-edge serve` on this CPU", "",
+        f"Machine: {doc['machine'].get('cpu')}, {doc['machine'].get('usable_cores')} cores; command `{doc['command']}`.", "",
+        f"## classify: {c['clients']} concurrent clients x {c['requests_per_client']} requests ({c['photo']}, {c['photo_bytes']} bytes)", "",
+        "| requests | errors | requests/s | p50 ms | p99 ms | max ms | loadavg before | loadavg after |",
+        "|---:|---:|---:|---:|---:|---:|---|---|",
+        f"| {c['requests']} | {c['errors']} | {c['requests_per_s']} | {c['p50_ms']} | {c['p99_ms']} | {c['max_ms']} | {c['loadavg_before']} | {c['loadavg_after']} |",
+        "", "## cameras: 640x480 video, default model, frames/s per camera (median of the interleaved repeats)", "",
+        "| cameras | --batch | frames/s per camera | total frames/s | mean batch | infer p50 ms | auto chose |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for r in doc["cameras"]:
+        groups.setdefault((r["cameras"], r["mode"]), []).append(r)
+    for (n, mode), rs in groups.items():
+        chose = ", ".join(sorted({(r["calibration"] or {}).get("chosen", "-") for r in rs})) if mode == "auto" else ""
+        lines.append(f"| {n} | {mode} | {statistics.median(r['mean_fps_per_camera'] for r in rs):.2f} | {statistics.median(r['total_fps'] for r in rs):.2f} | "
+                     f"{statistics.median(r['mean_batch'] for r in rs):.2f} | {statistics.median(r['infer_p50_ms'] for r in rs):.1f} | {chose} |")
+    lines += ["", "Load average per run: " + "; ".join(f"{r['cameras']}x{r['mode']}#{r['rep']}: {r['loadavg']}" for r in doc["cameras"]), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--requests", type=int, default=20, help="requests per client")
+    ap.add_argument("--cameras", type=int, nargs="+", default=[2, 4])
+    ap.add_argument("--modes", nargs="+", default=["off", "on", "auto"])
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--warmup", type=float, default=4.0)
+    ap.add_argument("--seconds", type=float, default=10.0, help="measuring window per camera run")
+    ap.add_argument("--quick", action="store_true", help="10 clients x 5 requests, 1 repeat, 5 s windows")
+    ap.add_argument("--out", type=Path, default=RESULTS / "serve-cpu")
+    args = ap.parse_args()
+    if args.quick:
+        args.clients, args.requests, args.reps, args.seconds, args.warmup = 10, 5, 1, 5.0, 2.0
+    from waste_edge.bench.machine import machine_info
+
+    doc = {"command": "python benchmarks/serve.py" + (" --quick" if args.quick else ""), "machine": machine_info(), "loadavg_start": loadavg()}
+    print(f"classify: {args.clients} clients x {args.requests} requests (loadavg {loadavg()})", flush=True)
+    doc["classify"] = bench_classify(args.clients, args.requests)
+    print(f"  {json.dumps(doc['classify'])}", flush=True)
+    print(f"cameras: {args.cameras} x modes {args.modes}, {args.reps} repeats", flush=True)
+    doc["cameras"] = bench_cameras(args.cameras, args.modes, args.reps, args.warmup, args.seconds)
+    doc["loadavg_end"] = loadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(str(args.out) + ".json").write_text(json.dumps(doc, indent=1) + "\n")
+    md = markdown(doc)
+    Path(str(args.out) + ".md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

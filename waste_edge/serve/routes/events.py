@@ -1,0 +1,61 @@
+"""GET /api/v1/events: Server-Sent Events.
+
+`event: decision` when a camera's decided label changes (data: camera, label, display_name, confidence,
+probabilities, frame, ts, since); `event: stats` once a second (data: the per-camera part of
+/api/v1/status: state, fps, latency, counters, last-hour counts); a comment line every 15 s keeps proxies
+from closing an idle stream. The stream ends when the service stops.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from waste_edge.serve.auth import require_token
+
+router = APIRouter()
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _stats(svc: Any) -> dict[str, Any]:
+    s = svc.status()
+    return {"cameras": s["cameras"], "model": {"sha256": s["model"]["sha256"], "name": s["model"]["name"]},
+            "healthy": s["healthy"], "mqtt": s["mqtt"], "batching": s["batching"]}
+
+
+@router.get("/api/v1/events", dependencies=[Depends(require_token)])
+async def events(request: Request) -> StreamingResponse:
+    svc = request.app.state.service
+
+    async def stream() -> AsyncIterator[bytes]:
+        sub = svc.bus.subscribe()
+        try:
+            yield b"retry: 2000\n\n"
+            yield _sse("stats", _stats(svc))
+            for w in svc.workers.values():  # the current decisions, so a new page needs no second request
+                st = w.status()
+                if st["decision"]:
+                    yield _sse("decision", {"type": "decision", "camera": w.id, **st["decision"]})
+            last_stats = last_ping = time.monotonic()
+            while not svc.stopping.is_set():
+                event = await sub.get(timeout=0.25)
+                if event is not None:
+                    yield _sse(event.get("type", "message"), event)
+                now = time.monotonic()
+                if now - last_stats >= 1.0:
+                    last_stats = now
+                    yield _sse("stats", _stats(svc))
+                if now - last_ping >= 15.0:
+                    last_ping = now
+                    yield b": keep-alive\n\n"
+        finally:
+            sub.close()
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,33 @@
+"""GET /api/v1/status (JSON), /healthz (200 or 503 with the reasons) and /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from waste_edge.serve.auth import require_token
+from waste_edge.serve.metrics import CONTENT_TYPE
+
+router = APIRouter()
+
+
+@router.get("/api/v1/status", dependencies=[Depends(require_token)])
+def status(request: Request) -> dict[str, Any]:
+    """Model (path, sha256, classes, backend), cameras (state, decision, fps, latency percentiles, counters,
+    last-hour counts), batching, MQTT and classify figures."""
+    return request.app.state.service.status()
+
+
+@router.get("/healthz")
+def healthz(request: Request) -> Response:
+    reasons = request.app.state.service.health()
+    if reasons:
+        return JSONResponse({"status": "unhealthy", "reasons": reasons}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics", dependencies=[Depends(require_token)])
+def metrics(request: Request) -> Response:
+    return PlainTextResponse(request.app.state.service.metrics.render(), media_type=CONTENT_TYPE)
