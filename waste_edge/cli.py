@@ -904,7 +904,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--stream-fps", type=float, default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
     s.add_argument("--max-body-mb", type=float, default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
     s.add_argument("--max-pixels", type=_positive_int, default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
+    _add_collect_options(s)
     s.set_defaults(func=_cmd_serve)
+
+
+def _adapter_if_installed() -> Callable[..., Any] | None:
+    """`waste_edge.adapt.adapter.adapt` for the service's POST /api/v1/adapt, None without the [adapt] extra."""
+    try:
+        from waste_edge.adapt.adapter import adapt
+    except ImportError:
+        return None
+    return adapt
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -920,7 +930,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         devices=args.device, model=args.model, backend=args.backend, threads=args.threads, host=args.host, port=args.port,
         token=args.token, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
         save=args.save, batch=args.batch, max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, collect=_collect_config(args), adapter=_adapter_if_installed() if args.collect else None,
         camera=CameraOptions(smooth=args.smooth, smooth_mode=args.smooth_mode, hysteresis=args.hysteresis, threshold=args.threshold,
                              stall_timeout=args.stall_timeout, loop=args.loop, realtime=args.realtime, stream_fps=args.stream_fps),
     )

@@ -235,6 +235,11 @@ class Collector:
         """A collector whose sidecars name `model_path` (its sha256 and file name), the usual way to open one."""
         return cls(config, classes=classes, model_sha256=file_sha256(model_path), model_name=Path(model_path).name, camera=camera)
 
+    @property
+    def model_sha256(self) -> str:
+        """The model sha256 the sidecars of the next frames will name."""
+        return self._model[0]
+
     def set_model(self, sha256: str, name: str = "") -> None:
         self._model = (sha256, name)
 
