@@ -13,7 +13,7 @@ import sys
 import textwrap
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
@@ -437,6 +437,7 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--threshold", type=_probability, default=0.0, metavar="P", help="below this confidence the label is 'uncertain' (default: %(default)s)")
     c.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N classified frames")
     c.add_argument("--stall-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    _add_collect_options(c)
     c.set_defaults(func=_cmd_camera)
 
     p = sub.add_parser(
@@ -469,9 +470,36 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _add_collect_options(p: argparse.ArgumentParser) -> None:
+    """--collect and its settings (camera and serve): save uncertain frames for labelling and `adapt`."""
+    g = p.add_argument_group(
+        "collection of uncertain frames",
+        "Save frames whose decision confidence is below --collect-below as JPEG + JSON sidecar into DIR,\n"
+        "from a background thread (the loop never waits; near duplicates of recent saves are skipped).\n"
+        "Label them in DIR/labels.csv (file,label), then run `waste-edge adapt --data DIR`.",
+    )
+    g.add_argument("--collect", type=Path, default=None, metavar="DIR", help="collection folder (created if missing)")
+    g.add_argument("--collect-below", type=_probability, default=0.8, metavar="P", help="save frames with confidence below P (default: %(default)s)")
+    g.add_argument("--collect-max", type=_int_in(1, 1_000_000), default=1000, metavar="N", help="at most N frames in the folder, earlier runs included (default: %(default)s)")
+    g.add_argument("--collect-max-mb", type=_float_in(0.0, 1_000_000.0, open_lo=True), default=500.0, metavar="MB", help="at most MB of disk in the folder (default: %(default)s)")
+    g.add_argument("--collect-every", type=_float_in(0.0, 86_400.0), default=1.0, metavar="S", help="at most one saved frame per S seconds (default: %(default)s)")
+    g.add_argument("--collect-dedup", type=_int_in(-1, 64), default=6, metavar="BITS", help="skip frames within BITS of a recent save's 64-bit dHash; -1 keeps all (default: %(default)s)")
+
+
+def _collect_config(args: argparse.Namespace) -> Any:
+    """--collect and its settings as a `CollectConfig`, or None without --collect."""
+    if args.collect is None:
+        return None
+    from waste_edge.runtime.collect import CollectConfig
+
+    return CollectConfig(args.collect, below=args.collect_below, max_frames=args.collect_max, max_mb=args.collect_max_mb,
+                         every_s=args.collect_every, dedup_bits=args.collect_dedup)
+
+
 def _cmd_camera(args: argparse.Namespace) -> int:
     from waste_edge.runtime.camera import CameraConfig, run_camera
     from waste_edge.runtime.classifier import Classifier
+    from waste_edge.runtime.collect import Collector, adapt_hint
     from waste_edge.runtime.sources import open_source
 
     _log_to_stderr()
@@ -484,8 +512,15 @@ def _cmd_camera(args: argparse.Namespace) -> int:
                 show=not args.no_show, save=args.save, jsonl=args.jsonl, smooth=args.smooth, smooth_mode=args.smooth_mode,
                 hysteresis=args.hysteresis, threshold=args.threshold, max_frames=args.max_frames,
             )
-            summary = run_camera(clf, source, config)
+            collect = _collect_config(args)
+            collector = Collector.for_model(collect, clf.path, clf.classes, source.name) if collect is not None else None
+            try:
+                summary = run_camera(clf, source, config, collector=collector)
+            finally:
+                collect_stats = collector.close() if collector is not None else None
     print(summary.summary(), file=out)
+    if collect_stats is not None:
+        print(f"{collect_stats.format()}\n{adapt_hint(args.collect, args.model)}", file=out)
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 
@@ -565,6 +600,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                         "or u8s8 / s8s8 (8-bit weights: saturate on x86 CPUs without VNNI, so results depend on the CPU)")
     p.add_argument("--channel-order", choices=["BGR", "RGB"], type=str.upper, default=None, help="channel order of the input frames (default: BGR, as OpenCV decodes)")
     p.add_argument("--workspace", type=_float_in(0.0, 1024.0, open_lo=True), default=None, help="TensorRT builder workspace in GiB (engine only)")
+    p.add_argument("--with-embedding", action="store_true", default=None, help="also output `embedding`, the features the head sees (what `waste-edge adapt` refits the head on; free when unused), and write <out stem>.rehearsal.npz beside the model")
+    p.add_argument("--rehearsal", type=_int_in(0, 100_000), default=None, metavar="N", help="with --with-embedding: training embeddings per class in the rehearsal set (default: 128; 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_export)
 
@@ -910,6 +947,69 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# section: adapt
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="refit a model's head on frames labelled at the bin (collection folder + labels.csv); no torch, seconds on a CPU",
+        description=(
+            "Learn at the bin: take the labelled frames of a collection folder (written by `camera --collect DIR`, labels in "
+            "DIR/labels.csv as file,label), compute their embeddings with the model itself (ONNX Runtime, the model's "
+            "`embedding` output), fit a new logistic head with scikit-learn on them plus what protects the old knowledge "
+            "(the rehearsal set shipped beside the model, and regularisation toward the old head), and write a COPY of the "
+            "model with the new head's constants (fp32 and INT8 models; the input is never modified). The new model's "
+            "metadata records the base model's sha256, the labels per class, the method and the time."
+        ),
+        epilog=(
+            "methods: auto (rehearsal+prior when <model>.rehearsal.npz exists, else prior), rehearsal+prior, rehearsal, prior, "
+            "labels-only (forgets the old domain; for comparison).\n"
+            "labels.csv: one row per frame, file,label (B, N, a display name such as biodegradable, or skip); a BOM, CRLF, "
+            "spaces and comments are accepted, unusable rows are reported and skipped.\n"
+            "example:\n"
+            "  waste-edge camera --device 0 --model lite0-int8.onnx --collect bin-7/\n"
+            "  printf 'file,label\\n20250101-120000-123-0000-0.jpg,N\\n' > bin-7/labels.csv   # or the service's Review page\n"
+            "  waste-edge adapt --model lite0-int8.onnx --data bin-7/ --out lite0-int8-bin7.onnx"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default=None, help="fused .onnx model with an `embedding` output (default: the embedded default model)")
+    p.add_argument("--data", required=True, type=Path, help="collection folder with labels.csv")
+    p.add_argument("--out", required=True, type=Path, help="the adapted model to write (.onnx; never the input model)")
+    p.add_argument("--method", default="auto", choices=["auto", "rehearsal+prior", "rehearsal", "prior", "labels-only"], help="how the old knowledge is protected (default: %(default)s)")
+    p.add_argument("--rehearsal", type=Path, default=None, metavar="NPZ", help="rehearsal set (default: <model stem>.rehearsal.npz beside the model, when present)")
+    p.add_argument("--no-rehearsal", action="store_true", help="ignore the rehearsal set")
+    p.add_argument("--C", type=_float_in(0.0, 1e6, open_lo=True), default=None, help="inverse regularisation strength of the fit (default: 0.316, the study's)")
+    p.add_argument("--backend", default="cpu", choices=BACKEND_CHOICES, help="where the embeddings are computed (default: %(default)s)")
+    p.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--batch-size", type=_batch, default=32, help="frames per inference batch (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the adaptation report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_adapt)
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from waste_edge._io import write_json
+    from waste_edge.adapt.adapter import adapt
+    from waste_edge.adapt.fit import DEFAULT_C, FitConfig
+    from waste_edge.runtime.model_path import resolve_model_path
+
+    if args.no_rehearsal and args.rehearsal is not None:
+        print("error: --rehearsal and --no-rehearsal contradict each other", file=sys.stderr)
+        return 2
+    config = FitConfig(method=args.method, C=args.C if args.C is not None else DEFAULT_C)
+    result = adapt(resolve_model_path(args.model), args.data, args.out, rehearsal=args.rehearsal, use_rehearsal=not args.no_rehearsal,
+                   config=config, backend=args.backend, threads=args.threads, batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
+                   log=lambda m: print(m, file=sys.stderr))
+    print(result.summary())
+    if args.json is not None:
+        print(f"report: {write_json(args.json, result.to_dict())}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # section: serve
 # ----------------------------------------------------------------------------------------------------------
 
@@ -962,7 +1062,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--stream-fps", type=_float_in(0.0, 120.0, open_lo=True), default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
     s.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
     s.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
+    _add_collect_options(s)
     s.set_defaults(func=_cmd_serve)
+
+
+def _adapter_if_installed() -> Callable[..., Any] | None:
+    """`waste_edge.adapt.adapter.adapt` for the service's POST /api/v1/adapt, None without the [adapt] extra."""
+    try:
+        from waste_edge.adapt.adapter import adapt
+    except ImportError:
+        return None
+    return adapt
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -978,7 +1088,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         devices=args.device, model=args.model, backend=args.backend, threads=args.threads, host=args.host, port=args.port,
         token=args.token, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
         save=args.save, batch=args.batch, max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, collect=_collect_config(args), adapter=_adapter_if_installed() if args.collect else None,
         camera=CameraOptions(smooth=args.smooth, smooth_mode=args.smooth_mode, hysteresis=args.hysteresis, threshold=args.threshold,
                              stall_timeout=args.stall_timeout, loop=args.loop, realtime=args.realtime, stream_fps=args.stream_fps),
     )
@@ -996,6 +1106,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bench,
     _add_data,
     _add_first_run,
+    _add_adapt,
     _add_serve,
 ]
 

@@ -20,6 +20,7 @@ PREFIX = "waste_edge."
 INPUT_NAME = "image"
 OUTPUT_PROBABILITIES = "probabilities"
 OUTPUT_LABEL = "label"
+OUTPUT_EMBEDDING = "embedding"  # optional third output: the head's input features (export --with-embedding)
 MAX_CLASSES = 1000  # a waste classifier has a handful; a file claiming more is broken or hostile
 MAX_INPUT_SIDE = 16384
 
@@ -47,6 +48,12 @@ class ModelMetadata:
     model_kind: str = "linear"  # linear (encoder + logistic head) | keras (study baselines)
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # {"output": "embedding", "dim": D, "normalization": "none" | "l2"} when the graph also outputs the features
+    # its head sees (after the normalisation named here); None otherwise. `adapt` refits the head on them.
+    embedding: dict[str, Any] | None = None
+    # Provenance of a head refitted by `waste-edge adapt` (base model sha256, labels per class, method, time,
+    # earlier adaptations); None for a model straight from `export`.
+    adaptation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         """Validate every field at load time: a model file is user input, and a bad one must fail here in one

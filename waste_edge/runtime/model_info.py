@@ -65,6 +65,14 @@ def model_summary(info: dict[str, Any]) -> str:
         f"mean {_rounded(pre.get('mean'))}, std {_rounded(pre.get('std'))}",
         f"head sha256: {meta['head_sha256']}",
     ]
+    emb = meta.get("embedding")
+    if emb:
+        lines.append(f"embedding  : output {emb['output']!r}, {emb['dim']}-d, normalisation {emb['normalization']} (`waste-edge adapt` can refit the head)")
+    ada = meta.get("adaptation")
+    if ada:
+        counts = ", ".join(f"{c} {n}" for c, n in ada.get("labels_per_class", {}).items())
+        lines.append(f"adapted    : {ada.get('time')} from {ada.get('base_model')} (sha256 {str(ada.get('base_model_sha256'))[:12]}...) "
+                     f"with {counts} labels, method {ada.get('method')}" + (f"; {len(ada['previous'])} earlier adaptation(s)" if ada.get("previous") else ""))
     extra = meta.get("extra") or {}
     if extra.get("int8_scheme"):  # README "INT8 that gives the same answers on every CPU"
         lines.append(f"int8       : {extra.get('int8_method', '')} quantisation, scheme {extra['int8_scheme']}, "
