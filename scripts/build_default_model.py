@@ -34,6 +34,7 @@ from waste_edge.data.decode import DecodeError, load_rgb_array  # noqa: E402
 from waste_edge.data.discovery import discover  # noqa: E402
 from waste_edge._io import file_sha256, write_json  # noqa: E402
 from waste_edge.export.quantize import INT8_SCHEMES  # noqa: E402
+from waste_edge.runtime.rehearsal import rehearsal_path  # noqa: E402
 
 ENCODER = "effnet-lite0"
 ENCODER_WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -84,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"encoder weights sha256 {card['encoder']['weights']['sha256']} is not the pinned {ENCODER_WEIGHTS_SHA256}")
 
     imgsz = tuple(args.imgsz) if args.imgsz else None
-    fp32 = export(run_dir, "onnx", dynamic=True, imgsz=imgsz, out=args.work / "default-fp32.onnx", log=print).path
-    int8_res = export(run_dir, "onnx", dynamic=True, imgsz=imgsz, int8=True, calib=args.data / "TRAIN", out=args.work / "default-int8.onnx", log=print)
+    # --with-embedding: the `embedding` output `waste-edge adapt` refits the head on, and a rehearsal set of TRAIN
+    # embeddings beside each model (<stem>.rehearsal.npz) that keeps the old knowledge while it does.
+    fp32 = export(run_dir, "onnx", dynamic=True, imgsz=imgsz, with_embedding=True, out=args.work / "default-fp32.onnx", log=print).path
+    int8_res = export(run_dir, "onnx", dynamic=True, imgsz=imgsz, int8=True, calib=args.data / "TRAIN", with_embedding=True,
+                      out=args.work / "default-int8.onnx", log=print)
     int8, scheme = int8_res.path, INT8_SCHEMES[int8_res.details["int8_scheme"]]
 
     p8, y = classify_files(int8, test, args.threads)
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     dest = args.out / "default.onnx"
     shutil.copyfile(int8, dest)
+    shutil.copyfile(rehearsal_path(int8), rehearsal_path(dest))
     root = args.data.resolve()
     files = [{"path": str(s.path.resolve().relative_to(root)), "label": s.label, "sha256": file_sha256(s.path)} for s in train]
     model_card = {

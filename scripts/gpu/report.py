@@ -70,7 +70,7 @@ def _pytest(out: Path) -> dict:
             else:
                 result["passed"] += 1
     # 0 = all passed, 5 = nothing collected (no gpu tests selected); anything else is a failure
-    result["status"] = "missing" if rc == "missing" else "ok" if rc in ("0", "5") else "failed"
+    result["status"] = {"missing": "missing", "budget": "not run"}.get(rc) or ("ok" if rc in ("0", "5") else "failed")
     return result
 
 
@@ -80,6 +80,10 @@ def _checks(out: Path) -> list[dict]:
         name = script.stem[len("check_"):]
         doc_path = out / f"check_{name}.json"
         rc = (out / f"check_{name}.rc").read_text().strip() if (out / f"check_{name}.rc").is_file() else "not run"
+        if rc in ("not run", "budget") and not doc_path.is_file():
+            why = "the 8-minute budget was spent before it could start" if rc == "budget" else "it was not run"
+            checks.append({"name": name, "status": "skipped", "figures": {}, "untested": [f"everything: {why}"], "notes": f"not run: {why}"})
+            continue
         try:
             doc = json.loads(doc_path.read_text())
             if not isinstance(doc, dict) or doc.get("status") not in ("ok", "skipped", "failed"):
@@ -105,6 +109,8 @@ def write_report(out: Path, seconds: int) -> int:
         untested.append(MACHINE_GAPS["onnxruntime-gpu"])
     if pytest_result["status"] == "missing":
         untested.append("pytest -m gpu: pytest is not installed (bring its wheels with WHEELS=DIR)")
+    if pytest_result["status"] == "not run":
+        untested.append("pytest -m gpu: the 8-minute budget was spent before it could start")
     untested += [f"{s['test']}: {s['why']}" for s in pytest_result["skipped"]]
     for c in checks:
         untested += [f"{c['name']}: {u}" for u in c.get("untested", [])]

@@ -133,8 +133,9 @@ def test_profile_names_the_graph_ops(full_run):
     ops = {o["op"] for o in profiles[0]["ops"]}
     assert {"ReduceMean", "Gemm", "Softmax"} <= ops
     assert sum(o["share"] for o in profiles[0]["ops"]) == pytest.approx(1.0, abs=1e-6)
-    stages = profiles[0]["stages"]  # the tiny model's nodes carry the export's pre/ and head/ prefixes
-    assert {"preprocessing", "head"} <= set(stages) and sum(v["share"] for v in stages.values()) == pytest.approx(1.0, abs=1e-6)
+    stages = {s["stage"]: s for s in profiles[0]["stages"]}  # the tiny model's nodes carry the export's pre/ and head/ prefixes
+    assert stages["preprocessing"]["share"] > 0 and stages["head"]["share"] > 0
+    assert sum(s["share"] for s in stages.values()) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_broken_files_and_engines_become_rows_not_crashes(tmp_path, tiny_run, tiny_models):
@@ -161,26 +162,49 @@ def test_broken_files_and_engines_become_rows_not_crashes(tmp_path, tiny_run, ti
         assert status[("missing.onnx", "cpu,tensorrt", batch)][0] == "failed"
 
 
-def test_a_failure_inside_one_batch_fails_only_that_row(monkeypatch, tmp_path, tiny_models):
+def batch_one_only(path: Path, like: Path) -> Path:
+    """A copy of the tiny model whose graph only runs on batch 1 (a Reshape to [1, 3]): batch 2 fails inside ORT."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(like))
+    g = model.graph
+    mean = next(n for n in g.node if n.op_type == "ReduceMean")
+    gemm = next(n for n in g.node if n.op_type == "Gemm")
+    g.initializer.append(numpy_helper.from_array(np.array([1, 3], dtype=np.int64), "one_by_three"))
+    g.node.insert(list(g.node).index(mean) + 1, helper.make_node("Reshape", [mean.output[0], "one_by_three"], ["mean_b1"]))
+    gemm.input[0] = "mean_b1"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_failure_inside_one_batch_fails_only_that_row(tmp_path, tiny_models):
     from waste_edge.bench.harness import BenchConfig, run_bench
-    from waste_edge.runtime.classifier import Classifier
 
-    original = Classifier.predict_proba
-
-    def flaky(self, frames, channel_order="BGR"):
-        if "int8" in self.path.name and isinstance(frames, np.ndarray) and frames.ndim == 4 and len(frames) == 2:
-            raise RuntimeError("simulated kernel failure")
-        return original(self, frames, channel_order)
-
-    monkeypatch.setattr(Classifier, "predict_proba", flaky)
-    cfg = BenchConfig(models=list(tiny_models.values()), batches=[1, 2], frame=(96, 64), warmup=1, iters=2, rounds=2,
+    fragile = batch_one_only(tmp_path / "tiny-b1.onnx", tiny_models["int8"])
+    cfg = BenchConfig(models=[tiny_models["fp32"], fragile], batches=[1, 2], frame=(96, 64), warmup=1, iters=2, rounds=2,
                       threads=1, memory=False, progress=False)
     report = run_bench(cfg)
-    status = {(r.variant, r.batch): (r.status, r.error) for r in report.rows}
-    assert status[("int8", 2)] == ("failed", "RuntimeError: simulated kernel failure")
-    assert status[("int8", 1)] == ("ok", None)
-    assert status[("fp32", 1)] == ("ok", None) and status[("fp32", 2)] == ("ok", None)
+    status = {(r.model, r.batch): (r.status, r.error) for r in report.rows}
+    assert status[("tiny-b1.onnx", 2)][0] == "failed" and "Reshape" in status[("tiny-b1.onnx", 2)][1]
+    assert status[("tiny-b1.onnx", 1)] == ("ok", None)
+    assert status[("tiny-fp32.onnx", 1)] == ("ok", None) and status[("tiny-fp32.onnx", 2)] == ("ok", None)
     assert all(r.speedup_vs_reference is None for r in report.rows)  # no reference given
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(tiny_models):
+    from waste_edge.bench.harness import Worker, WorkerDied
+    from waste_edge.bench.frames import synthetic_frames
+
+    worker = Worker({"kind": "model", "path": str(tiny_models["fp32"]), "backend": "cpu", "threads": 1})
+    try:
+        info = worker.ask("load", frames=synthetic_frames(1, 32, 24), first_batch=1)
+        assert info["pid"] == worker.pid and info["variant"] == "fp32"
+        worker.process.kill()
+        with pytest.raises(WorkerDied, match="exited"):
+            worker.ask("time", batch=1, iters=1)
+    finally:
+        worker.close()
 
 
 def test_nothing_measurable_exits_1_but_still_writes_the_report(tmp_path):
@@ -239,3 +263,52 @@ def test_session_config_lever_reaches_the_models(tmp_path, tiny_models):
     assert all(r["status"] == "ok" for r in report["rows"])
     code, _, stderr = run_cli(["--model", str(tiny_models["fp32"]), "--session-config", "no-equals-sign", *QUICK])
     assert code == 2 and "KEY=VALUE" in stderr
+
+
+def test_every_target_runs_in_its_own_process_at_its_own_defaults(full_run):
+    import os
+
+    report = full_run["report"]
+    ok = [r for r in report["rows"] if r["status"] == "ok"]
+    pids = {(r["model"], r["backend"]): r["settings"]["worker_pid"] for r in ok}
+    assert len(set(pids.values())) == len(pids) == 3 and os.getpid() not in pids.values()
+    policy = os.environ.get("OMP_WAIT_POLICY") or "unset (OpenMP default)"
+    for r in ok:
+        s = r["settings"]
+        assert s["omp_wait_policy"] == policy  # the harness sets nothing process-wide for anyone
+        if r["variant"] == "reference":
+            assert s["runtime"] == "torch" and s["threads_source"] == "PyTorch default" and s["threads"] >= 1
+        else:
+            assert s["runtime"] == "onnxruntime" and s["threads"] == "default (one per physical core)"
+            assert s["graph_optimization"] == "ORT_ENABLE_ALL" and s["session_config"] == {}
+    md = (full_run["out"] / "bench.md").read_text()
+    assert "[s1] torch; threads" in md and "[s2] onnxruntime; threads default" in md and "OMP_WAIT_POLICY" in md
+
+
+def test_reference_row_agrees_with_the_pipeline_timed_alone(tmp_path, tiny_run, tiny_models):
+    """The harness must not handicap the reference: its row within 10 % of the same pipeline in a fresh process.
+
+    A real timing, so it needs a machine that is not oversubscribed: PyTorch's default OpenMP threads spin at
+    every barrier, and with more runnable threads than cores one call varies 5x from round to round (measured
+    here at load 14 on 2 cores: 1.3-8.8 s for a 40 ms call), in the harness and alone alike. One retry; when
+    both attempts miss and the load average was above 1.5x the cores, the verdict is a skip that says so,
+    otherwise a failure (a systematic handicap such as a process-wide OMP_WAIT_POLICY=PASSIVE costs 40-90 %)."""
+    import os
+
+    from waste_edge.bench.harness import BenchConfig, run_bench
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    deviations, loads = [], [os.getloadavg()[0]]
+    for _ in range(2):
+        cfg = BenchConfig(models=[tiny_models["fp32"]], references=[tiny_run], batches=[1], frame=(320, 240), warmup=2, iters=6,
+                          rounds=5, memory=False, progress=False, check_alone=True)
+        check = run_bench(cfg).reference_check
+        loads.append(os.getloadavg()[0])
+        assert len(check) == 1 and "alone_ms" in check[0], check
+        deviations.append(check[0]["harness_over_alone"] - 1)
+        if abs(deviations[-1]) <= 0.10:
+            break
+    message = f"reference in the harness vs alone: {[f'{d:+.1%}' for d in deviations]}, load average {[round(x, 1) for x in loads]} on {cores} cores"
+    if abs(deviations[-1]) > 0.10 and max(loads) > 1.5 * cores:
+        pytest.skip("machine oversubscribed, timing not conclusive: " + message)
+    assert abs(deviations[-1]) <= 0.10, message

@@ -56,6 +56,7 @@ def test_vit_int8_is_dynamic_matmul_quantisation(clip_int8, clip_run, export_ima
     assert clip_int8.details["int8_method"] == "dynamic" and clip_int8.metadata.variant == "int8"
     assert ops["MatMulInteger"] > 0 and ops["DynamicQuantizeLinear"] > 0
     assert ops["ConvInteger"] == 0  # the patch Conv would be a slow ConvInteger on CPU
+    assert clip_int8.details["int8_fusions"]["Attention"] == 2 and ops["QAttention"] == 2  # fused before quantisation
     _pre_and_head_untouched(model)
     report = run_parity(clip_int8.path, clip_run, export_images, progress=False)
     assert report.tolerance == TOLERANCES["int8"]
@@ -213,10 +214,10 @@ def test_int8_exports_are_saturation_free_and_say_their_scheme(lite0_int8, clip_
         assert res.metadata.extra["int8_weight_peak"] == peak
     depthwise = [w for op, w, g in _int8_weights(onnx.load(lite0_int8.path)) if op == "Conv" and g > 1]
     assert depthwise and max(int(np.abs(w.astype(int)).max()) for w in depthwise) == 127  # depthwise keeps 8 bits
-    from waste_edge.runtime.model_info import describe_model, format_description
+    from waste_edge.runtime.model_info import describe_model, model_summary
 
     line = f"int8       : static quantisation, scheme {DEFAULT_INT8_SCHEME}, largest GEMM weight {lite0_int8.metadata.extra['int8_weight_peak']}"
-    assert line in format_description(describe_model(lite0_int8.path)).splitlines()
+    assert line in model_summary(describe_model(lite0_int8.path)).splitlines()
 
 
 def test_int8_kernels_are_exact_against_an_integer_reference(lite0_int8, clip_int8, tmp_path):

@@ -1,7 +1,6 @@
 """The embedded default model: it ships, it loads and classifies through the runtime alone, its card tells
 the truth, and `make demo` runs the main job from a fresh clone without torch."""
 
-import csv
 import hashlib
 import json
 import os
@@ -72,19 +71,30 @@ def test_info_prints_the_card(capsys):
 
 
 @pytest.mark.slow
-def test_predict_on_waste_sample_test_matches_the_reference_eval(waste_sample, tmp_path):
-    """Issue 4's acceptance on real photos: `predict` with the exported Lite0 model gives the accuracy that
-    `eval` (the reference pipeline) measured on the run it was exported from (recorded in the card)."""
+def test_default_model_measured_on_waste_sample_test_is_what_its_card_says(waste_sample, tmp_path):
+    """The card's INT8 TEST accuracy is measured here, not read: `predict` (the torch-free runtime) classifies the
+    412 waste-sample TEST photos with the embedded model, and the accuracy must be the card's `test_int8_fused`
+    (1 photo of slack: a JPEG decoder or CPU kernel may move one borderline photo) and clear the build's gate.
+    The per-source breakdown and the most confident mistakes (issue 17's error analysis) must account for every
+    photo and every mistake."""
     from waste_edge.cli import main
+    from waste_edge.train.error_analysis import confident_mistakes, per_group_accuracy, read_predictions, read_sources
 
     out = tmp_path / "pred.csv"
     assert main(["predict", str(waste_sample / "TEST"), "--out", str(out), "--quiet", "--threads", "2"]) == 0
-    with open(out, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 412 and not any(r["error"] for r in rows)
-    accuracy = sum(Path(r["path"]).parent.name == r["label"] for r in rows) / len(rows)
-    assert accuracy == pytest.approx(CARD["metrics"]["test_reference"]["accuracy"], abs=1 / 412 + 1e-9)
-    assert accuracy >= 0.97
+    paths, truth, proba, skipped = read_predictions(out, CARD["classes"])
+    assert len(paths) == 412 and not skipped
+    wrong = proba.argmax(1) != np.array(truth)
+    accuracy = 1.0 - float(wrong.mean())
+    assert accuracy == pytest.approx(CARD["metrics"]["test_int8_fused"]["accuracy"], abs=1 / 412 + 1e-9)
+    assert accuracy >= CARD["gates"]["min_test_accuracy"]
+    sources = read_sources(waste_sample)
+    by_source = per_group_accuracy(paths, truth, proba, sources, CARD["classes"])
+    assert set(by_source) == {sources[str(Path(p).resolve())] for p in paths} and "unknown" not in by_source
+    assert sum(g["n"] for g in by_source.values()) == 412 and sum(g["errors"] for g in by_source.values()) == int(wrong.sum())
+    mistakes = confident_mistakes(paths, truth, proba, CARD["classes"], top=10, root=waste_sample)
+    assert len(mistakes) == min(10, int(wrong.sum())) and all(m["label"] != m["predicted"] for m in mistakes)
+    assert [m["confidence"] for m in mistakes] == sorted((m["confidence"] for m in mistakes), reverse=True)
 
 
 @pytest.mark.slow

@@ -17,10 +17,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from waste_edge.data.labels import display_names
-from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_LABEL, OUTPUT_PROBABILITIES, ModelMetadata
+from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_EMBEDDING, OUTPUT_LABEL, OUTPUT_PROBABILITIES, ModelMetadata
 
 
-def tiny_metadata(classes: Sequence[str] = ("B", "N"), channel_order: str = "RGB", input_size: Sequence[int] | None = None) -> ModelMetadata:
+def tiny_metadata(classes: Sequence[str] = ("B", "N"), channel_order: str = "RGB", input_size: Sequence[int] | None = None,
+                  with_embedding: bool = False) -> ModelMetadata:
     return ModelMetadata(
         classes=list(classes),
         display_names=display_names(list(classes)),
@@ -31,6 +32,7 @@ def tiny_metadata(classes: Sequence[str] = ("B", "N"), channel_order: str = "RGB
         toolkit_version="0.1.0",
         variant="fp32",
         input_size=list(input_size) if input_size else None,
+        embedding={"output": OUTPUT_EMBEDDING, "dim": 3, "normalization": "none"} if with_embedding else None,
     )
 
 
@@ -45,8 +47,10 @@ def make_fused_model(
     metadata: bool = True,
     input_name: str = INPUT_NAME,
     input_dtype: int = TensorProto.UINT8,
+    with_embedding: bool = False,
 ) -> Path:
-    """Write a tiny fused model to `path` and return it."""
+    """Write a tiny fused model to `path` and return it. `with_embedding`: the mean colour (the head's input) is
+    also the output `embedding`, as `export --with-embedding` does for a real encoder."""
     k = len(classes)
     red, blue = (0, 2) if channel_order == "RGB" else (2, 0)
     w = np.zeros((3, k), dtype=np.float32)
@@ -58,19 +62,21 @@ def make_fused_model(
     image = helper.make_tensor_value_info(input_name, input_dtype, [n, h, wd, 3])
     probs = helper.make_tensor_value_info(OUTPUT_PROBABILITIES, TensorProto.FLOAT, [n, k])
     label = helper.make_tensor_value_info(OUTPUT_LABEL, TensorProto.INT64, [n])
+    feats = OUTPUT_EMBEDDING if with_embedding else "mean"
     nodes = [
         # named with the stage prefixes a real export gives (pre/, head/): the benchmark's profile groups by them
         helper.make_node("Cast", [input_name], ["x"], name="pre/cast", to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["x"], ["mean"], name="pre/mean", axes=[1, 2], keepdims=0),
-        helper.make_node("Gemm", ["mean", "W", "b"], ["logits"], name="head/gemm"),
+        helper.make_node("ReduceMean", ["x"], [feats], name="pre/mean", axes=[1, 2], keepdims=0),
+        helper.make_node("Gemm", [feats, "W", "b"], ["logits"], name="head/gemm"),
         helper.make_node("Softmax", ["logits"], [OUTPUT_PROBABILITIES], name="head/softmax", axis=1),
         helper.make_node("ArgMax", [OUTPUT_PROBABILITIES], [OUTPUT_LABEL], name="head/argmax", axis=1, keepdims=0),
     ]
-    graph = helper.make_graph(nodes, "tiny_fused", [image], [probs, label], initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+    outputs = [probs, label] + ([helper.make_tensor_value_info(OUTPUT_EMBEDDING, TensorProto.FLOAT, [n, 3])] if with_embedding else [])
+    graph = helper.make_graph(nodes, "tiny_fused", [image], outputs, initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="waste-edge-tests")
     model.ir_version = 8
     if metadata:
-        helper.set_model_props(model, tiny_metadata(classes, channel_order, input_size).to_props())
+        helper.set_model_props(model, tiny_metadata(classes, channel_order, input_size, with_embedding).to_props())
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

@@ -94,3 +94,30 @@ def test_page_asks_for_the_token_once(browser, tiny):
         context.close()
     finally:
         assert server.terminate() == 0, server.output
+
+
+def test_review_view_labels_with_the_keyboard(browser, tmp_path):
+    """The Review tab shows a collected frame with the model's guess; key 2 labels it N in labels.csv."""
+    from tests.adapt.conftest import NEW_N, solid
+    from tests.serve.conftest import write_video
+
+    model = make_fused_model(tmp_path / "tiny.onnx", channel_order="BGR", with_embedding=True)
+    video = write_video(tmp_path / "glass.mp4", [solid(NEW_N, i)[..., ::-1].copy() for i in range(20)], fps=10)
+    folder = tmp_path / "collected"
+    server = ServeProcess(["--model", str(model), "--device", str(video), "--loop", "--realtime", "--collect", str(folder),
+                           "--collect-below", "0.95", "--collect-every", "0", "--collect-dedup", "-1", "--collect-max", "5"], tmp_path)
+    try:
+        wait_for(lambda: len(list(folder.glob("*.jpg"))) >= 2, 60, "two collected frames")
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/#review")
+        page.wait_for_function("() => { const i = document.querySelector('img.review-frame'); return i && i.complete && i.naturalWidth === 64; }", timeout=60_000)
+        assert "model's guess: B" in page.locator(".guess").inner_text()
+        first = page.locator("img.review-frame").get_attribute("alt")
+        page.keyboard.press("2")
+        wait_for(lambda: (folder / "labels.csv").is_file() and f"{first},N" in (folder / "labels.csv").read_text(), 20, "labels.csv to get the label")
+        page.wait_for_function(f"() => document.querySelector('img.review-frame')?.alt !== {first!r}", timeout=20_000)
+        assert not errors, errors
+    finally:
+        assert server.terminate() == 0, server.output

@@ -60,3 +60,37 @@ def test_unreadable_files_are_reported_not_dropped(tmp_path, lite0_random):
     reasons = {s.path.name: why for s, why in emb.failed}
     assert set(reasons) == {"empty.jpg", "notes.jpg", "gone.jpg"}
     assert "empty" in reasons["empty.jpg"] and "not an image" in reasons["notes.jpg"]
+
+
+def test_cache_distrusts_shards_with_wrong_width_nan_or_torn_bytes(tmp_path, lite0_random):
+    """A cache is a file anyone can edit: vectors of the wrong width, NaN / inf rows and torn shards are
+    recomputed (and said so), never fed to a head."""
+    import io
+
+    ds = discover(make_kaggle_dataset(tmp_path / "data", n_per_class=2, splits=("TRAIN",)), test_size=0.5)
+    samples = ds.samples
+    cache = tmp_path / "cache"
+    first = extract_embeddings(lite0_random, samples, batch_size=4, cache_dir=cache, progress=False)
+    key_dir = next(p for p in cache.iterdir() if p.is_dir())
+    (shard,) = key_dir.glob("shard-*.npz")
+    with np.load(shard) as z:
+        keys, feats = z["keys"], z["features"]
+    shard.unlink()
+    bad = feats.copy()
+    bad[0, 3] = np.nan
+    bad[1, 0] = np.inf
+
+    def write(name, **arrays):
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        (key_dir / name).write_bytes(buf.getvalue())
+
+    write("shard-nan.npz", keys=keys[:2], features=bad[:2])
+    write("shard-narrow.npz", keys=keys[2:], features=feats[2:, :7])
+    (key_dir / "shard-torn.npz").write_bytes(b"PK\x03\x04 torn")
+    lines = []
+    again = extract_embeddings(lite0_random, samples, batch_size=4, cache_dir=cache, progress=False, log=lines.append)
+    assert (again.n_cached, again.n_extracted) == (0, len(samples))
+    assert np.isfinite(again.features).all() and again.features.shape == first.features.shape
+    np.testing.assert_allclose(again.features, first.features, atol=1e-5)
+    assert any("unusable" in line and "extracting again" in line for line in lines), lines

@@ -6,6 +6,12 @@ decoding the video, the hand-over of each frame, smoothing and bookkeeping. Pure
 `Classifier.predict_proba` on decoded frames of the same video, one at a time, already in memory. Rounds alternate
 loop and pure inference (A B, B A, ...) and the median of the per-round ratios is reported, because on a
 shared machine the two halves of one round see the same background load.
+
+Where the loop's time goes is measured in the same rounds by two more runs: the same loop over a source
+that hands out already-decoded frames through the same reader thread (`memory_loop_fps`: the loop's own
+bookkeeping, no decoding), and the video decoded alone, as fast as OpenCV can (`decode_fps`). With 1/fps as
+the cost of a frame: loop - memory loop = what decoding on the same cores costs the loop, memory loop - pure
+= the loop's own work.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class CameraOverhead:
     loop_fps: float | None = None  # median round
     pure_fps: float | None = None  # median round
     overhead: float | None = None  # median of per-round (pure_fps / loop_fps - 1): 0.05 = the loop costs 5 % more per frame
+    memory_loop_fps: float | None = None  # the loop over pre-decoded frames (no decoding), median round
+    decode_fps: float | None = None  # the video decoded alone, median round
     loop_latency_ms: dict[str, float] = field(default_factory=dict)  # the loop's own total-latency percentiles, median round
     rounds_detail: list[dict[str, float]] = field(default_factory=list)
 
@@ -83,6 +91,49 @@ def decode_video(path: Path, keep: int = _RING) -> tuple[list[np.ndarray], int]:
     return frames, count
 
 
+class _Replay:
+    """A capture that replays a few decoded frames `n` times: the camera loop without decoding."""
+
+    def __init__(self, frames: list[np.ndarray], n: int) -> None:
+        self.frames, self.n, self.i = frames, n, 0
+
+    def read(self, image: Any = None) -> tuple[bool, np.ndarray | None]:
+        if self.i >= self.n:
+            return False, None
+        frame = self.frames[self.i % len(self.frames)]
+        self.i += 1
+        if image is not None and image.shape == frame.shape:
+            np.copyto(image, frame)  # what a decoder writing into the reused buffer costs at least
+            return True, image
+        return True, frame.copy()
+
+    def isOpened(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def get(self, prop: int) -> float:
+        return float(self.n) if prop == cv2.CAP_PROP_FRAME_COUNT else 0.0
+
+
+def decode_fps(path: Path) -> tuple[float, int]:
+    """Frames per second of decoding the video alone (into one reused buffer, as the reader does), and the count."""
+    cap = cv2.VideoCapture(str(path))
+    buf = None
+    count = 0
+    t0 = time.perf_counter()
+    while True:
+        ok, frame = cap.read(buf)
+        if not ok:
+            break
+        buf = frame
+        count += 1
+    elapsed = time.perf_counter() - t0
+    cap.release()
+    return (count / elapsed if elapsed > 0 else 0.0), count
+
+
 def measure_camera_overhead(
     classifier: Any,
     frames: np.ndarray,
@@ -109,11 +160,16 @@ def measure_camera_overhead(
         result.frames = n
         classifier.predict_proba(ring[0])  # warm the session and its buffers outside the timed part
         config = CameraConfig(show=False)
-        ratios, loops, pures, lats = [], [], [], []
+        ratios, loops, pures, lats, memory, decode = [], [], [], [], [], []
 
         def loop_round() -> Any:
             with open_source(str(video)) as source:
                 return run_camera(classifier, source, config)
+
+        def memory_round() -> float:
+            with open_source("replay", live=False, capture_factory=lambda: _Replay(ring, n)) as source:
+                summary = run_camera(classifier, source, config)
+            return summary.frames / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
 
         def pure_round() -> float:
             t0 = time.perf_counter()
@@ -132,16 +188,21 @@ def measure_camera_overhead(
             if summary.frames != n or summary.elapsed_s <= 0:
                 raise WasteEdgeError(f"camera loop classified {summary.frames} of {n} frames (stopped: {summary.stop_reason})")
             loop_fps = summary.frames / summary.elapsed_s
+            memory.append(memory_round())
+            decode.append(decode_fps(video)[0])
             ratios.append(pure_fps / loop_fps - 1.0)
             loops.append(loop_fps)
             pures.append(pure_fps)
             lats.append(summary.latency_ms.get("total", {}))
-            result.rounds_detail.append({"loop_fps": round(loop_fps, 2), "pure_fps": round(pure_fps, 2), "overhead": round(ratios[-1], 4)})
+            result.rounds_detail.append({"loop_fps": round(loop_fps, 2), "pure_fps": round(pure_fps, 2), "overhead": round(ratios[-1], 4),
+                                         "memory_loop_fps": round(memory[-1], 2), "decode_fps": round(decode[-1], 2)})
             if log:
                 log(f"camera loop {model} round {r + 1}/{rounds}: loop {loop_fps:.1f} FPS, pure {pure_fps:.1f} FPS")
         result.overhead = float(statistics.median(ratios))
         result.loop_fps = float(statistics.median(loops))
         result.pure_fps = float(statistics.median(pures))
+        result.memory_loop_fps = float(statistics.median(memory))
+        result.decode_fps = float(statistics.median(decode))
         mid = sorted(range(rounds), key=lambda i: loops[i])[rounds // 2]
         result.loop_latency_ms = {k: round(v, 3) for k, v in lats[mid].items()}
     return result

@@ -2,22 +2,29 @@
 
 How the numbers are made, and why:
 
-* Input is a real-sized uint8 frame (default 640x480, BGR as OpenCV delivers it), so the fused graph's own
-  preprocessing (resize, crop) is inside the timed call; the reference gets the same frames as RGB and does
-  the study's PIL preprocessing, also timed. Timed unit: frame(s) -> probabilities.
-* Rounds are interleaved (reference, variant 1, variant 2, ..., then again) and every row's speed-up is the
-  median over rounds of (reference round mean / row round mean): on a shared, noisy machine the targets of
-  one round see the same background load, so the ratio is far steadier than either time. Ratios are the
-  claim; absolute times are reported beside them with the machine and its load average.
-* torch and ONNX Runtime share the cores: both get `threads` intra-op threads, OpenMP is told to sleep
-  instead of spinning (OMP_WAIT_POLICY=PASSIVE, when torch is not imported yet) and the harness pauses
-  briefly between targets so one runtime's spinning workers do not steal the next one's cores.
-* Load time = constructing the `Classifier` (or the reference) plus its first inference, which is what a
-  user waits for. Size = the model file(s). Peak RSS (and GPU memory) come from a child process that loads
-  only that target (`memory.py`): in-process peaks only ever grow and cannot be attributed to one row.
+* Every target (the reference pipeline of a run; each model on each backend) runs in a worker process of
+  its own (`worker.py`), spawned once, at its own defaults: the reference with PyTorch's default thread
+  count and OpenMP behaviour, each model with ONNX Runtime's session defaults as the runtime's `Classifier`
+  sets them. Nothing process-wide is changed for anyone: a benchmark that exists to say how much faster we
+  are must not slow down what it compares against. Explicit levers (`threads`, ONNX Runtime
+  `session_config` entries) apply only where asked, and every row prints the settings it ran with.
+* All workers get the same frames from the parent: real-sized uint8 frames (default 640x480, BGR as OpenCV
+  delivers them; the reference gets them as RGB and does the study's PIL preprocessing), so preprocessing
+  is inside the timed call. Timed unit: frame(s) -> probabilities.
+* Rounds are interleaved (reference, variant 1, variant 2, ..., then again): the parent asks one worker at a
+  time for a round of calls, waits until that worker's threads have stopped using the CPU (spinning thread
+  pools keep running after a call returns), then asks the next. Every row's speed-up is the median over
+  rounds of (reference round mean / row round mean): on a shared, noisy machine the targets of one round see
+  the same background load, so the ratio is far steadier than either time. Ratios are the claim; absolute
+  times are reported beside them with the machine and its load average.
+* `check_alone`: after the interleaved rounds each reference is timed once more alone in a fresh process
+  (`alone.py`, no code shared with the worker) so a reader sees that the harness did not handicap it.
+* Load time = constructing the target plus its first inference, one worker at a time. Peak RSS is each
+  worker's own high-water mark after the timed rounds (largest batch), taken before the accuracy pass:
+  a process that holds only that target, which is the figure an edge user needs.
 * Every row is measured inside its own try/except: a backend that is missing here (CUDA, TensorRT), a file
-  that does not load or a run that fails becomes a row with status `failed` (or `skipped` where the format
-  cannot use that backend at all) and the reason, and the other rows go on.
+  that does not load, a run that fails or a worker that dies becomes a row with status `failed` (or
+  `skipped` where the format cannot use that backend at all) and the reason, and the other rows go on.
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ import numpy as np
 
 from waste_edge._io import Log, quiet
 from waste_edge.bench.frames import synthetic_frames
+from waste_edge.bench.worker import file_size_mb, one_line
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.backends.select import BACKEND_NAMES
 
-_SETTLE_S = 0.05  # pause when switching targets: lets the previous runtime's spinning threads go idle
+_LOAD_TIMEOUT_S = 900.0
+_CALL_TIMEOUT_S = 1800.0
 
 
 class BenchError(WasteEdgeError):
@@ -55,8 +64,8 @@ def parse_session_entry(text: str) -> tuple[str, str]:
 @dataclass
 class BenchConfig:
     """What to measure and how. The defaults are the CLI's: `models=None` is the embedded default model (none
-    when references are given), `iters=None` is 10 calls per round (unless `seconds`), `threads=None` is the
-    cores this process may use, for ONNX Runtime and torch alike."""
+    when references are given), `iters=None` is 10 calls per round (unless `seconds`), `threads=None` leaves
+    each runtime at its own default (PyTorch's, ONNX Runtime's): a lever only where asked."""
 
     models: list[Path] | None = None
     references: list[Path] = field(default_factory=list)
@@ -67,14 +76,15 @@ class BenchConfig:
     iters: int | None = None  # per target per round (ignored when `seconds` is set)
     seconds: float | None = None  # measuring time per target and batch, split over the rounds
     rounds: int = 5
-    threads: int | None = None
+    threads: int | None = None  # None: each runtime's own default (PyTorch's, ONNX Runtime's)
     session_config: dict[str, str] = field(default_factory=dict)  # ONNX Runtime session config entries (levers)
     data: Path | None = None  # dataset for an accuracy column
     data_limit: int | None = None
     camera: bool = False  # camera-loop overhead for each model (first loaded backend)
     camera_frames: int = 300
-    memory: bool = True  # peak RSS in a child process per target
+    memory: bool = True  # peak RSS of each worker
     profile: bool = False  # ORT per-op profile of each ONNX model on CPU, at every batch size
+    check_alone: bool = False  # time each reference again alone in a fresh process
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -84,10 +94,6 @@ class BenchConfig:
             self.models = [] if self.references else [resolve_model_path(None)]
         if self.iters is None and self.seconds is None:
             self.iters = 10
-        if self.threads is None:
-            from waste_edge.bench.machine import usable_cores
-
-            self.threads = usable_cores()
         if not self.models and not self.references:
             raise BenchError("nothing to benchmark: give --model (and optionally --reference)")
         if any(b < 1 for b in self.batches) or not self.batches:
@@ -135,6 +141,7 @@ class BenchRow:
     encoder: str = ""
     path: str = ""
     reference: str | None = None  # the reference row this row's speed-up is against
+    settings: dict[str, Any] = field(default_factory=dict)  # threads, OpenMP policy, ORT session options it ran with
     iters: int = 0  # timed calls, all rounds together
     rounds: int = 0
     round_ms: list[float] = field(default_factory=list)  # mean latency of each round, in order
@@ -149,8 +156,9 @@ class BenchReport:
     machine: dict[str, Any]
     settings: dict[str, Any]
     rows: list[BenchRow]
-    camera: list[Any] = field(default_factory=list)  # CameraOverhead
+    camera: list[Any] = field(default_factory=list)  # CameraOverhead dicts
     profiles: list[dict[str, Any]] = field(default_factory=list)
+    reference_check: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -162,22 +170,117 @@ class BenchReport:
             "machine": self.machine,
             "settings": self.settings,
             "rows": [r.to_dict() for r in self.rows],
-            "camera": [c.to_dict() for c in self.camera],
+            "camera": list(self.camera),
             "profiles": self.profiles,
+            "reference_check": self.reference_check,
             "notes": self.notes,
         }
+
+
+# -- workers -------------------------------------------------------------------------------------------
+
+
+class WorkerDied(WasteEdgeError):
+    """A worker process exited (or stopped answering) in the middle of a command."""
+
+
+class Worker:
+    """The parent's handle on one worker process: send a command, wait for its reply.
+
+    The worker is a fresh interpreter (`python -m waste_edge.bench.worker`), not a multiprocessing child: it
+    inherits no threads or runtimes and never re-imports the caller's main script. Commands and replies travel
+    as pickled messages over two pipes between these two processes of ours (numpy frames included)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        import json
+        import subprocess
+        from multiprocessing.connection import Connection
+
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        cmd = [sys.executable, "-m", "waste_edge.bench.worker", str(to_child_r), str(from_child_w), json.dumps(spec)]
+        try:
+            self.process = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w), stdout=2)  # stdout stays the report's
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self._send, self._recv = Connection(to_child_w, readable=False), Connection(from_child_r, writable=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def ask(self, cmd: str, timeout: float = _CALL_TIMEOUT_S, **args: Any) -> Any:
+        try:
+            self._send.send({"cmd": cmd, **args})
+            if not self._recv.poll(timeout):
+                self.kill()
+                raise WorkerDied(f"worker gave no answer to {cmd!r} within {timeout:.0f} s")
+            reply = self._recv.recv()
+        except (EOFError, OSError):
+            code = self.process.wait(timeout=5) if self.process.poll() is None else self.process.returncode
+            raise WorkerDied(f"worker process exited during {cmd!r} (exit code {code})") from None
+        if "error" in reply:
+            raise WasteEdgeError(reply["error"])
+        return reply["ok"]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.ask("close", timeout=30)
+            except WasteEdgeError:
+                pass
+        try:
+            self.process.wait(timeout=10)
+        except Exception:
+            self.kill()
+        self._send.close()
+        self._recv.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def _cpu_ns(pid: int) -> int | None:
+    """CPU time used so far by every thread of `pid` (Linux schedstat, nanoseconds); None where unknown."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def wait_until_idle(pids: Sequence[int | None], *, poll_s: float = 0.005, busy_share: float = 0.1, max_wait_s: float = 1.0) -> float:
+    """Wait until the processes use less than `busy_share` of one core (spinning thread pools have gone to
+    sleep), at most `max_wait_s`; returns the seconds waited. Without /proc, a fixed short pause."""
+    live = [p for p in pids if p]
+    t0 = time.perf_counter()
+    last = [_cpu_ns(p) for p in live]
+    if not live or any(v is None for v in last):
+        time.sleep(0.05)
+        return time.perf_counter() - t0
+    while time.perf_counter() - t0 < max_wait_s:
+        time.sleep(poll_s)
+        now = [_cpu_ns(p) for p in live]
+        if any(v is None for v in now):
+            break
+        used = sum(b - a for a, b in zip(last, now)) / 1e9  # type: ignore[operator]
+        last = now
+        if used < busy_share * poll_s:
+            break
+    return time.perf_counter() - t0
 
 
 # -- targets -------------------------------------------------------------------------------------------
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return text if isinstance(e, WasteEdgeError) and text else f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
 class _Target:
-    """A thing to time: the reference pipeline of a run, or one model file on one backend."""
+    """A thing to time (reference of a run, or one model file on one backend) and the worker that holds it."""
 
     def __init__(self, kind: str, name: str, variant: str, backend: str, path: Path, fmt: str) -> None:
         self.kind = kind  # reference | model
@@ -189,7 +292,8 @@ class _Target:
         self.provider = ""
         self.encoder = ""
         self.head_sha256 = ""
-        self.obj: Any = None
+        self.settings: dict[str, Any] = {}
+        self.worker: Worker | None = None
         self.load_s: float | None = None
         self.size_mb: float | None = None
         self.peak_rss_mb: float | None = None
@@ -202,31 +306,47 @@ class _Target:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == "ok" and self.worker is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self.worker.pid if self.worker is not None else None
 
     def fail(self, status: str, error: str) -> None:
         self.status, self.error = status, error
         self.close()
 
-    def call(self, inputs: Any) -> Any:
-        """Frames -> probabilities: BGR NHWC array for a fused model, list of RGB frames for the reference."""
-        return self.obj.predict_proba(inputs)
+    def start(self, spec: dict[str, Any], frames: np.ndarray, first_batch: int, log: Log) -> None:
+        """Spawn the worker and load the target in it (one target at a time, so load times are its own)."""
+        try:
+            self.worker = Worker(spec)
+            info = self.worker.ask("load", timeout=_LOAD_TIMEOUT_S, frames=frames, first_batch=first_batch)
+        except Exception as e:
+            self.fail("failed", one_line(e))
+            log(f"{self.name} on {self.backend}: failed ({self.error})")
+            return
+        self.name, self.variant, self.format = info["name"], info["variant"], info["format"]
+        self.provider, self.encoder, self.head_sha256 = info["provider"], info["encoder"], info["head_sha256"]
+        self.size_mb, self.load_s, self.settings = info["size_mb"], info["load_s"], {**info["settings"], "worker_pid": info["pid"]}
+        what = f"reference {self.path} ({self.encoder})" if self.kind == "reference" else f"{self.name} on {self.backend} ({self.provider})"
+        log(f"loaded {what} in {self.load_s:.2f} s in worker {self.pid}; settings {format_settings(self.settings)}")
 
     def close(self) -> None:
-        obj, self.obj = self.obj, None
-        if obj is not None and hasattr(obj, "close"):
-            try:
-                obj.close()
-            except Exception:  # closing must never hide a result
-                pass
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.close()
 
 
-def _file_size_mb(path: Path) -> float | None:
-    from waste_edge.runtime.backends.engine_sidecar import sidecar_path
-
-    files = [path, sidecar_path(path), Path(str(path) + ".data")]  # model, engine sidecar, ONNX external data
-    total = sum(f.stat().st_size for f in dict.fromkeys(files) if f.is_file())
-    return total / 1e6 if total else None
+def format_settings(s: dict[str, Any]) -> str:
+    """A row's settings as one short line: runtime, threads, OpenMP wait policy, ORT session options."""
+    if not s:
+        return "-"
+    parts = [str(s.get("runtime", "?")), f"threads {s.get('threads', '?')}"]
+    if "graph_optimization" in s:
+        parts.append(f"graph opt {s['graph_optimization']}, {s.get('execution_mode', '?')}, inter-op {s.get('inter_op_threads', '?')}")
+        parts += [f"{k}={v}" for k, v in (s.get("session_config") or {}).items()] or ["session config default"]
+    parts.append(f"OMP_WAIT_POLICY {s.get('omp_wait_policy', '?')}")
+    return "; ".join(parts)
 
 
 def _file_metadata(path: Path) -> Any:
@@ -239,10 +359,8 @@ def _file_metadata(path: Path) -> Any:
         return None
 
 
-def _model_targets(path: Path, backends: Sequence[str] | None, threads: int | None, first_input: np.ndarray, log: Log,
-                   session_config: dict[str, str] | None = None) -> list[_Target]:
-    """One target per backend for a model file, loaded (or failed / skipped with the reason)."""
-    from waste_edge.runtime.classifier import Classifier
+def _model_targets(path: Path, cfg: BenchConfig, frames: np.ndarray, log: Log) -> list[_Target]:
+    """One target per backend for a model file, loaded in its worker (or failed / skipped with the reason)."""
     from waste_edge.runtime.formats import format_for_path
     from waste_edge.runtime.backends.select import available_backends, candidate_backends
 
@@ -252,10 +370,10 @@ def _model_targets(path: Path, backends: Sequence[str] | None, threads: int | No
         if not path.is_file():
             raise WasteEdgeError(f"{path}: model file not found")
     except Exception as e:
-        t = _Target("model", name, "?", ",".join(backends or ["auto"]), path, path.suffix.lstrip("."))
-        t.fail("failed", _one_line(e))
+        t = _Target("model", name, "?", ",".join(cfg.backends or ["auto"]), path, path.suffix.lstrip("."))
+        t.fail("failed", one_line(e))
         return [t]
-    if backends is None:
+    if cfg.backends is None:
         wanted = available_backends(path)
         if not wanted:
             t = _Target("model", name, "?", "auto", path, fmt.name)
@@ -263,32 +381,27 @@ def _model_targets(path: Path, backends: Sequence[str] | None, threads: int | No
                 candidate_backends(path, "auto")
                 t.fail("failed", "no backend available")
             except Exception as e:
-                t.fail("failed", _one_line(e))
+                t.fail("failed", one_line(e))
             return [t]
     else:
-        wanted = list(backends)
+        wanted = list(cfg.backends)
+    here = set(available_backends(path))
     targets = []
     for backend in wanted:
         t = _Target("model", name, "?", backend, path, fmt.name)
-        t.size_mb = _file_size_mb(path)
+        t.size_mb = file_size_mb(path)
         targets.append(t)
         if backend not in fmt.backends:
             t.fail("skipped", f"a {fmt.suffix} file runs on {', '.join(fmt.backends)}, not on {backend}")
             continue
-        try:
-            t0 = time.perf_counter()
-            clf = Classifier(path, backend, threads=threads, session_config=session_config or None)
-            t.obj = clf
-            clf.predict_proba(first_input)
-            t.load_s = time.perf_counter() - t0
-            t.provider = clf.provider
-            t.variant = clf.metadata.variant
-            t.encoder = clf.metadata.encoder
-            t.head_sha256 = clf.metadata.head_sha256
-            log(f"loaded {name} on {backend} ({clf.provider}) in {t.load_s:.2f} s")
-        except Exception as e:
-            t.fail("failed", _one_line(e))
-            log(f"{name} on {backend}: failed ({t.error})")
+        if backend not in here:  # say why without spawning a worker that can only fail
+            try:
+                candidate_backends(path, backend)
+            except Exception as e:
+                t.fail("failed", one_line(e))
+                continue
+        spec = {"kind": "model", "path": str(path), "backend": backend, "threads": cfg.threads, "session_config": cfg.session_config}
+        t.start(spec, frames, cfg.batches[0], log)
     known = next((t for t in targets if t.encoder), None)
     meta = None if known else _file_metadata(path)
     for t in targets:
@@ -300,23 +413,9 @@ def _model_targets(path: Path, backends: Sequence[str] | None, threads: int | No
     return targets
 
 
-def _reference_target(run_dir: Path, threads: int | None, first_input: list[np.ndarray], log: Log) -> _Target:
+def _reference_target(run_dir: Path, cfg: BenchConfig, frames: np.ndarray, log: Log) -> _Target:
     t = _Target("reference", run_dir.name, "reference", "cpu", run_dir, "pytorch+sklearn")
-    t.provider = "torch"
-    try:
-        from waste_edge.train.runs import open_run
-
-        t0 = time.perf_counter()
-        ref = open_run(run_dir).reference(threads or 2)
-        t.obj = ref
-        ref.predict_proba(first_input)
-        t.load_s = time.perf_counter() - t0
-        t.size_mb = ref.size_mb()
-        t.encoder, t.head_sha256 = ref.encoder_id, ref.head_sha256
-        log(f"loaded reference {run_dir} ({ref.encoder_id}) in {t.load_s:.2f} s")
-    except Exception as e:
-        t.fail("failed", _one_line(e))
-        log(f"reference {run_dir}: failed ({t.error})")
+    t.start({"kind": "reference", "path": str(run_dir), "threads": cfg.threads}, frames, cfg.batches[0], log)
     return t
 
 
@@ -337,30 +436,11 @@ def _match_references(models: list[_Target], refs: list[_Target], notes: list[st
 # -- measurement -----------------------------------------------------------------------------------------
 
 
-def _timed_calls(t: _Target, inputs: Any, iters: int | None, seconds: float | None) -> list[float]:
-    lat: list[float] = []
-    perf = time.perf_counter
-    if seconds is None:
-        for _ in range(iters or 1):
-            t0 = perf()
-            t.call(inputs)
-            lat.append((perf() - t0) * 1e3)
-        return lat
-    end = perf() + seconds
-    while True:
-        t0 = perf()
-        t.call(inputs)
-        t1 = perf()
-        lat.append((t1 - t0) * 1e3)
-        if t1 >= end:
-            return lat
-
-
 def _row_for(t: _Target, batch: int) -> BenchRow:
     return BenchRow(
         model=t.name, variant=t.variant, backend=t.backend, batch=batch, status=t.status, error=t.error,
         load_s=t.load_s, size_mb=t.size_mb, peak_rss_mb=t.peak_rss_mb, gpu_mem_mb=t.gpu_mem_mb, accuracy=t.accuracy,
-        format=t.format, provider=t.provider, encoder=t.encoder, path=str(t.path),
+        format=t.format, provider=t.provider, encoder=t.encoder, path=str(t.path), settings=dict(t.settings),
         reference=t.reference.name if t.reference is not None else (t.name if t.kind == "reference" else None),
     )
 
@@ -376,92 +456,82 @@ def _fill_stats(row: BenchRow, rounds: list[list[float]], batch: int) -> None:
     row.iters, row.rounds = len(pooled), len(rounds)
 
 
-def _measure_batch(targets: list[_Target], batch: int, inputs: dict[str, Any], cfg: BenchConfig, bar: Any, log: Log) -> dict[int, list[list[float]]]:
-    """Warm up, then interleaved rounds; returns per target (by index) the latencies of each round."""
+def _measure_batch(targets: list[_Target], batch: int, cfg: BenchConfig, bar: Any, log: Log) -> dict[int, list[list[float]]]:
+    """Warm up, then interleaved rounds, one worker at a time; per target (by index) the latencies of each round."""
     active = [i for i, t in enumerate(targets) if t.ok]
+    pids = [targets[i].pid for i in active]
     per_round = cfg.seconds / cfg.rounds if cfg.seconds is not None else None
     out: dict[int, list[list[float]]] = {i: [] for i in active}
-    for i in list(active):
+
+    def drop(i: int, e: BaseException, when: str) -> None:
         t = targets[i]
+        t.batch_errors[batch] = one_line(e)
+        active.remove(i)
+        log(f"{t.name} on {t.backend}, batch {batch}: failed in {when} ({t.batch_errors[batch]})")
+        if isinstance(e, WorkerDied):
+            t.fail("failed", t.batch_errors[batch])
+
+    for i in list(active):
+        wait_until_idle(pids)
         try:
-            for _ in range(cfg.warmup):
-                t.call(inputs[t.kind])
+            targets[i].worker.ask("warmup", batch=batch, n=cfg.warmup)  # type: ignore[union-attr]
         except Exception as e:
-            t.batch_errors[batch] = _one_line(e)
-            active.remove(i)
-            log(f"{t.name} on {t.backend}, batch {batch}: failed in warm-up ({t.batch_errors[batch]})")
+            drop(i, e, "warm-up")
     for r in range(cfg.rounds):
         for i in list(active):
-            t = targets[i]
-            time.sleep(_SETTLE_S)
+            wait_until_idle(pids)
             try:
-                out[i].append(_timed_calls(t, inputs[t.kind], cfg.iters, per_round))
+                out[i].append(targets[i].worker.ask("time", batch=batch, iters=cfg.iters, seconds=per_round))  # type: ignore[union-attr]
             except Exception as e:
-                t.batch_errors[batch] = _one_line(e)
-                active.remove(i)
-                log(f"{t.name} on {t.backend}, batch {batch}: failed in round {r + 1} ({t.batch_errors[batch]})")
+                drop(i, e, f"round {r + 1}")
             if bar is not None:
                 bar.update(1)
     return out
 
 
-# -- optional measurements -------------------------------------------------------------------------------
-
-
-def _measure_memory(targets: list[_Target], cfg: BenchConfig, notes: list[str], log: Log) -> None:
-    from waste_edge.bench.memory import measure_in_child
-
-    for t in targets:
-        if not t.ok:
-            continue
-        spec = {"kind": t.kind, "path": str(t.path), "backend": t.backend, "threads": cfg.threads,
-                "batch": max(cfg.batches), "frame": list(cfg.frame), "iters": 2, "session_config": cfg.session_config}
-        try:
-            res = measure_in_child(spec)
-            t.peak_rss_mb, t.gpu_mem_mb = res.get("peak_rss_mb"), res.get("gpu_mem_mb")
-            log(f"memory {t.name} on {t.backend}: peak RSS {t.peak_rss_mb:.0f} MB")
-        except Exception as e:
-            notes.append(f"peak RSS of {t.name} on {t.backend} not measured: {_one_line(e)}")
-
-
-def _measure_accuracy(targets: list[_Target], cfg: BenchConfig, notes: list[str], log: Log) -> dict[str, Any]:
-    from waste_edge.data.decode import DecodeError, load_rgb_array
+def _accuracy_samples(cfg: BenchConfig) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     from waste_edge.data.discovery import discover
     from waste_edge.data.sample import seeded_sample
 
     ds = discover(cfg.data)
     samples = seeded_sample(ds.split("test") or ds.samples, cfg.data_limit or None)
-    images: list[tuple[np.ndarray, str]] = []
-    unreadable = 0
-    for s in samples:
-        try:
-            images.append((load_rgb_array(s.path), s.label))
-        except DecodeError:
-            unreadable += 1
-    if not images:
-        raise BenchError(f"{cfg.data}: no readable images for the accuracy column")
-    for t in targets:
-        if not t.ok:
+    if not samples:
+        raise BenchError(f"{cfg.data}: no images for the accuracy column")
+    return [(str(s.path), s.label) for s in samples], {"data": str(cfg.data), "split": "test" if ds.split("test") else "all"}
+
+
+def _check_alone(refs: list[_Target], rows: list[BenchRow], cfg: BenchConfig, log: Log) -> list[dict[str, Any]]:
+    """Each reference timed again alone in a fresh process, at the first batch size, the same way (median round)."""
+    from waste_edge.bench.alone import time_alone
+
+    batch = cfg.batches[0]
+    iters = cfg.iters or max(3, int(round(statistics.median(r.iters for r in rows if r.iters) / max(cfg.rounds, 1))))
+    out = []
+    for t in refs:
+        row = next((r for r in rows if r.model == t.name and r.variant == "reference" and r.batch == batch), None)
+        if row is None or row.status != "ok" or not row.round_ms:
             continue
+        spec = {"kind": "reference", "path": str(t.path), "batch": batch, "frame": list(cfg.frame), "rounds": cfg.rounds,
+                "iters": iters, "warmup": cfg.warmup, "threads": cfg.threads}
+        entry: dict[str, Any] = {"reference": t.name, "batch": batch, "harness_ms": statistics.median(row.round_ms)}
         try:
-            classes = list(t.obj.classes)
-            correct = 0
-            for img, label in _progress(images, cfg.progress and len(images) > 50, f"accuracy {t.name} ({t.backend})"):
-                p = t.obj.predict_proba([img]) if t.kind == "reference" else t.obj.predict_proba(img, "RGB")
-                correct += int(classes[int(np.argmax(p[0]))] == label)
-            t.accuracy = correct / len(images)
-            log(f"accuracy {t.name} on {t.backend}: {t.accuracy:.4f} ({len(images)} images)")
+            alone = time_alone(spec)
+            entry["alone_ms"] = alone["median_round_ms"]
+            entry["alone_round_ms"] = alone["round_ms"]
+            entry["harness_over_alone"] = entry["harness_ms"] / entry["alone_ms"]
+            log(f"reference {t.name} alone in a fresh process: {entry['alone_ms']:.2f} ms vs {entry['harness_ms']:.2f} ms in the harness")
         except Exception as e:
-            notes.append(f"accuracy of {t.name} on {t.backend} not measured: {_one_line(e)}")
-    return {"data": str(cfg.data), "images": len(images), "unreadable": unreadable, "split": "test" if ds.split("test") else "all"}
+            entry["error"] = one_line(e)
+        out.append(entry)
+    return out
 
 
-def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return items
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not (enabled and total):
+        return None
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="img", leave=False, file=sys.stderr)
+    return tqdm(total=total, desc="bench", unit="round", file=sys.stderr, leave=False)
 
 
 # -- the run ---------------------------------------------------------------------------------------------
@@ -470,109 +540,120 @@ def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Any:
 def run_bench(cfg: BenchConfig, log: Log | None = None) -> BenchReport:
     """Measure every target; never raises for one row's failure (see the module docstring)."""
     say: Log = log or quiet
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch's OpenMP starts
     from waste_edge.bench.machine import load_average, machine_info
 
     machine = machine_info()
     notes: list[str] = []
     w, h = cfg.frame
-    big = max(cfg.batches)
-    bgr = synthetic_frames(big, w, h)
-    rgb = [np.ascontiguousarray(f[..., ::-1]) for f in bgr]
-    first_bgr, first_rgb = bgr[: cfg.batches[0]], rgb[: cfg.batches[0]]
+    frames = synthetic_frames(max(cfg.batches), w, h)
 
-    refs = [_reference_target(Path(r), cfg.threads, first_rgb, say) for r in cfg.references]
+    refs = [_reference_target(Path(r), cfg, frames, say) for r in cfg.references]
     models: list[_Target] = []
     for m in cfg.models:
-        models.extend(_model_targets(Path(m), cfg.backends, cfg.threads, first_bgr, say, cfg.session_config))
+        models.extend(_model_targets(Path(m), cfg, frames, say))
     _match_references(models, [r for r in refs if r.ok], notes)
     targets = refs + models
-
-    if cfg.memory:
-        _measure_memory(targets, cfg, notes, say)
-    accuracy_info = None
-    if cfg.data is not None:
-        try:
-            accuracy_info = _measure_accuracy(targets, cfg, notes, say)
-        except Exception as e:
-            notes.append(f"accuracy not measured: {_one_line(e)}")
-
     rows: list[BenchRow] = []
-    bar = None
-    n_units = sum(1 for t in targets if t.ok) * len(cfg.batches) * cfg.rounds
-    if cfg.progress and n_units:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_units, desc="bench", unit="round", file=sys.stderr, leave=False)
+    camera: list[Any] = []
+    profiles: list[dict[str, Any]] = []
+    reference_check: list[dict[str, Any]] = []
+    accuracy_info: dict[str, Any] | None = None
     try:
+        bar = _progress_bar(sum(1 for t in targets if t.ok) * len(cfg.batches) * cfg.rounds, cfg.progress)
+        measured: dict[int, dict[int, list[list[float]]]] = {}
+        try:
+            for batch in cfg.batches:
+                measured[batch] = _measure_batch(targets, batch, cfg, bar, say)
+        finally:
+            if bar is not None:
+                bar.close()
+
+        for t in targets:  # after the largest batch, before the accuracy pass decodes photos
+            if t.ok and cfg.memory:
+                try:
+                    mem = t.worker.ask("memory")  # type: ignore[union-attr]
+                    t.peak_rss_mb, t.gpu_mem_mb = mem["peak_rss_mb"], mem["gpu_mem_mb"]
+                except Exception as e:
+                    notes.append(f"peak RSS of {t.name} on {t.backend} not measured: {one_line(e)}")
+
+        if cfg.data is not None:
+            try:
+                samples, accuracy_info = _accuracy_samples(cfg)
+                accuracy_info["images"] = len(samples)
+                for t in targets:
+                    if not t.ok:
+                        continue
+                    try:
+                        acc = t.worker.ask("accuracy", samples=samples, progress=cfg.progress and len(samples) > 50)  # type: ignore[union-attr]
+                        t.accuracy = acc["accuracy"]
+                        accuracy_info["images"], accuracy_info["unreadable"] = acc["images"], acc["unreadable"]
+                        say(f"accuracy {t.name} on {t.backend}: {t.accuracy:.4f} ({acc['images']} images)")
+                    except Exception as e:
+                        notes.append(f"accuracy of {t.name} on {t.backend} not measured: {one_line(e)}")
+            except Exception as e:
+                notes.append(f"accuracy not measured: {one_line(e)}")
+
         for batch in cfg.batches:
-            inputs = {"model": np.ascontiguousarray(bgr[:batch]), "reference": rgb[:batch]}
-            measured = _measure_batch(targets, batch, inputs, cfg, bar, say)
             by_target: dict[int, BenchRow] = {}
             for i, t in enumerate(targets):
                 row = _row_for(t, batch)
-                if t.ok and batch in t.batch_errors:
+                if batch in t.batch_errors:
                     row.status, row.error = "failed", t.batch_errors[batch]
-                elif t.ok and measured.get(i):
-                    _fill_stats(row, measured[i], batch)
+                elif measured[batch].get(i):
+                    _fill_stats(row, measured[batch][i], batch)
                 by_target[id(t)] = row
                 rows.append(row)
             for t in targets:
                 row = by_target[id(t)]
                 ref = t if t.kind == "reference" else t.reference
                 ref_row = by_target.get(id(ref)) if ref is not None else None
-                if row.status != "ok" or ref_row is None or ref_row.status != "ok" or not row.round_ms:
+                if row.status != "ok" or ref_row is None or ref_row.status != "ok" or not row.round_ms or not ref_row.round_ms:
                     continue
                 pairs = [a / b for a, b in zip(ref_row.round_ms, row.round_ms) if b > 0]
                 if pairs:
                     row.round_speedups = [round(p, 4) for p in pairs]
                     row.speedup_vs_reference = float(statistics.median(pairs))
-    finally:
-        if bar is not None:
-            bar.close()
 
-    profiles: list[dict[str, Any]] = []
-    if cfg.profile:
-        from waste_edge.bench.profile import profile_model
-
-        for t in models:
-            if not (t.ok and t.format == "onnx" and t.backend == "cpu"):
-                continue
-            for batch in cfg.batches:
+        if cfg.profile:
+            for t in models:
+                if not (t.ok and t.format == "onnx" and t.backend == "cpu"):
+                    continue
                 try:
-                    prof = profile_model(t.path, bgr[:batch], threads=cfg.threads)
-                    profiles.append({"model": t.name, "variant": t.variant, "backend": t.backend, "batch": batch, **prof})
+                    for prof in t.worker.ask("profile", batches=cfg.batches):  # type: ignore[union-attr]
+                        profiles.append({"model": t.name, "variant": t.variant, "backend": t.backend, **prof})
                 except Exception as e:
-                    notes.append(f"profile of {t.name} at batch {batch} failed: {_one_line(e)}")
+                    notes.append(f"profile of {t.name} failed: {one_line(e)}")
 
-    camera: list[Any] = []
-    if cfg.camera:
-        from waste_edge.bench.camera_overhead import CameraOverhead, measure_camera_overhead
+        if cfg.camera:
+            cam_frames = synthetic_frames(cfg.camera_frames, w, h, seed=1)
+            seen: set[Path] = set()
+            for t in models:
+                if not t.ok or t.path in seen:
+                    continue
+                seen.add(t.path)
+                say(f"camera loop {t.name} on {t.backend}")
+                try:
+                    camera.append(t.worker.ask("camera", frames=cam_frames, rounds=cfg.rounds))  # type: ignore[union-attr]
+                except Exception as e:
+                    camera.append({"model": t.name, "variant": t.variant, "backend": t.backend, "status": "failed", "error": one_line(e)})
+    finally:
+        for t in targets:
+            t.close()
 
-        cam_frames = synthetic_frames(cfg.camera_frames, w, h, seed=1)
-        seen: set[Path] = set()
-        for t in models:
-            if not t.ok or t.path in seen:
-                continue
-            seen.add(t.path)
-            try:
-                camera.append(measure_camera_overhead(t.obj, cam_frames, rounds=cfg.rounds, model=t.name, log=say))
-            except Exception as e:
-                camera.append(CameraOverhead(model=t.name, variant=t.variant, backend=t.backend, status="failed", error=_one_line(e)))
-
-    for t in targets:
-        t.close()
+    if cfg.check_alone:
+        reference_check = _check_alone([r for r in refs if r.status == "ok"], rows, cfg, say)
     machine["load_average_end"] = load_average()
     settings = {
         "frame": f"{w}x{h}", "frame_channel_order": "BGR (fused models), RGB (reference)", "batches": cfg.batches,
         "backends": cfg.backends or "available", "warmup": cfg.warmup, "iters": cfg.iters if cfg.seconds is None else None,
-        "seconds": cfg.seconds, "rounds": cfg.rounds, "threads": cfg.threads, "session_config": cfg.session_config,
-        "models": [str(m) for m in cfg.models], "references": [str(r) for r in cfg.references],
+        "seconds": cfg.seconds, "rounds": cfg.rounds, "threads": cfg.threads or "each runtime's default",
+        "session_config": cfg.session_config, "models": [str(m) for m in cfg.models], "references": [str(r) for r in cfg.references],
+        "isolation": "one worker process per target, spawned once; rounds interleaved one worker at a time",
         "speedup": "median over rounds of reference round mean / row round mean, same batch (rounds interleaved)",
         "throughput": "batch / median round mean latency",
-        "peak_rss": "child process running only that target" if cfg.memory else "not measured",
+        "peak_rss": "each target's own worker process" if cfg.memory else "not measured",
     }
     if accuracy_info:
         settings["accuracy"] = accuracy_info
-    return BenchReport(machine=machine, settings=settings, rows=rows, camera=camera, profiles=profiles, notes=notes)
+    return BenchReport(machine=machine, settings=settings, rows=rows, camera=camera, profiles=profiles,
+                       reference_check=reference_check, notes=notes)

@@ -1,9 +1,11 @@
-"""Which operators dominate a fused model's time: ONNX Runtime's own profiler, summed per op type.
+"""Which operators and which stages dominate a fused model's time: ONNX Runtime's own profiler, summed.
 
 When a target is missed the next lever depends on where the time goes (the resize of the full frame, the
 GEMMs of the encoder, a quantise / dequantise pair ORT could not fuse), so the benchmark can attach this
-breakdown to each ONNX row. The session comes from the same loader as the runtime's CPU runner
-(`backends.onnxrt.load_session`), so the kernels profiled are the kernels timed.
+breakdown to each ONNX row: per op type, and per stage of the fused graph (preprocessing, encoder, head,
+told apart by the `pre/` and `head/` prefixes the exporter gives their node names). The session comes from
+the same loader as the runtime's CPU runner (`backends.onnxrt.load_session`), with the row's threads and
+session config entries, so the kernels profiled are the kernels timed.
 """
 
 from __future__ import annotations
@@ -24,25 +26,21 @@ _CONTAINERS = frozenset({"If", "Loop", "Scan"})
 
 
 def stage_of(node_name: str) -> str:
-    """The fused model's stage a node belongs to, from the prefixes the export gives each part's node names."""
-    if node_name.startswith("pre/"):
-        return "preprocessing"
-    if node_name.startswith("head/"):
-        return "head"
-    return "encoder"
+    """The fused graph's stage a node belongs to (the exporter prefixes preprocessing and head nodes)."""
+    return "preprocessing" if node_name.startswith("pre/") else "head" if node_name.startswith("head/") else "encoder"
 
 
-def profile_model(model_path: str | Path, batch: np.ndarray, *, threads: int | None = None, iters: int = 5, top: int = 8) -> dict[str, Any]:
+def profile_ops(model_path: str | Path, batch: np.ndarray, *, threads: int | None = None, session_config: dict[str, str] | None = None,
+                iters: int = 5, top: int = 8) -> dict[str, Any]:
     """`ops`: per op type, milliseconds per run and share of the kernel time, largest first (at most `top`, rest
-    summed); `stages`: the same per stage of the fused graph (preprocessing / encoder / head), which answers
-    "how much of the time is the resize" whatever ops the preprocessing is made of.
+    summed); `stages`: the same per stage (preprocessing, encoder, head).
 
     Shares are the finding; the milliseconds are from a separate, profiled session at another moment than the
     timed rounds, so they are not comparable with the table's latencies on a busy machine."""
     from waste_edge.runtime.backends.onnxrt import load_session
 
     with tempfile.TemporaryDirectory(prefix="waste-edge-profile-") as tmp:
-        sess = load_session(model_path, threads=threads, profile_prefix=Path(tmp) / "ort")
+        sess = load_session(model_path, threads=threads, session_config=session_config, profile_prefix=Path(tmp) / "ort")
         feed = {INPUT_NAME: np.ascontiguousarray(batch)}
         n_warm = 1  # the first run (allocations, lazy initialisation) is not counted below
         sess.run([OUTPUT_PROBABILITIES], feed)
@@ -58,13 +56,14 @@ def profile_model(model_path: str | Path, batch: np.ndarray, *, threads: int | N
             continue
         op = str(e.get("args", {}).get("op_name", "?"))
         if op not in _CONTAINERS:
-            totals[op] += float(e.get("dur", 0)) / 1e3
-            stages[stage_of(str(e["name"]))] += float(e.get("dur", 0)) / 1e3
+            ms = float(e.get("dur", 0)) / 1e3
+            totals[op] += ms
+            stages[stage_of(str(e["name"])[: -len("_kernel_time")])] += ms
     grand = sum(totals.values()) or 1.0
     ranked = sorted(totals.items(), key=lambda kv: kv[1], reverse=True)
     rows = [{"op": op, "ms_per_run": ms / iters, "share": ms / grand} for op, ms in ranked[:top]]
     rest = sum(ms for _, ms in ranked[top:])
     if rest:
         rows.append({"op": "(other)", "ms_per_run": rest / iters, "share": rest / grand})
-    by_stage = {k: {"ms_per_run": v / iters, "share": v / grand} for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}
-    return {"ops": rows, "stages": by_stage}
+    split = [{"stage": k, "ms_per_run": stages.get(k, 0.0) / iters, "share": stages.get(k, 0.0) / grand} for k in ("preprocessing", "encoder", "head")]
+    return {"ops": rows, "stages": split}

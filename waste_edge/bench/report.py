@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from waste_edge._io import atomic_write_text, write_json
+from waste_edge.bench.harness import format_settings
 
 Report = Mapping[str, Any]  # BenchReport.to_dict()
 
@@ -38,7 +39,7 @@ def machine_summary(machine: Mapping[str, Any]) -> list[str]:
         f"- GPU: {gpus}; ONNX Runtime providers: {', '.join(machine.get('onnxruntime_providers', []))}",
         f"- {machine.get('platform')}, Python {v.get('python')}, {libs}",
         f"- load average (1/5/15 min) at start {machine.get('load_average_start')}, at end {machine.get('load_average_end')}"
-        f"; OMP_WAIT_POLICY={machine.get('omp_wait_policy')}",
+        f"; OMP_WAIT_POLICY in the environment: {machine.get('omp_wait_policy') or 'unset'}",
     ]
 
 
@@ -52,6 +53,8 @@ def to_markdown(report: Report, title: str = "waste-edge benchmark") -> str:
         f"- input: {s.get('frame')} uint8 frame(s) -> probabilities (preprocessing included); batches {s.get('batches')}; "
         f"{s.get('warmup')} warm-up calls, then {s.get('rounds')} interleaved rounds of {iters} per target; threads {s.get('threads')}"
         + (f"; ONNX Runtime session config {s['session_config']}" if s.get("session_config") else ""),
+        "- every target runs in its own worker process at its own defaults; the settings column [s1], [s2], ... "
+        "is listed under the table",
         "",
     ]
     with_acc = any(r.get("accuracy") is not None for r in rows)
@@ -61,8 +64,10 @@ def to_markdown(report: Report, title: str = "waste-edge benchmark") -> str:
     head += ["GPU mem (MB)"] if with_gpu else []
     head += ["Speed-up vs ref"]
     head += ["Accuracy"] if with_acc else []
+    head += ["Settings"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     reasons: list[str] = []
+    settings: list[str] = []
     for r in rows:
         status = r["status"]
         if r.get("error"):
@@ -77,17 +82,32 @@ def to_markdown(report: Report, title: str = "waste-edge benchmark") -> str:
         cells += [_f(r.get("gpu_mem_mb"), 0)] if with_gpu else []
         cells += [f"{sp:.2f}x" if sp is not None else "-"]
         cells += [_f(r.get("accuracy"), 4)] if with_acc else []
+        setting = format_settings(r.get("settings") or {})
+        if setting != "-" and setting not in settings:
+            settings.append(setting)
+        cells += [f"[s{settings.index(setting) + 1}]" if setting != "-" else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     if reasons:
         lines += [""] + [f"[{i + 1}] {why}" for i, why in enumerate(reasons)]
+    if settings:
+        lines += [""] + [f"[s{i + 1}] {text}" for i, text in enumerate(settings)]
+    checks = report.get("reference_check") or []
+    if checks:
+        lines += ["", "Reference pipeline alone in a fresh process (same frames, same batch, median of round means) vs its row above:", ""]
+        for c in checks:
+            if c.get("error"):
+                lines.append(f"- {c['reference']}, batch {c['batch']}: not measured ({c['error']})")
+            else:
+                lines.append(f"- {c['reference']}, batch {c['batch']}: {c['alone_ms']:.2f} ms alone, {c['harness_ms']:.2f} ms in the harness "
+                             f"({(c['harness_over_alone'] - 1) * 100:+.1f} %)")
     if s.get("accuracy"):
         a = s["accuracy"]
         lines += ["", f"Accuracy: {a['images']} images of {a['data']} ({a['split']} split), batch 1."]
     cams = report.get("camera") or []
     if cams:
         lines += ["", "### Camera loop (headless, video file) vs pure inference", "",
-                  "| Model | Variant | Backend | Status | Frames | Loop FPS | Pure FPS | Overhead | loop p50 / p99 (ms) | Video |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| Model | Variant | Backend | Status | Frames | Loop FPS | Pure FPS | Overhead | Loop without decoding FPS | Decoding alone FPS | loop p50 / p99 (ms) | Video |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in cams:
             lat = c.get("loop_latency_ms") or {}
             status = c["status"] + (f": {c['error']}" if c.get("error") else "")
@@ -95,15 +115,17 @@ def to_markdown(report: Report, title: str = "waste-edge benchmark") -> str:
             lines.append(
                 f"| {c['model']} | {c['variant']} | {c['backend']} | {status} | {c.get('frames')} x {c.get('rounds')} | "
                 f"{_f(c.get('loop_fps'), 1)} | {_f(c.get('pure_fps'), 1)} | {f'{ov * 100:+.1f} %' if ov is not None else '-'} | "
+                f"{_f(c.get('memory_loop_fps'), 1)} | {_f(c.get('decode_fps'), 1)} | "
                 f"{_f(lat.get('p50'))} / {_f(lat.get('p99'))} | {c.get('frame_size')} {c.get('codec')} |"
             )
-        lines += ["", "Overhead = median over rounds of (pure FPS / loop FPS - 1); loop and pure inference alternate."]
+        lines += ["", "Overhead = median over rounds of (pure FPS / loop FPS - 1); loop and pure inference alternate. Loop without decoding: the "
+                  "same loop over already-decoded frames (its own bookkeeping); decoding alone: OpenCV decoding the video, nothing else."]
     for prof in report.get("profiles") or []:
         lines += ["", f"### ONNX Runtime profile: {prof['model']} ({prof['variant']}, {prof['backend']}, batch {prof['batch']})", "",
                   "| Op | ms per run | share |", "|---|---|---|"]
         lines += [f"| {o['op']} | {o['ms_per_run']:.3f} | {o['share'] * 100:.1f} % |" for o in prof["ops"]]
         if prof.get("stages"):
-            lines += ["", "By stage: " + ", ".join(f"{k} {v['ms_per_run']:.2f} ms ({v['share'] * 100:.1f} %)" for k, v in prof["stages"].items())]
+            lines += ["", "Stages: " + ", ".join(f"{st['stage']} {st['ms_per_run']:.2f} ms ({st['share'] * 100:.1f} %)" for st in prof["stages"])]
     notes = report.get("notes") or []
     if notes:
         lines += [""] + [f"- note: {n}" for n in notes]

@@ -15,7 +15,7 @@ import onnx
 
 from waste_edge import __version__
 from waste_edge._io import atomic_write_bytes
-from waste_edge.export.fused import ExportError, build_head_model, compose_fused, export_encoder, set_io_dims
+from waste_edge.export.fused import ExportError, build_head_model, compose_fused, embedding_metadata, export_encoder, set_io_dims
 from waste_edge.export.keras_onnx import build_keras_onnx
 from waste_edge.export.preprocess_graph import CHANNEL_ORDERS, build_preprocess_model
 from waste_edge.runtime.backends.engine_sidecar import sidecar_path
@@ -40,6 +40,8 @@ class ExportOptions:
     calib: Path | None = None
     channel_order: str = "BGR"
     workspace: float | None = None  # TensorRT builder workspace, GiB
+    with_embedding: bool = False  # third output `embedding`: the head's input features (for `adapt`)
+    rehearsal: int | None = None  # with_embedding: training embeddings per class in <out stem>.rehearsal.npz (None: 128, 0: none)
 
     @property
     def variant(self) -> str:
@@ -74,6 +76,8 @@ def validate_options(fmt: ModelFormat, given: dict[str, Any]) -> ExportOptions:
         raise ExportError("--half and --int8 are exclusive: choose one variant")
     if opts.calib is not None and not opts.int8:
         raise ExportError("--calib only applies to --int8")
+    if opts.rehearsal is not None and (not opts.with_embedding or opts.rehearsal < 0):
+        raise ExportError("--rehearsal N (>= 0) only applies to --with-embedding")
     if opts.int8_scheme is not None:
         from waste_edge.export.quantize import get_int8_scheme
 
@@ -136,7 +140,8 @@ def build_fused_onnx(
         if method == "dynamic":
             if opts.calib is not None and log:
                 log("note: this encoder is quantised dynamically (MatMul weights); --calib is not needed and not used")
-            enc_model = quantize_dynamic_encoder(enc_model, scheme.name)
+            enc_model, quant_info = quantize_dynamic_encoder(enc_model, scheme.name, log=log)
+            details.update(quant_info)
         else:
             if opts.calib is None:
                 raise QuantizationError(
@@ -155,7 +160,7 @@ def build_fused_onnx(
 
         enc_model = convert_encoder_fp16(enc_model)
     pre = build_preprocess_model(spec, opts.channel_order, opset=opts.opset, imgsz=opts.imgsz)
-    fused = compose_fused(pre, enc_model, build_head_model(run.head, opset=opts.opset))
+    fused = compose_fused(pre, enc_model, build_head_model(run.head, opset=opts.opset, with_embedding=opts.with_embedding))
     set_io_dims(fused, None if opts.dynamic else opts.batch, opts.imgsz)
     fused = onnx.shape_inference.infer_shapes(fused)  # fresh intermediate shapes (tools like onnx.utils.Extractor use them)
     meta = ModelMetadata(
@@ -168,8 +173,11 @@ def build_fused_onnx(
         toolkit_version=__version__,
         variant=opts.variant,
         input_size=list(opts.imgsz) if opts.imgsz else None,
+        embedding=embedding_metadata(run.head) if opts.with_embedding else None,
         model_kind=run.kind,
-        extra={k: v for k, v in details.items() if k in ("normalization", "int8_method", "int8_scheme", "int8_weight_peak", "opset")} | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
+        extra={k: v for k, v in details.items()
+               if k in ("normalization", "int8_method", "int8_scheme", "int8_weight_peak", "int8_weights", "int8_fusions", "opset")}
+        | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
     )
     onnx.helper.set_model_props(fused, meta.to_props())
     fused.doc_string = f"waste-edge fused model: {run.encoder_id} + logistic head ({', '.join(run.classes)}), {opts.variant}"
@@ -187,11 +195,12 @@ class Fuser:
     build: Callable[..., Fused]  # (run, opts, *, progress, log) -> (model, metadata, details)
     variants: tuple[str, ...]
     why_not: str = ""  # said when a variant outside `variants` is asked for
+    embedding: bool = False  # can carry the `embedding` output (--with-embedding: the head's input, for `adapt`)
 
 
 # ONE table of fusers, keyed by run kind: a new kind of run adds a row here (and a class in train/runs.py).
 FUSERS: dict[str, Fuser] = {
-    LinearRun.kind: Fuser(build_fused_onnx, ("fp32", "fp16", "int8")),
+    LinearRun.kind: Fuser(build_fused_onnx, ("fp32", "fp16", "int8"), embedding=True),
     KerasRun.kind: Fuser(build_keras_onnx, ("fp32",), "--int8 / --half are not available for Keras baselines yet; export fp32 (TensorRT can still build FP16)"),
 }
 
@@ -200,6 +209,8 @@ def fuser_for(run: Run, opts: ExportOptions) -> Fuser:
     fuser = FUSERS.get(run.kind)
     if fuser is None:
         raise ExportError(f"{run.path}: runs of kind {run.kind!r} cannot be exported (no fuser)")
+    if opts.with_embedding and not fuser.embedding:
+        raise ExportError(f"{run.path}: --with-embedding needs a linear run (encoder + logistic head); {run.kind} runs have no separable head")
     if opts.variant not in fuser.variants:
         why = fuser.why_not or f"a {run.kind} run exports as {' or '.join(fuser.variants)}, not {opts.variant}"
         raise ExportError(f"{run.path}: {why}")
@@ -223,7 +234,17 @@ def export(
     if f.name == "onnx":
         model, meta, details = fuser.build(run, opts, progress=progress, log=log)
         atomic_write_bytes(out, model.SerializeToString())
-        return ExportResult(out, f.name, meta, out.stat().st_size, details)
+        extra = []
+        if opts.with_embedding and opts.rehearsal != 0 and opts.half and log:
+            # The set is computed by running the exported model on the CPU, and fp16 graphs are for GPU providers.
+            log("note: no rehearsal set for an fp16 model; export the fp32 or INT8 variant with --with-embedding for `adapt`")
+        elif opts.with_embedding and opts.rehearsal != 0:
+            from waste_edge.export.rehearsal import write_rehearsal_for_run
+            from waste_edge.runtime.rehearsal import DEFAULT_PER_CLASS
+
+            rehearsal = write_rehearsal_for_run(run_dir, out, per_class=opts.rehearsal or DEFAULT_PER_CLASS, progress=progress, log=log)
+            extra = [rehearsal] if rehearsal else []
+        return ExportResult(out, f.name, meta, out.stat().st_size, details, extra_files=extra)
     if f.name == "engine":
         from waste_edge.export.tensorrt import DEFAULT_ENGINE_IMGSZ, build_engine, require_tensorrt
         from waste_edge.export.tensorrt_lint import TensorRTLintError, lint_model

@@ -30,12 +30,13 @@ from onnx import compose
 from waste_edge.errors import WasteEdgeError
 from waste_edge.export.onnx_builder import FLOAT, INT64, IR_VERSION, GraphBuilder, tensor_info
 from waste_edge.export.preprocess_graph import PIXELS
-from waste_edge.runtime.metadata import OUTPUT_LABEL, OUTPUT_PROBABILITIES
+from waste_edge.runtime.metadata import OUTPUT_EMBEDDING, OUTPUT_LABEL, OUTPUT_PROBABILITIES
 from waste_edge.train.effnet_lite import EfficientNetLite, SameConv2d
 from waste_edge.train.encoders import Encoder
 from waste_edge.train.head import LinearHead
 
-EMBEDDING = "embedding"
+EMBEDDING = OUTPUT_EMBEDDING
+ENCODER_EMBEDDING = "encoder_embedding"
 
 
 class ExportError(WasteEdgeError):
@@ -153,24 +154,50 @@ def _normalise_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 # -- head ----------------------------------------------------------------------------------------------
 
 
-def build_head_model(head: LinearHead, *, opset: int = 18) -> onnx.ModelProto:
-    """`embedding` [N, D] -> `probabilities` [N, K] float32 and `label` [N] int64, plain ONNX ops."""
+def build_head_model(head: LinearHead, *, opset: int = 18, with_embedding: bool = False) -> onnx.ModelProto:
+    """`embedding` [N, D] -> `probabilities` [N, K] float32 and `label` [N] int64, plain ONNX ops.
+
+    `with_embedding` adds a third output `embedding`: the features the `Gemm` sees (contract 2), which is
+    what `adapt` refits a head on. Without normalisation that is the encoder's output itself; with L2
+    normalisation the normalised tensor takes the name and the encoder's output is `encoder_embedding`
+    (`head_input_name`), so the head's `Gemm` always reads the tensor called `embedding`.
+    """
     w, b = head.softmax_weights()
     g = GraphBuilder("head/")
-    x = EMBEDDING
+    x = head_input_name(head, with_embedding)
     if head.l2_normalize:
         norm = g.op("ReduceL2", [x, g.const([1])], keepdims=1)
-        x = g.op("Div", [x, g.op("Max", [norm, g.const([1e-12], np.float32)])])
+        x = g.op("Div", [x, g.op("Max", [norm, g.const([1e-12], np.float32)])], EMBEDDING if with_embedding else None)
     logits = g.op("Gemm", [x, g.const(w, np.float32, "weight"), g.const(b, np.float32, "bias")])
     g.op("Softmax", [logits], OUTPUT_PROBABILITIES, axis=1)
     g.op("ArgMax", [OUTPUT_PROBABILITIES], OUTPUT_LABEL, axis=1, keepdims=0)
     k = w.shape[1]
-    return g.model(
-        [tensor_info(EMBEDDING, FLOAT, ["batch", head.dim])],
-        [tensor_info(OUTPUT_PROBABILITIES, FLOAT, ["batch", k]), tensor_info(OUTPUT_LABEL, INT64, ["batch"])],
-        opset,
-        "waste_edge_head",
-    )
+    outputs = [tensor_info(OUTPUT_PROBABILITIES, FLOAT, ["batch", k]), tensor_info(OUTPUT_LABEL, INT64, ["batch"])]
+    if with_embedding:
+        outputs.append(tensor_info(EMBEDDING, FLOAT, ["batch", head.dim]))
+    return g.model([tensor_info(head_input_name(head, with_embedding), FLOAT, ["batch", head.dim])], outputs, opset, "waste_edge_head")
+
+
+def head_input_name(head: LinearHead, with_embedding: bool) -> str:
+    """The encoder output's name in the fused graph: `embedding`, unless that name goes to normalised features."""
+    return ENCODER_EMBEDDING if with_embedding and head.l2_normalize else EMBEDDING
+
+
+def embedding_metadata(head: LinearHead) -> dict[str, Any]:
+    """What contract 2 records about the `embedding` output (ModelMetadata.embedding)."""
+    return {"output": EMBEDDING, "dim": head.dim, "normalization": "l2" if head.l2_normalize else "none"}
+
+
+def rename_output(model: onnx.ModelProto, old: str, new: str) -> onnx.ModelProto:
+    """A copy of `model` whose output (and every use of it inside) is called `new`."""
+    m = copy.deepcopy(model)
+    for node in m.graph.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+        node.input[:] = [new if i == old else i for i in node.input]
+    for vi in list(m.graph.output) + list(m.graph.value_info):
+        if vi.name == old:
+            vi.name = new
+    return m
 
 
 # -- composition ---------------------------------------------------------------------------------------
@@ -194,8 +221,12 @@ def _align(models: list[onnx.ModelProto]) -> list[onnx.ModelProto]:
 
 
 def compose_fused(pre: onnx.ModelProto, enc: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
+    """preprocessing -> encoder -> head; the encoder's output takes the name of the head's input."""
+    head_in = head.graph.input[0].name
+    if head_in != EMBEDDING:
+        enc = rename_output(enc, EMBEDDING, head_in)
     pre, enc, head = _align([pre, enc, head])
-    body = compose.merge_models(enc, head, io_map=[(EMBEDDING, EMBEDDING)])
+    body = compose.merge_models(enc, head, io_map=[(head_in, head_in)])
     body = _align([body])[0]
     fused = compose.merge_models(pre, body, io_map=[(PIXELS, PIXELS)])
     fused.graph.name = "waste_edge_fused"

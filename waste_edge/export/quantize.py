@@ -1,6 +1,6 @@
 """INT8 variants of the encoder part, with the method chosen per encoder because it decides speed.
 
-Measured on this project's 2-core x86 CPU (/work/shared/env/README.md):
+Measured on this project's 2-core x86 CPU (the shared environment notes; benchmarks/README.md):
 - MatMul-heavy ViTs: dynamic quantisation (QInt8 weights, activations quantised on the fly) makes
   ViT-B/32 2.4x faster than fp32 and needs no calibration data.
 - Conv nets: dynamic quantisation turns convolutions into `ConvInteger`, which has no fast kernel in
@@ -97,21 +97,51 @@ def choose_int8_method(encoder_model: onnx.ModelProto) -> str:
     return "dynamic" if matmuls > convs else "static"
 
 
-def quantize_dynamic_encoder(encoder_model: onnx.ModelProto, scheme: str = DEFAULT_INT8_SCHEME) -> onnx.ModelProto:
-    """Weights of the MatMuls only (type and range from `scheme`): the patch-embedding Conv would become a slow
-    ConvInteger. Activations are quantised per call, always to uint8."""
+def quantize_dynamic_encoder(
+    encoder_model: onnx.ModelProto,
+    scheme: str = DEFAULT_INT8_SCHEME,
+    *,
+    fuse: bool = True,
+    patch_matmul: bool = False,
+    per_channel: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Weights of the MatMuls (and fused `Attention` nodes) only, type and range from `scheme`; activations are
+    quantised per call, always to uint8.
+
+    With `fuse` (the default) a ViT graph is first rewritten into ONNX Runtime's fused transformer kernels
+    (`transformer_opt.py`: Attention, SkipLayerNormalization, BiasGelu, the last layer on the class token
+    only; `patch_matmul` also the patch embedding as an INT8 MatMul, a lever that costs accuracy); the fusions
+    are checked in fp32 before quantisation, and a graph they do not fit is quantised as it is. The
+    patch-embedding Conv is never quantised as a Conv: it would become a slow ConvInteger."""
     from onnxruntime.quantization import quant_pre_process, quantize_dynamic
+
+    from waste_edge.export.transformer_opt import infer_num_heads, optimize_vit_encoder
 
     sch = get_int8_scheme(scheme)
     if sch.activations != "QUInt8":
         raise QuantizationError(f"INT8 scheme {scheme!r} needs signed activations; dynamic quantisation has only uint8 ones")
+    info: dict[str, Any] = {"int8_weights": f"{sch.weights} {'per-channel' if per_channel else 'per-tensor'}"
+                                            + (" 7-bit" if sch.reduce_range else "")}
+    ops = ["MatMul"]
+    if fuse:
+        heads = infer_num_heads(encoder_model)
+        if heads is None:
+            info["int8_fusions"] = "not applied: no ViT attention found"
+        else:
+            encoder_model, report = optimize_vit_encoder(encoder_model, heads, patch_matmul=patch_matmul, log=log)
+            info["int8_fusions"] = report.fused_ops if report.applied else f"not applied: {report.reason}"
+            if report.applied:
+                ops.append("Attention")
+            elif log:
+                log(report.summary())
     with tempfile.TemporaryDirectory() as tmp:
         src, prep, dst = Path(tmp) / "encoder.onnx", Path(tmp) / "encoder-prep.onnx", Path(tmp) / "encoder-int8.onnx"
         onnx.save(encoder_model, src)
-        quant_pre_process(src, prep)
-        quantize_dynamic(prep, dst, op_types_to_quantize=["MatMul"], weight_type=sch.quant_types()[1], per_channel=False,
+        quant_pre_process(src, prep)  # symbolic shape inference (it knows the contrib ops): the quantiser needs types
+        quantize_dynamic(prep, dst, op_types_to_quantize=ops, weight_type=sch.quant_types()[1], per_channel=per_channel,
                          reduce_range=sch.reduce_range)
-        return onnx.load(dst)
+        return onnx.load(dst), info
 
 
 def calibration_images(calib_dir: str | Path, limit: int = DEFAULT_CALIB_LIMIT, seed: int = 0) -> list[Path]:

@@ -28,7 +28,7 @@ import time
 from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from waste_edge.runtime.frames import FrameError
 from waste_edge.runtime.overlay import draw_overlay
 from waste_edge.runtime.sinks import JsonlSink, VideoSink, open_window
 from waste_edge.runtime.sources import FrameSource
+
+if TYPE_CHECKING:
+    from waste_edge.runtime.collect import Collector
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +111,13 @@ def run_camera(
     config: CameraConfig | None = None,
     *,
     stop: threading.Event | None = None,
+    collector: Collector | None = None,
 ) -> CameraSummary:
     """Classify frames from `source` until it ends, `max_frames`, Ctrl-C, the window closes or `stop` is set.
 
     Ctrl-C (KeyboardInterrupt) ends the loop cleanly and still returns the summary. The source is not
-    closed here: whoever opened it closes it.
+    closed here: whoever opened it closes it. `collector` (a `runtime.collect.Collector`, owned and closed
+    by the caller) is offered every frame with its decision confidence, before any overlay is drawn on it.
     """
     cfg = config or CameraConfig()
     classes = classifier.classes
@@ -156,6 +161,8 @@ def run_camera(
                 continue
             t2 = time.perf_counter()
             decision = decider.update(probs)
+            if collector is not None:
+                collector.offer(frame, probs, decision.confidence, index=info.index, channel_order=order)
             label_counts[decision.label] += 1
             if draw:
                 draw_overlay(frame, label=decision.shown, confidence=decision.confidence, fps=fps, latency_ms=last_total_ms,

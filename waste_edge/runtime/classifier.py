@@ -16,8 +16,10 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
+from waste_edge.errors import WasteEdgeError
+
 from waste_edge.runtime.frames import FrameError, check_batch, check_channel_order, check_frame
-from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_PROBABILITIES, ModelMetadata
+from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_EMBEDDING, OUTPUT_PROBABILITIES, ModelMetadata
 from waste_edge.runtime.model_path import resolve_model_path
 from waste_edge.runtime.backends.base import BackendError, Runner
 from waste_edge.runtime.backends.select import open_runner
@@ -32,6 +34,10 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float] = field(hash=False)
     index: int
+
+
+class ClassifierClosedError(WasteEdgeError, RuntimeError):
+    """`predict` on a Classifier after `close()` (or after its `with` block)."""
 
 
 class Classifier:
@@ -64,6 +70,8 @@ class Classifier:
         self.display_names: list[str] = list(self.metadata.display_names)
         self.channel_order: str = self.metadata.channel_order
         self._outputs = [OUTPUT_PROBABILITIES]
+        # Fetched only on request: an unused output of the graph costs nothing per frame (measured in benchmarks/adapt.py).
+        self._outputs_emb = [OUTPUT_PROBABILITIES, OUTPUT_EMBEDDING]
         self._tls = threading.local()
         self._checked_width = False
 
@@ -93,6 +101,15 @@ class Classifier:
         self.max_batch: int | None = shape[0]  # a graph exported with a fixed batch takes only that many
 
     # -- properties ------------------------------------------------------------------------------------------
+
+    @property
+    def has_embedding(self) -> bool:
+        """Whether the model also outputs `embedding` (exported with `--with-embedding`)."""
+        return OUTPUT_EMBEDDING in self.runner.output_names()
+
+    @property
+    def embedding_dim(self) -> int | None:
+        return int(self.metadata.embedding["dim"]) if self.metadata.embedding else None
 
     @property
     def backend(self) -> str:
@@ -138,46 +155,61 @@ class Classifier:
             return out
         return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        probs = self.runner.infer({INPUT_NAME: batch}, self._outputs)[OUTPUT_PROBABILITIES]
+    def _run(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        got = self.runner.infer({INPUT_NAME: batch}, names)
+        out = [got[n] for n in names]
         if not self._checked_width:
+            probs = out[0]
             if probs.ndim != 2 or probs.shape[1] != len(self.classes):
                 raise BackendError(f"{self.path.name}: probabilities have shape {probs.shape}, expected [N, {len(self.classes)}] (metadata lists {len(self.classes)} classes)")
             self._checked_width = True
-        return probs
+        return out
 
-    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+    def _run_batch(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """Run an NxHxWx3 model-ready batch, split to the graph's fixed batch size if it has one."""
         n = batch.shape[0]
         fixed = self.max_batch
         if fixed is None or fixed == n:
-            return self._run(batch)
+            return self._run(batch, names)
         parts = []
         for start in range(0, n, fixed):
             chunk = batch[start : start + fixed]
             if chunk.shape[0] < fixed:  # pad the tail with copies of its last frame, drop their answers
                 pad = np.repeat(chunk[-1:], fixed - chunk.shape[0], axis=0)
-                parts.append(self._run(np.concatenate([chunk, pad]))[: chunk.shape[0]])
+                parts.append([o[: chunk.shape[0]] for o in self._run(np.concatenate([chunk, pad]), names)])
             else:
-                parts.append(self._run(chunk))
-        return np.concatenate(parts)
+                parts.append(self._run(chunk, names))
+        return [np.concatenate(col) for col in zip(*parts)]
 
     # -- public API ------------------------------------------------------------------------------------------
 
-    def predict_proba(self, frames: Any, channel_order: str = "BGR") -> np.ndarray:
-        """Per-class probabilities, float32 [N, K], for one frame (N=1), an NxHxWx3 array or a list of frames."""
+    def predict_proba(self, frames: Any, channel_order: str = "BGR", *, with_embedding: bool = False) -> Any:
+        """Per-class probabilities, float32 [N, K], for one frame (N=1), an NxHxWx3 array or a list of frames.
+
+        `with_embedding=True` returns `(probabilities, embedding)`, the second float32 [N, D]: the features the
+        head sees, from a model exported with `--with-embedding` (a `BackendError` otherwise).
+        """
+        if not self.runner.is_active:
+            raise ClassifierClosedError(f"{self.path.name}: this Classifier is closed; create a new one (or use it inside its `with` block)")
+        names = self._outputs
+        if with_embedding:
+            if not self.has_embedding:
+                raise BackendError(f"{self.path.name} has no {OUTPUT_EMBEDDING!r} output: export it with `waste-edge export RUN --with-embedding`")
+            names = self._outputs_emb
         flip = check_channel_order(channel_order) != self.channel_order
         if isinstance(frames, np.ndarray) and frames.ndim == 4:
             check_batch(frames)
             if not flip and (self.input_size is None or frames.shape[1:3] == self.input_size):
-                return self._run_batch(np.ascontiguousarray(frames))
+                out = self._run_batch(np.ascontiguousarray(frames), names)
+                return (out[0], out[1]) if with_embedding else out[0]
             frames = list(frames)
         if isinstance(frames, (list, tuple)):
-            return self._predict_list(frames, flip)
-        frame = check_frame(frames)
-        return self._run_batch(self._prepare(frame, flip)[None])
+            out = self._predict_list(frames, flip, names)
+        else:
+            out = self._run_batch(self._prepare(check_frame(frames), flip)[None], names)
+        return (out[0], out[1]) if with_embedding else out[0]
 
-    def _predict_list(self, frames: Sequence[Any], flip: bool) -> np.ndarray:
+    def _predict_list(self, frames: Sequence[Any], flip: bool, names: list[str]) -> list[np.ndarray]:
         if not frames:
             raise FrameError("no frames given (empty list)")
         for i, f in enumerate(frames):
@@ -190,13 +222,17 @@ class Classifier:
         for i, f in enumerate(frames):
             shape = (*self.input_size, 3) if self.input_size is not None else f.shape
             groups.setdefault(tuple(shape), []).append(i)
-        out = np.empty((len(frames), len(self.classes)), dtype=np.float32)
+        outs: list[np.ndarray] = []
         for shape, idx in groups.items():
             batch = np.empty((len(idx), *shape), dtype=np.uint8)
             for j, i in enumerate(idx):
                 self._prepare(frames[i], flip, out=batch[j])
-            out[idx] = self._run_batch(batch)
-        return out
+            res = self._run_batch(batch, names)
+            if not outs:
+                outs = [np.empty((len(frames), *r.shape[1:]), dtype=r.dtype) for r in res]
+            for o, r in zip(outs, res):
+                o[idx] = r
+        return outs
 
     def result(self, probs: np.ndarray) -> Prediction:
         """Wrap one row of probabilities as a `Prediction`."""

@@ -26,7 +26,7 @@ class ModelFormat:
 _COMMON = {"out", "batch", "dynamic", "imgsz", "half", "int8", "calib", "channel_order"}
 
 FORMATS: tuple[ModelFormat, ...] = (
-    ModelFormat("onnx", ".onnx", frozenset(_COMMON | {"opset", "int8_scheme"}), cpu=True, gpu=True, backends=("tensorrt", "cuda", "cpu")),
+    ModelFormat("onnx", ".onnx", frozenset(_COMMON | {"opset", "int8_scheme", "with_embedding", "rehearsal"}), cpu=True, gpu=True, backends=("tensorrt", "cuda", "cpu")),
     ModelFormat("engine", ".engine", frozenset(_COMMON | {"workspace"}), cpu=False, gpu=True, backends=("tensorrt",)),
 )
 

@@ -20,6 +20,14 @@ PREFIX = "waste_edge."
 INPUT_NAME = "image"
 OUTPUT_PROBABILITIES = "probabilities"
 OUTPUT_LABEL = "label"
+OUTPUT_EMBEDDING = "embedding"  # optional third output: the head's input features (export --with-embedding)
+MAX_CLASSES = 1000  # a waste classifier has a handful; a file claiming more is broken or hostile
+MAX_INPUT_SIDE = 16384
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class MetadataError(WasteEdgeError, ValueError):
@@ -40,12 +48,39 @@ class ModelMetadata:
     model_kind: str = "linear"  # linear (encoder + logistic head) | keras (study baselines)
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # {"output": "embedding", "dim": D, "normalization": "none" | "l2"} when the graph also outputs the features
+    # its head sees (after the normalisation named here); None otherwise. `adapt` refits the head on them.
+    embedding: dict[str, Any] | None = None
+    # Provenance of a head refitted by `waste-edge adapt` (base model sha256, labels per class, method, time,
+    # earlier adaptations); None for a model straight from `export`.
+    adaptation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        """Validate every field at load time: a model file is user input, and a bad one must fail here in one
+        line, not later as a traceback in a CSV writer or an overlay (duplicate classes would write p_B,p_B)."""
+        for name in ("channel_order", "encoder", "head_sha256", "toolkit_version", "variant", "model_kind"):
+            if not isinstance(getattr(self, name), str):
+                raise MetadataError(f"metadata field {name!r} must be a string, got {type(getattr(self, name)).__name__}")
         if self.channel_order not in ("BGR", "RGB"):
             raise MetadataError(f"channel_order must be BGR or RGB, got {self.channel_order!r}")
-        if len(self.classes) < 2 or len(self.display_names) != len(self.classes):
-            raise MetadataError("metadata needs at least two classes and one display name per class")
+        for name in ("classes", "display_names"):
+            values = getattr(self, name)
+            if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() and v.isprintable() for v in values):
+                raise MetadataError(f"metadata {name} must be a list of non-empty one-line strings, got {_short(values)}")
+        if not 2 <= len(self.classes) <= MAX_CLASSES or len(self.display_names) != len(self.classes):
+            raise MetadataError(f"metadata needs 2 to {MAX_CLASSES} classes and one display name per class, got {len(self.classes)} classes")
+        dups = sorted({c for c in self.classes if self.classes.count(c) > 1})
+        if dups:
+            raise MetadataError(f"metadata lists class {', '.join(map(repr, dups))} more than once")
+        if not isinstance(self.preprocess, dict) or not isinstance(self.extra, dict):
+            raise MetadataError("metadata preprocess and extra must be JSON objects")
+        if isinstance(self.format_version, bool) or not isinstance(self.format_version, int):
+            raise MetadataError(f"metadata format_version must be an integer, got {_short(self.format_version)}")
+        if self.input_size is not None:
+            size = self.input_size
+            if (not isinstance(size, list) or len(size) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIDE for v in size)):
+                raise MetadataError(f"metadata input_size must be [H, W] with 1 <= H, W <= {MAX_INPUT_SIDE}, got {_short(size)}")
 
     @property
     def frame_size(self) -> tuple[int, int] | None:
@@ -62,7 +97,12 @@ class ModelMetadata:
         own = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
         if not own:
             raise MetadataError("the model carries no waste-edge metadata: export it with `waste-edge export`")
-        version = int(json.loads(str(own.get("format_version", "0"))))
+        try:
+            version = json.loads(str(own.get("format_version", "0")))
+        except (json.JSONDecodeError, RecursionError):
+            version = None
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise MetadataError(f"malformed waste-edge metadata: format_version {_short(own.get('format_version'))} is not an integer")
         if version > FORMAT_VERSION:
             raise MetadataError(f"model format version {version} is newer than this toolkit ({FORMAT_VERSION}): upgrade waste-edge")
         str_fields = {"channel_order", "encoder", "head_sha256", "toolkit_version", "variant", "model_kind"}
@@ -75,8 +115,12 @@ class ModelMetadata:
             if isinstance(kwargs.get("extra"), dict):
                 kwargs["extra"] = modern_keys(kwargs["extra"])  # models exported with the old `normalisation` spelling
             return cls(**kwargs)
-        except (TypeError, json.JSONDecodeError) as e:
+        except MetadataError:
+            raise
+        except (TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
             raise MetadataError(f"malformed waste-edge metadata: {e}") from None
+        except RecursionError:
+            raise MetadataError("malformed waste-edge metadata: JSON nested too deeply") from None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

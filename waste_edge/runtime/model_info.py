@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from waste_edge._io import file_sha256
+from waste_edge._io import JsonFileError, file_sha256, read_json
 from waste_edge.runtime.backends.engine_sidecar import read_sidecar, sidecar_metadata
 from waste_edge.runtime.backends.onnxrt import read_model_props
 from waste_edge.runtime.formats import format_for_path
-from waste_edge.runtime.metadata import ModelMetadata
+from waste_edge.runtime.metadata import MetadataError, ModelMetadata
 from waste_edge.runtime.model_path import model_card_path, resolve_model_path
 
 
@@ -27,7 +26,12 @@ def describe_model(model: str | Path | None = None) -> dict[str, Any]:
     path = resolve_model_path(model)
     meta = read_metadata(path)
     card_file = model_card_path(path)
-    card = json.loads(card_file.read_text()) if card_file.is_file() and card_file != path else None
+    try:
+        card = read_json(card_file) if card_file.is_file() and card_file != path else None
+    except JsonFileError as e:
+        raise MetadataError(f"model card beside the model: {e}") from None
+    if card is not None and not isinstance(card, dict):
+        raise MetadataError(f"model card beside the model: {card_file}: must be a JSON object, got {type(card).__name__}")
     return {
         "path": str(path),
         "size_mb": round(path.stat().st_size / 1e6, 3),
@@ -35,6 +39,15 @@ def describe_model(model: str | Path | None = None) -> dict[str, Any]:
         "metadata": meta.to_json(),
         "card": card,
     }
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _rounded(values: Any) -> list[Any]:
+    """A card is user input: print what numbers it has, never fail on what it has instead."""
+    return [round(v, 4) if _is_number(v) else v for v in values] if isinstance(values, list) else []
 
 
 def model_summary(info: dict[str, Any]) -> str:
@@ -49,19 +62,28 @@ def model_summary(info: dict[str, Any]) -> str:
         f"input      : uint8 NHWC {meta['channel_order']}, "
         + (f"{meta['input_size'][0]}x{meta['input_size'][1]}" if meta.get("input_size") else "any size"),
         f"preprocess : {pre.get('resize_mode')} -> {pre.get('size')}x{pre.get('size')} {pre.get('interpolation')}, "
-        f"mean {[round(m, 4) for m in pre.get('mean', [])]}, std {[round(s, 4) for s in pre.get('std', [])]}",
+        f"mean {_rounded(pre.get('mean'))}, std {_rounded(pre.get('std'))}",
         f"head sha256: {meta['head_sha256']}",
     ]
+    emb = meta.get("embedding")
+    if emb:
+        lines.append(f"embedding  : output {emb['output']!r}, {emb['dim']}-d, normalisation {emb['normalization']} (`waste-edge adapt` can refit the head)")
+    ada = meta.get("adaptation")
+    if ada:
+        counts = ", ".join(f"{c} {n}" for c, n in ada.get("labels_per_class", {}).items())
+        lines.append(f"adapted    : {ada.get('time')} from {ada.get('base_model')} (sha256 {str(ada.get('base_model_sha256'))[:12]}...) "
+                     f"with {counts} labels, method {ada.get('method')}" + (f"; {len(ada['previous'])} earlier adaptation(s)" if ada.get("previous") else ""))
     extra = meta.get("extra") or {}
     if extra.get("int8_scheme"):  # README "INT8 that gives the same answers on every CPU"
         lines.append(f"int8       : {extra.get('int8_method', '')} quantisation, scheme {extra['int8_scheme']}, "
                      f"largest GEMM weight {extra.get('int8_weight_peak')}")
-    for name, m in (card.get("metrics") or {}).items():
-        if isinstance(m, dict) and "accuracy" in m:
+    metrics = card.get("metrics")
+    for name, m in (metrics.items() if isinstance(metrics, dict) else ()):
+        if isinstance(m, dict) and _is_number(m.get("accuracy")):
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "accuracy")
             lines.append(f"metrics    : {name}: accuracy {m['accuracy']:.4f}" + (f", {extra}" if extra else "") + (f" (n={m['n']})" if "n" in m else ""))
-    if card.get("data"):
+    if isinstance(card.get("data"), dict):
         lines.append(f"trained on : {card['data'].get('description', card['data'].get('source', ''))}")
-    if card.get("encoder_weights"):
+    if isinstance(card.get("encoder_weights"), dict):
         lines.append(f"weights    : {card['encoder_weights'].get('source')} sha256 {card['encoder_weights'].get('sha256')}")
     return "\n".join(lines)

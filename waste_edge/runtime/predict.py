@@ -15,18 +15,21 @@ carry the same keys, `frame` only for videos and `error` only for failures.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from waste_edge._io import write_whole
+from waste_edge._outputs import check_output, csv_cell, is_broken_pipe
 from waste_edge.data.decode import DecodeError, load_rgb_array
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.classifier import Classifier
@@ -92,7 +95,14 @@ def expand_inputs(sources: Sequence[str | Path]) -> list[InputItem]:
 
 
 class RowWriter:
-    """CSV or JSONL rows, flushed after every batch; CSV to stdout when `out` is None or '-'."""
+    """CSV or JSONL rows, flushed after every batch; CSV to stdout when `out` is None or '-'.
+
+    Nothing written can look whole when it is not: each batch is encoded first, then written and flushed
+    as one block; when the write fails (disk full, quota) the file is cut back to the end of the last whole
+    row and the run stops with a one-line error. Paths that are not valid UTF-8 round-trip: a CSV cell holds
+    the file name's original bytes (surrogateescape), a JSONL string holds them as \\udcXX escapes, which
+    `json.loads` + `os.fsencode` turn back into the same bytes. CSV text cells that a spreadsheet would run
+    as a formula (= + - @, tab, CR first) are prefixed with ' as OWASP recommends (CSV only)."""
 
     def __init__(self, out: str | Path | None, classes: Sequence[str]) -> None:
         self.classes = list(classes)
@@ -100,21 +110,42 @@ class RowWriter:
         self.to_stdout = out is None or str(out) == "-"
         self.name = "stdout" if self.to_stdout else str(out)
         self.jsonl = not self.to_stdout and Path(str(out)).suffix.lower() == ".jsonl"
+        self.rows_written = 0
+        self._good = 0  # bytes of whole rows in the file
         if not self.to_stdout and Path(str(out)).suffix.lower() not in OUTPUT_SUFFIXES:
             raise WasteEdgeError(f"{out}: output must end in .csv or .jsonl")
         if self.to_stdout:
-            self._fh: IO[str] = sys.stdout
+            sys.stdout.flush()
+            self._fh: IO[bytes] = sys.stdout.buffer
         else:
             path = Path(str(out))
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(path, "w", encoding="utf-8", newline="")
+                self._fh = open(path, "wb", buffering=0)  # unbuffered: what failed to write is never flushed later
             except OSError as e:
                 raise WasteEdgeError(f"{path}: cannot write: {e.strerror or e}") from None
         if not self.jsonl:
-            self._csv = csv.DictWriter(self._fh, fieldnames=self.columns, restval="", extrasaction="raise")
-            self._csv.writeheader()
-            self._fh.flush()
+            self._block([dict(zip(self.columns, self.columns))], header=True)
+
+    def _encode(self, rows: Sequence[dict[str, Any]], header: bool = False) -> bytes:
+        if self.jsonl:
+            text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            return text.encode("utf-8", "backslashreplace")  # a lone surrogate becomes the JSON escape \\udcXX
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, restval="", extrasaction="raise", lineterminator="\r\n")
+        w.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
+        return buf.getvalue().encode("utf-8", "surrogateescape")
+
+    def _block(self, rows: Sequence[dict[str, Any]], header: bool = False) -> None:
+        data = self._encode(rows, header)
+        try:
+            self._good = write_whole(self._fh, data, self._good)  # a failed write leaves only whole rows
+        except OSError as e:
+            if is_broken_pipe(e) or self.to_stdout:
+                raise
+            raise WasteEdgeError(f"{self.name}: cannot write: {e.strerror or e}; it holds the {self.rows_written} whole rows written before") from None
+        if not header:
+            self.rows_written += len(rows)
 
     def prediction_row(self, path: Path, probs: np.ndarray, frame: int | None = None) -> dict[str, Any]:
         i = int(probs.argmax())
@@ -136,16 +167,15 @@ class RowWriter:
         return row
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        if self.jsonl:
-            for row in rows:
-                self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            self._csv.writerows(rows)
-        self._fh.flush()
+        if rows:
+            self._block(rows)
 
     def close(self) -> None:
         if not self.to_stdout:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass
 
 
 def _decode(path: Path) -> np.ndarray | str:
@@ -157,14 +187,65 @@ def _decode(path: Path) -> np.ndarray | str:
         return f"cannot decode: {type(e).__name__}: {e}"
 
 
-def _decoded_chunks(items: Sequence[InputItem], batch_size: int, pool: ThreadPoolExecutor) -> Iterator[tuple[Sequence[InputItem], list[np.ndarray | str]]]:
-    """Chunks of decoded images, the next chunk decoding in `pool` while the caller classifies this one."""
-    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-    pending: list[Future] = [pool.submit(_decode, it.path) for it in chunks[0]] if chunks else []
-    for k, chunk in enumerate(chunks):
-        ahead = [pool.submit(_decode, it.path) for it in chunks[k + 1]] if k + 1 < len(chunks) else []
-        yield chunk, [f.result() for f in pending]
+class Outcome(NamedTuple):
+    """One row's content before formatting: probabilities, or the reason there are none."""
+
+    path: Path
+    frame: int | None  # video frame number; None for images and input errors
+    result: np.ndarray | str  # float32 [K] probabilities, or the error text
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One step of a predict job: up to `batch_size` consecutive images classified as one batch, one video, or
+    one input that is an error by itself (missing file, empty folder). The plan is the same for the single-process
+    path and for `waste_edge.scale` (one Ray task per unit), so both classify exactly the same batches."""
+
+    kind: str  # images | video | error
+    items: tuple[InputItem, ...]
+
+
+def plan_units(items: Sequence[InputItem], batch_size: int) -> list[WorkUnit]:
+    """Consecutive images in chunks of `batch_size`; each video and each input error a unit of its own."""
+    units: list[WorkUnit] = []
+    run: list[InputItem] = []
+
+    def close_run() -> None:
+        units.extend(WorkUnit("images", tuple(run[i : i + batch_size])) for i in range(0, len(run), batch_size))
+        run.clear()
+
+    for item in items:
+        if item.kind == "image":
+            run.append(item)
+            continue
+        close_run()
+        units.append(WorkUnit(item.kind, (item,)))
+    close_run()
+    return units
+
+
+def decoded_units(units: Sequence[WorkUnit], pool: ThreadPoolExecutor) -> Iterator[tuple[WorkUnit, list[np.ndarray | str] | None]]:
+    """Each unit with its decoded images (None for videos and errors), the next image unit decoding in `pool`
+    while the caller classifies this one."""
+    def submit(unit: WorkUnit) -> list[Future] | None:
+        return [pool.submit(_decode, it.path) for it in unit.items] if unit.kind == "images" else None
+
+    pending = submit(units[0]) if units else None
+    for k, unit in enumerate(units):
+        ahead = submit(units[k + 1]) if k + 1 < len(units) else None
+        yield unit, None if pending is None else [f.result() for f in pending]
         pending = ahead
+
+
+def classify_unit(classifier: Classifier, unit: WorkUnit, decoded: list[np.ndarray | str] | None, batch_size: int) -> Iterator[list[Outcome]]:
+    """The outcomes of one unit, batch by batch (a long video yields as it goes, so rows reach the disk early)."""
+    if unit.kind == "error":
+        item = unit.items[0]
+        yield [Outcome(item.path, None, item.error)]
+    elif unit.kind == "video":
+        yield from _classify_video(classifier, unit.items[0].path, batch_size)
+    else:
+        yield _classify_images(classifier, unit.items, decoded or [])
 
 
 def _safe_proba(classifier: Classifier, frames: list[np.ndarray] | np.ndarray, channel_order: str) -> list[np.ndarray | str]:
@@ -191,6 +272,49 @@ def _video_frame_count(path: Path) -> int:
         cap.release()
 
 
+def expected_rows(unit: WorkUnit) -> int:
+    """Rows a unit is expected to give (a video's frame count as its container reports it): progress bars."""
+    return _video_frame_count(unit.items[0].path) if unit.kind == "video" else len(unit.items)
+
+
+class PredictTally:
+    """Writes outcomes through the `RowWriter` and keeps the summary and the progress bar: one place for both
+    the single-process and the Ray path, so the two count and format rows the same way."""
+
+    def __init__(self, writer: RowWriter, summary: PredictSummary, bar: tqdm) -> None:
+        self.writer, self.summary, self.bar = writer, summary, bar
+
+    def unit_started(self, unit: WorkUnit) -> None:
+        if unit.kind == "images":
+            self.summary.images += len(unit.items)
+        elif unit.kind == "video":
+            self.summary.videos += 1
+
+    def emit(self, unit: WorkUnit, outcomes: Sequence[Outcome]) -> None:
+        w, s = self.writer, self.summary
+        rows = [w.error_row(o.path, o.result, o.frame) if isinstance(o.result, str) else w.prediction_row(o.path, o.result, o.frame) for o in outcomes]
+        w.write(rows)
+        frames = sum(1 for o in outcomes if o.frame is not None)
+        s.video_frames += frames
+        for row in rows:
+            s.rows += 1
+            if "error" in row:
+                s.errors += 1
+            else:
+                s.predictions += 1
+                s.labels[row["label"]] = s.labels.get(row["label"], 0) + 1
+        if unit.kind == "video":
+            self.bar.update(frames)
+        else:
+            self.bar.update(len(outcomes))
+
+
+def open_predict_output(out: str | Path | None, classes: Sequence[str], total: int, progress: bool) -> tuple[RowWriter, tqdm]:
+    """The row writer and the progress bar of a predict job (single-process or Ray)."""
+    writer = RowWriter(out, classes)
+    return writer, tqdm(total=total, unit="img", desc="predict", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+
 def run_predict(
     classifier: Classifier,
     sources: Sequence[str | Path],
@@ -203,45 +327,18 @@ def run_predict(
     """Classify every image and video frame under `sources`, writing one row each to `out` (.csv / .jsonl / stdout)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    items = expand_inputs(sources)
-    writer = RowWriter(out, classifier.classes)
-    summary = PredictSummary(out=writer.name)
+    check_output(out, sources, option="out")  # never over an input, never into a folder (waste_edge/_outputs.py)
+    units = plan_units(expand_inputs(sources), batch_size)
     t0 = time.perf_counter()
-    total = sum(1 for it in items if it.kind != "video") + sum(_video_frame_count(it.path) for it in items if it.kind == "video")
-    bar = tqdm(total=total, unit="img", desc="predict", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-
-    def emit(rows: list[dict[str, Any]]) -> None:
-        writer.write(rows)
-        for row in rows:
-            summary.rows += 1
-            if "error" in row:
-                summary.errors += 1
-            else:
-                summary.predictions += 1
-                summary.labels[row["label"]] = summary.labels.get(row["label"], 0) + 1
-
+    writer, bar = open_predict_output(out, classifier.classes, sum(expected_rows(u) for u in units), progress)
+    summary = PredictSummary(out=writer.name)
+    tally = PredictTally(writer, summary, bar)
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
-            i = 0
-            while i < len(items):
-                item = items[i]
-                if item.kind == "error":
-                    emit([writer.error_row(item.path, item.error)])
-                    bar.update(1)
-                    i += 1
-                elif item.kind == "video":
-                    summary.videos += 1
-                    _predict_video(classifier, item.path, writer, emit, bar, batch_size, summary)
-                    i += 1
-                else:
-                    j = i
-                    while j < len(items) and items[j].kind == "image":
-                        j += 1
-                    for chunk, decoded in _decoded_chunks(items[i:j], batch_size, pool):
-                        _predict_images(classifier, chunk, decoded, writer, emit)
-                        summary.images += len(chunk)
-                        bar.update(len(chunk))
-                    i = j
+            for unit, decoded in decoded_units(units, pool):
+                tally.unit_started(unit)
+                for outcomes in classify_unit(classifier, unit, decoded, batch_size):
+                    tally.emit(unit, outcomes)
     finally:
         bar.close()
         writer.close()
@@ -249,24 +346,20 @@ def run_predict(
     return summary
 
 
-def _predict_images(classifier: Classifier, chunk: Sequence[InputItem], decoded: list[np.ndarray | str], writer: RowWriter, emit: Any) -> None:
+def _classify_images(classifier: Classifier, chunk: Sequence[InputItem], decoded: list[np.ndarray | str]) -> list[Outcome]:
     ok = [k for k, d in enumerate(decoded) if not isinstance(d, str)]
     results: dict[int, np.ndarray | str] = {k: d for k, d in enumerate(decoded) if isinstance(d, str)}
     if ok:
         for k, res in zip(ok, _safe_proba(classifier, [decoded[k] for k in ok], "RGB")):  # type: ignore[misc]
             results[k] = res
-    rows = []
-    for k, item in enumerate(chunk):
-        res = results[k]
-        rows.append(writer.error_row(item.path, res) if isinstance(res, str) else writer.prediction_row(item.path, res))
-    emit(rows)
+    return [Outcome(item.path, None, results[k]) for k, item in enumerate(chunk)]
 
 
-def _predict_video(classifier: Classifier, path: Path, writer: RowWriter, emit: Any, bar: tqdm, batch_size: int, summary: PredictSummary) -> None:
+def _classify_video(classifier: Classifier, path: Path, batch_size: int) -> Iterator[list[Outcome]]:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
-        emit([writer.error_row(path, "cannot open video (unsupported format or corrupt file)")])
+        yield [Outcome(path, None, "cannot open video (unsupported format or corrupt file)")]
         return
     frames_read = 0
     try:
@@ -280,8 +373,7 @@ def _predict_video(classifier: Classifier, path: Path, writer: RowWriter, emit: 
                 break
             if batch is None or frame.shape != batch.shape[1:]:
                 if n:  # size changed mid-stream: classify what we have first
-                    _emit_video_batch(classifier, path, batch[:n], indices, writer, emit)  # type: ignore[index]
-                    bar.update(n)
+                    yield _video_outcomes(classifier, path, batch[:n], indices)  # type: ignore[index]
                     n, indices = 0, []
                 batch = np.empty((batch_size, *frame.shape), dtype=np.uint8)
             if not np.shares_memory(frame, batch[n]):
@@ -290,19 +382,15 @@ def _predict_video(classifier: Classifier, path: Path, writer: RowWriter, emit: 
             frames_read += 1
             n += 1
             if n == batch_size:
-                _emit_video_batch(classifier, path, batch, indices, writer, emit)
-                bar.update(n)
+                yield _video_outcomes(classifier, path, batch, indices)
                 n, indices = 0, []
         if n and batch is not None:
-            _emit_video_batch(classifier, path, batch[:n], indices, writer, emit)
-            bar.update(n)
+            yield _video_outcomes(classifier, path, batch[:n], indices)
     finally:
         cap.release()
-    summary.video_frames += frames_read
     if frames_read == 0:
-        emit([writer.error_row(path, "no frames could be decoded from this video")])
+        yield [Outcome(path, None, "no frames could be decoded from this video")]
 
 
-def _emit_video_batch(classifier: Classifier, path: Path, batch: np.ndarray, indices: list[int], writer: RowWriter, emit: Any) -> None:
-    results = _safe_proba(classifier, batch, "BGR")
-    emit([writer.error_row(path, r, f) if isinstance(r, str) else writer.prediction_row(path, r, f) for f, r in zip(indices, results)])
+def _video_outcomes(classifier: Classifier, path: Path, batch: np.ndarray, indices: list[int]) -> list[Outcome]:
+    return [Outcome(path, f, r) for f, r in zip(indices, _safe_proba(classifier, batch, "BGR"))]

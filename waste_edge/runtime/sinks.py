@@ -17,6 +17,8 @@ from typing import IO, Any, Mapping
 import cv2
 import numpy as np
 
+from waste_edge._io import write_whole
+from waste_edge._outputs import check_output
 from waste_edge.errors import WasteEdgeError
 
 log = logging.getLogger(__name__)
@@ -38,21 +40,32 @@ class JsonlSink:
             self._fh: IO[str] = sys.stdout
         else:
             path = Path(target)
+            check_output(path, option="--jsonl")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(path, "w", encoding="utf-8")
+                self._file: IO[bytes] = open(path, "wb", buffering=0)  # unbuffered: a failed line is never flushed later
             except OSError as e:
                 raise SinkError(f"{path}: cannot write JSONL: {e.strerror or e}") from None
+        self.name = "stdout" if self.to_stdout else str(target)
+        self.lines = 0
+        self._good = 0  # bytes of whole lines in the file
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
 
     def write(self, event: Mapping[str, Any]) -> None:
-        self._fh.write(self._dumps(event))
-        self._fh.write("\n")
-        self._fh.flush()
+        line = self._dumps(event) + "\n"
+        if self.to_stdout:
+            self._fh.write(line)
+            self._fh.flush()
+        else:
+            try:
+                self._good = write_whole(self._file, line.encode("utf-8", "backslashreplace"), self._good)
+            except OSError as e:  # disk full: the file keeps only whole lines, the run stops with one line
+                raise SinkError(f"{self.name}: cannot write: {e.strerror or e}; it holds the {self.lines} whole lines written before") from None
+        self.lines += 1
 
     def close(self) -> None:
         if not self.to_stdout:
-            self._fh.close()
+            self._file.close()
 
 
 class VideoSink:
@@ -60,6 +73,7 @@ class VideoSink:
 
     def __init__(self, path: str | Path, fps: float = 30.0) -> None:
         self.path = Path(path)
+        check_output(self.path, option="--save")
         suffix = self.path.suffix.lower()
         if suffix not in VIDEO_CODECS:
             raise SinkError(f"{self.path}: cannot save video as {suffix or 'no suffix'!r}; use one of {', '.join(sorted(VIDEO_CODECS))}")

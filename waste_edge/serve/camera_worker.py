@@ -102,6 +102,7 @@ class CameraWorker:
         self.on_event = on_event
         self.on_decision = on_decision
         self.on_frame = on_frame
+        self.channel_order = "BGR"  # of the current source's frames (set when it opens)
         self._open = source_factory or (lambda s: open_source(s, stall_timeout=options.stall_timeout))
         self.stream = StreamFrame()
         self.hour = HourCounts(self.decider.labels)
@@ -218,7 +219,7 @@ class CameraWorker:
 
     def _read_all(self, source: FrameSource) -> bool:
         """Classify until the source ends (True) or the service stops (False)."""
-        order = source.channel_order
+        order = self.channel_order = source.channel_order  # what an on_frame hook needs to read the frame
         period = 1.0 / source.fps if self.options.realtime and source.fps and not source.live else 0.0
         next_due = time.monotonic()
         last_encode = 0.0

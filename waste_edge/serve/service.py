@@ -15,10 +15,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.collect import CollectConfig, Collector
 from waste_edge.runtime.sinks import JsonlSink
 from waste_edge.runtime.sources import SourceError, parse_spec
 from waste_edge.serve.batcher import InferenceBatcher
@@ -54,6 +55,9 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     classify_workers: int = 2
     classify_queue: int = 128
+    collect: CollectConfig | None = None  # --collect: save each camera's uncertain frames there (Review view, adapt)
+    # `waste_edge.adapt.adapter.adapt`, handed in by the CLI: serve may import only the runtime (DESIGN.md).
+    adapter: Callable[..., Any] | None = None
 
 
 def camera_specs(devices: list[str]) -> list[tuple[str, str]]:
@@ -93,6 +97,14 @@ class Service:
             self.workers[cam_id] = CameraWorker(cam_id, spec, self.batcher, self.classes, self.display_names, opts,
                                                 on_event=self._write_event, on_decision=self._on_decision,
                                                 on_frame=self._on_frame)
+        # One collector per camera (its own rate limit, near-duplicate memory and file-name slug), one folder.
+        self.collectors: dict[str, Collector] = {}
+        if config.collect is not None:
+            current = self.holder.current
+            for cam_id in self.workers:
+                self.collectors[cam_id] = Collector(config.collect, classes=self.classes, model_sha256=current.sha256,
+                                                    model_name=current.path.name, camera=cam_id)
+        self.adapt_lock = threading.Lock()  # one adaptation at a time
         self.classify_pool = ThreadPoolExecutor(max_workers=max(1, config.classify_workers), thread_name_prefix="waste-edge classify")
         self.classify_pending = 0
         self.classify_lock = threading.Lock()
@@ -125,6 +137,8 @@ class Service:
             if not w.join(timeout=10.0):
                 log.warning("camera %s did not stop within 10 s", w.id)
         self.batcher.stop()
+        for c in self.collectors.values():
+            c.close()
         self.classify_pool.shutdown(wait=True, cancel_futures=True)
         if self._jsonl is not None:
             with self._jsonl_lock:
@@ -149,6 +163,11 @@ class Service:
     def _on_frame(self, worker: CameraWorker, frame: Any, info: Any, decision: Any, result: Any) -> None:
         """Per classified frame (camera thread): metrics; the place where frame collection plugs in."""
         self.metrics.observe_frame(worker.id, result.infer_ms / 1e3)
+        collector = self.collectors.get(worker.id)
+        if collector is not None:
+            if collector.model_sha256 != result.model_sha256:  # the frame was classified by a swapped-in model
+                collector.set_model(result.model_sha256, self.holder.current.path.name)
+            collector.offer(frame, result.probs, decision.confidence, index=info.index, channel_order=worker.channel_order)
 
     def _on_decision(self, worker: CameraWorker, decision: dict[str, Any]) -> None:
         self.bus.publish({"type": "decision", "camera": worker.id, **decision})
@@ -207,5 +226,7 @@ class Service:
             "events_subscribers": self.bus.subscribers,
             "classify": {"pending": self.classify_pending, "workers": self.config.classify_workers,
                          "max_body_bytes": self.config.max_body_bytes, "max_pixels": self.config.max_pixels},
+            "collect": ({"folder": str(self.config.collect.folder), "below": self.config.collect.below,
+                         "cameras": {cam: c.stats.to_dict() for cam, c in self.collectors.items()}} if self.config.collect else None),
             "healthy": not self.health(),
         }

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from waste_edge._io import library_versions, modern_keys, write_json
+from waste_edge._io import JsonFileError, library_versions, modern_keys, read_json, write_json
 from waste_edge.errors import WasteEdgeError
 
 CARD_FORMAT = "waste-edge/run-card"
@@ -83,9 +83,9 @@ def read_card(run_dir: str | Path) -> dict[str, Any]:
     if not card_path.is_file():
         raise RunError(f"{path} is not a run directory (no card.json): train one with `waste-edge train linear` or `train baseline`")
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{card_path}: not valid JSON ({e})") from None
+        card = read_json(card_path)
+    except JsonFileError as e:
+        raise RunError(str(e)) from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise RunError(f"{card_path}: not a waste-edge run card (format {card.get('format') if isinstance(card, dict) else None!r})")
     version = card.get("version")

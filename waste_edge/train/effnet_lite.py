@@ -88,8 +88,18 @@ class EfficientNetLite(nn.Module):
         self.out_dim = config["head"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_top(self.forward_trunk(x, 0), 0)
+
+    def forward_trunk(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """Stem and blocks [0, stop): the part fine-tuning may freeze and run without gradients."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        for block in self._blocks[:stop]:
+            x = block(x)
+        return x
+
+    def forward_top(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Blocks [start, end), head convolution and global average pooling -> features."""
+        for block in self._blocks[start:]:
             x = block(x)
         x = F.relu6(self._bn1(self._conv_head(x)))
         return x.mean(dim=(2, 3))

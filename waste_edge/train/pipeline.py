@@ -12,6 +12,8 @@ import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 from waste_edge._io import Log, quiet
 from waste_edge.data.discovery import DatasetError, discover
 from waste_edge.data.labels import display_names
@@ -38,6 +40,9 @@ class TrainConfig:
     test_size: float = 0.2
     seed: int = 0
     progress: bool = True
+    device: str = "auto"  # torch device of the encoder: auto | cpu | cuda
+    amp: bool = False  # fp16 autocast on CUDA (embeddings cached under their own key)
+    runner: Any = None  # a FeatureRunner (e.g. waste_edge.scale.extract.RayFeatureRunner); default: TorchRunner here
 
 
 @dataclass
@@ -68,7 +73,8 @@ def train_linear(cfg: TrainConfig, log: Log = quiet) -> TrainResult:
     encoder = create_encoder(cfg.encoder)
     log(f"encoder {encoder.id}: {encoder.dim}-d features, weights {encoder.weights['source']}")
     embed = functools.partial(extract_embeddings, encoder, batch_size=cfg.batch_size, workers=cfg.workers, threads=cfg.threads,
-                              cache_dir=cfg.cache_dir, progress=cfg.progress, log=log)
+                              cache_dir=cfg.cache_dir, progress=cfg.progress, log=log,
+                              device=cfg.device, amp=cfg.amp, runner=cfg.runner)
     train_e, test_e = embed(train_s, desc="train"), embed(test_s, desc="test")
     if len(set(train_e.labels)) < 2:
         raise DatasetError("fewer than two classes among the readable training images")
@@ -94,7 +100,9 @@ def train_linear(cfg: TrainConfig, log: Log = quiet) -> TrainResult:
         metrics={k: m[k] for k in ("accuracy", "balanced_accuracy", "roc_auc", "n")},
         training={"C": head.hyperparameters.get("C"), "sweep": cfg.sweep, "l2_normalize": cfg.l2_normalize,
                   "class_weight": cfg.class_weight, "batch_size": cfg.batch_size,
-                  "embeddings": {"extracted": train_e.n_extracted + test_e.n_extracted, "from_cache": train_e.n_cached + test_e.n_cached}},
+                  "embeddings": {"extracted": train_e.n_extracted + test_e.n_extracted, "from_cache": train_e.n_cached + test_e.n_cached,
+                                 "precision": "amp-fp16" if cfg.amp else "fp32", "torch_device": cfg.device,
+                                 "runner": cfg.runner.name if cfg.runner is not None else "torch"}},
     )
     return TrainResult(cfg.out, head, report, len(train_e.samples), train_e.n_extracted + test_e.n_extracted,
                        train_e.n_cached + test_e.n_cached, time.perf_counter() - t0)

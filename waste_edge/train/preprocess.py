@@ -103,3 +103,11 @@ def normalise(rgb_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def reference_preprocess(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """The spec applied on PIL, as the training and parity reference: 3 x size x size float32."""
     return normalise(np.asarray(resize_crop(img.convert("RGB"), spec), dtype=np.uint8), spec)
+
+
+def encoder_input(img: Image.Image, spec: PreprocessSpec, transform: Any = None) -> np.ndarray:
+    """What an encoder sees for one RGB PIL image: its own transform when it has one (open_clip's), else the
+    spec on PIL. 3 x S x S float32. One function for the reference path and every extraction runner."""
+    if transform is not None:
+        return np.asarray(transform(img), dtype=np.float32)
+    return reference_preprocess(img, spec)

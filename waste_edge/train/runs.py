@@ -74,13 +74,16 @@ class Run(ABC):
 
     @abstractmethod
     def score(self, samples: list[Sample], *, batch_size: int, workers: int, threads: int | None, cache_dir: str | Path | None,
-              progress: bool, log: Log, desc: str) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-        """(labels, probabilities [N, K], unreadable (path, reason)) of the readable `samples`, the study's way."""
+              progress: bool, log: Log, desc: str, runner: Any = None) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+        """(labels, probabilities [N, K], unreadable (path, reason)) of the readable `samples`, the study's way.
+
+        `runner` (a `train.embeddings.FeatureRunner`: a CUDA device, a Ray cluster) computes embeddings; kinds
+        that have none refuse it rather than ignore it."""
 
     def evaluate(
         self, data: str | Path, *, split: str = "test", out: str | Path | None = None, batch_size: int = 32,
         workers: int = 2, threads: int | None = None, cache_dir: str | Path | None = None, progress: bool = True,
-        log: Log = quiet,
+        log: Log = quiet, runner: Any = None,
     ) -> EvalReport:
         """Re-evaluate on any dataset split: metrics.json, report.txt and the two plots in `out` (default <run>/eval-<split>)."""
         ds = discover(data)
@@ -89,7 +92,7 @@ class Run(ABC):
         if unknown:
             raise DatasetError(f"labels {unknown} in {data} are not classes of this model {self.classes}")
         labels, proba, unreadable = self.score(samples, batch_size=batch_size, workers=workers, threads=threads,
-                                               cache_dir=cache_dir, progress=progress, log=log, desc=split)
+                                               cache_dir=cache_dir, progress=progress, log=log, desc=split, runner=runner)
         return write_report(
             Path(out) if out is not None else self.path / f"eval-{split.lower()}", labels, proba, self.classes,
             unreadable=unreadable + list(ds.problems), title=f"{self.title} on {Path(data).name} ({split})",
@@ -173,11 +176,11 @@ class LinearRun(Run):
         return ReferencePipeline(self, threads)
 
     def score(self, samples: list[Sample], *, batch_size: int, workers: int, threads: int | None, cache_dir: str | Path | None,
-              progress: bool, log: Log, desc: str) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+              progress: bool, log: Log, desc: str, runner: Any = None) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
         from waste_edge.train.embeddings import extract_embeddings
 
         emb = extract_embeddings(self.encoder(), samples, batch_size=batch_size, workers=workers, threads=threads,
-                                 cache_dir=cache_dir, progress=progress, desc=desc, log=log)
+                                 cache_dir=cache_dir, progress=progress, desc=desc, log=log, runner=runner)
         return emb.labels, self.head.predict_proba(emb.features), emb.unreadable()
 
 
@@ -195,6 +198,8 @@ class KerasRun(Run):
         if self.imgsz < get_arch(self.arch).min_imgsz or self.imgsz != self.preprocess.size:
             raise f.error("imgsz", f"must be >= {get_arch(self.arch).min_imgsz} and equal preprocess.size, got {self.imgsz}")
         self.model_path = self.path / f.get("model.file", str)
+        if not _inside_run(self.model_path, self.path):  # a card is user input: it may not point anywhere else
+            raise f.error("model.file", f"must name a file inside the run directory, got {f.get('model.file', str)!r}")
         self.model_sha256: str = f.sha256("model.sha256")  # type: ignore[assignment]
         if not self.model_path.is_file():
             raise RunError(f"{self.path}: {self.model_path.name} is missing")
@@ -225,8 +230,12 @@ class KerasRun(Run):
         return KerasReference(self, threads)
 
     def score(self, samples: list[Sample], *, batch_size: int, workers: int, threads: int | None, cache_dir: str | Path | None,
-              progress: bool, log: Log, desc: str) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+              progress: bool, log: Log, desc: str, runner: Any = None) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
         from waste_edge.train.keras.archs import predict_images
+
+        if runner is not None:
+            raise RunError(f"{self.path}: --ray, --torch-device and --amp apply to embedding extraction (linear runs); "
+                           "a keras run evaluates with TensorFlow in this process")
         from waste_edge.train.keras.data import load_images
 
         model = self.load_model(threads or 2)
@@ -238,6 +247,15 @@ class KerasRun(Run):
 
 # The kinds of run directory; a card's `kind` picks the class (cards without one are linear: the first format).
 RUN_KINDS: dict[str, type[Run]] = {cls.kind: cls for cls in (LinearRun, KerasRun)}
+
+
+def _inside_run(path: Path, run_dir: Path) -> bool:
+    """`path` resolves (symlinks followed) to somewhere under `run_dir`."""
+    try:
+        path.resolve().relative_to(run_dir.resolve())
+        return True
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return False
 
 
 def open_run(run_dir: str | Path) -> Run:

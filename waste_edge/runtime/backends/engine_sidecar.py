@@ -9,11 +9,10 @@ Pure Python (no tensorrt import): tested on every machine.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from waste_edge._io import write_json
+from waste_edge._io import JsonFileError, read_json, write_json
 from waste_edge.runtime.backends.base import BackendError
 from waste_edge.runtime.metadata import MetadataError, ModelMetadata
 
@@ -46,11 +45,11 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     """The sidecar JSON of an engine, or a `BackendError` saying it is missing or unreadable."""
     side = sidecar_path(engine_path)
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
+        data = read_json(side)
     except FileNotFoundError:
         raise BackendError(f"{side.name} is missing: a TensorRT engine needs the sidecar written by `waste-edge export --format engine`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BackendError(f"{side}: unreadable engine sidecar: {e}") from None
+    except JsonFileError as e:
+        raise BackendError(f"unreadable engine sidecar: {e}") from None
     if not isinstance(data, dict):
         raise BackendError(f"{side}: engine sidecar must be a JSON object")
     return data

@@ -1,0 +1,169 @@
+"""The one output-path guard: no verb may write over what it reads, into a folder, or onto its other outputs.
+
+A tool that overwrites its own input loses data silently (`camera --device clip.mp4 --save clip.mp4`,
+`data split m.csv --out m.csv`, `--jsonl` onto an image of the source folder). `check_output` refuses,
+before anything is opened:
+
+- an output that IS an input: the same file by `os.stat` identity (st_dev, st_ino), so a symlink or a
+  hard link to an input is caught as well as the same spelling;
+- a file output inside an input folder (or matched by an input glob) when the verb would pick it up as an
+  input (an image or video suffix): the next run would classify its own output;
+- a file output that is an existing folder, a folder output that is an existing file;
+- two outputs of one run that are the same file.
+
+`guard_cli_outputs` applies it to any parsed command line by argument name (`--out`, `--save`, `--jsonl`,
+`--json`, `--md`, `--plot` are outputs; `--model`, `--run`, `--data`, `--device`, sources, ... are inputs),
+so every verb, including verbs added later with the same option names, is guarded by the same code.
+Library entry points (predict's row writer, the camera's sinks) call `check_output` themselves.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from waste_edge._io import IMAGE_SUFFIXES
+from waste_edge.errors import WasteEdgeError
+
+# What a folder input is read for: images and videos (predict, camera, data check, parity, calibration).
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".ogv"})
+READ_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+# What a run directory is read for (card.json, head.json, metrics.json, a Keras model, weights): an output of
+# another verb there would replace part of the run. Exported models (.onnx, .engine) may be written there.
+RUN_SUFFIXES = frozenset({".json", ".keras", ".h5", ".safetensors", ".npz", ".txt", ".png", ".pt", ".pth"})
+
+# Command-line argument names: outputs, inputs, and the verbs whose --out / --save is a folder.
+OUTPUT_ARGS = ("out", "save", "jsonl", "json", "md", "plot")
+INPUT_ARGS = ("sources", "device", "model", "run", "data", "dir", "reference", "calib", "split_file", "cache_from", "labels", "frames")
+FOLDER_OUTPUTS = {("train", "out"), ("eval", "out"), ("demo", "out"), ("serve", "save"), ("data", "out"), ("adapt", "out")}
+FILE_OUT_SUBVERBS = {"split"}  # `data split --out` is a CSV file, unlike `data download --out`
+
+
+class OutputPathError(WasteEdgeError):
+    """An output path that would overwrite an input or cannot be written as asked."""
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _expand(spec: str | os.PathLike) -> Iterator[Path]:
+    """The existing paths an input names: itself, the files of a glob, the path of a `NAME=SOURCE` camera."""
+    text = os.fspath(spec)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if "=" in text and not os.path.exists(text):
+        name, _, rest = text.partition("=")
+        if name and os.path.sep not in name:
+            text = rest
+    if glob.has_magic(text) and not os.path.exists(text):
+        yield from (Path(p) for p in glob.iglob(os.path.expanduser(text), recursive=True))
+        return
+    yield Path(os.path.expanduser(text))
+
+
+def _inside(child: Path, folder: Path) -> bool:
+    try:
+        Path(os.path.realpath(child)).relative_to(os.path.realpath(folder))
+        return True
+    except ValueError:
+        return False
+
+
+def check_output(out: str | os.PathLike | None, inputs: Iterable[Any] = (), *, folder: bool = False,
+                 option: str = "output", picked_up: frozenset[str] = READ_SUFFIXES) -> Path | None:
+    """Refuse `out` when it would overwrite or feed an input (see the module docstring); return it as a Path.
+
+    `None` and "-" (stdout) pass. `folder` says the output is a folder (a run directory, a report folder)."""
+    if out is None or os.fspath(out) in ("-", b"-"):
+        return None
+    path = Path(os.fsdecode(os.fspath(out))).expanduser()
+    st = _stat(path)
+    if st is not None:
+        is_dir = os.path.isdir(path)
+        if folder and not is_dir:
+            raise OutputPathError(f"{option} {path}: is an existing file, expected a folder to write into")
+        if not folder and is_dir:
+            raise OutputPathError(f"{option} {path}: is a folder; give a file name")
+    elif os.path.islink(path) and not folder:
+        pass  # a dangling symlink: writing creates its target, nothing is lost
+    for item in _flatten(inputs):
+        for src in _expand(item):
+            sst = _stat(src)
+            if sst is None:
+                continue
+            if st is not None and (st.st_dev, st.st_ino) == (sst.st_dev, sst.st_ino):
+                if os.path.isdir(src):
+                    raise OutputPathError(f"{option} {path}: is an input folder ({src}); choose another folder")
+                raise OutputPathError(f"{option} {path}: is an input ({src}); writing it would destroy it: choose another path")
+            if os.path.isdir(src):
+                if not folder and path.suffix.lower() in picked_up and _inside(path, src):
+                    raise OutputPathError(f"{option} {path}: lies inside the input folder {src} and would be read as an input; write it elsewhere")
+    return path
+
+
+def _flatten(values: Iterable[Any]) -> Iterator[Any]:
+    for v in values:
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, (list, tuple)):
+            yield from _flatten(v)
+        elif isinstance(v, (str, bytes, os.PathLike)):
+            yield v
+
+
+def check_distinct(outputs: Iterable[tuple[str, Path]]) -> None:
+    """Two outputs of one run must not be the same file (the second would overwrite the first)."""
+    seen: dict[str, str] = {}
+    for option, path in outputs:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise OutputPathError(f"{option} {path}: is also {seen[key]}; give each output its own path")
+        seen[key] = f"{option}"
+
+
+def guard_cli_outputs(args: Any) -> None:
+    """`check_output` for every output argument of a parsed command line against every input argument."""
+    verb = getattr(args, "cmd", None)
+    ns = vars(args)
+    checked: list[tuple[str, Path]] = []
+    for name in OUTPUT_ARGS:
+        value = ns.get(name)
+        if value is None or isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
+            continue
+        folder = (verb, name) in FOLDER_OUTPUTS and not (verb == "data" and ns.get("data_cmd") in FILE_OUT_SUBVERBS)
+        option = "--" + name.replace("_", "-")
+        path = check_output(value, [], folder=folder, option=option)
+        for source in INPUT_ARGS:
+            if source in ns:
+                check_output(value, [ns[source]], folder=folder, option=option,
+                             picked_up=RUN_SUFFIXES if source == "run" else READ_SUFFIXES)
+        if path is not None:
+            checked.append(("--" + name, path))
+    check_distinct(checked)
+
+
+# -- cells and streams -----------------------------------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not execute: text starting with = + - @ tab or CR gets a leading '
+    (OWASP, CSV injection). Numbers pass unchanged; only text (class names, paths, errors) is touched."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def is_broken_pipe(e: BaseException) -> bool:
+    """A reader that went away (`| head`): the writer should stop quietly, not report an error."""
+    import errno
+
+    return isinstance(e, BrokenPipeError) or (isinstance(e, OSError) and e.errno == errno.EPIPE)

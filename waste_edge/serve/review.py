@@ -1,0 +1,84 @@
+"""Learn at the bin, in the service: the Review queue of collected frames, labels, and adapt + hot swap.
+
+The collection folder is the one `--collect DIR` fills (DESIGN.md contract 4); labels go to its
+`labels.csv` through `runtime.collection.set_labels`, so a file written by hand and the page's clicks mix.
+`adapt_and_swap` refits the served model's head on those labels (`waste_edge.adapt`, handed in as
+`ServeConfig.adapter` since serve imports only the runtime; scikit-learn + onnx, never torch) into a NEW file beside the collection, then hands it to `ModelHolder.swap`: the cameras keep
+classifying with the old model until the new one has loaded, so no frame is dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.collection import list_frames, read_labels, set_labels
+
+if TYPE_CHECKING:
+    from waste_edge.serve.service import Service
+
+
+class ReviewError(WasteEdgeError):
+    """A review or adapt request the service cannot do (no --collect, bad label, adapt already running)."""
+
+
+def collection_folder(svc: "Service") -> Path:
+    if svc.config.collect is None:
+        raise ReviewError("this service does not collect frames: start it with --collect DIR")
+    return Path(svc.config.collect.folder)
+
+
+def review_queue(svc: "Service") -> dict[str, Any]:
+    """Every collected frame with its model guess (from the sidecar) and its label so far, oldest first."""
+    folder = collection_folder(svc)
+    labels = read_labels(folder, svc.classes, svc.display_names, check_files=False)
+    frames = []
+    for f in list_frames(folder) if folder.is_dir() else []:
+        side = f.sidecar or {}
+        frames.append({"file": f.file, "label": labels.labels.get(f.file), "guess": side.get("prediction"),
+                       "confidence": side.get("confidence"), "camera": side.get("camera"), "time": side.get("time")})
+    return {"folder": str(folder), "classes": svc.classes, "display_names": svc.display_names, "counts": labels.counts(),
+            "problems": labels.problems, "frames": frames}
+
+
+def frame_path(svc: "Service", file: str) -> Path:
+    """The image of one collected frame; never a path outside the folder."""
+    folder = collection_folder(svc).resolve()
+    path = (folder / file).resolve()
+    if folder not in path.parents or not path.is_file():
+        raise ReviewError(f"{file!r} is not a frame of the collection")
+    return path
+
+
+def label_frames(svc: "Service", updates: dict[str, str | None]) -> dict[str, Any]:
+    """Set (class name, display name or `skip`) or clear (None) labels; answers the new counts."""
+    from waste_edge.runtime.collection import CollectionError
+
+    try:
+        labels = set_labels(collection_folder(svc), updates, svc.classes, svc.display_names)
+    except CollectionError as e:
+        raise ReviewError(str(e)) from None
+    return {"counts": labels.counts(), "problems": labels.problems}
+
+
+def adapt_and_swap(svc: "Service", out: str | Path | None = None) -> dict[str, Any]:
+    """Refit the served model's head on the folder's labels into a new file, then swap it in; blocking."""
+    folder = collection_folder(svc)
+    adapt = svc.config.adapter
+    if adapt is None:
+        raise ReviewError("adapting is not available in this service (the [adapt] extra: scikit-learn, onnx)")
+    if not svc.adapt_lock.acquire(blocking=False):
+        raise ReviewError("an adaptation is already running")
+    try:
+        base = svc.holder.current
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        target = Path(out) if out is not None else folder / "models" / f"{base.path.stem.split('-adapted-')[0]}-adapted-{stamp}.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result = adapt(base.path, folder, target, threads=svc.config.threads)
+        new = svc.holder.swap(result.out)
+        return {"model": new.info(), "base_sha256": result.base_sha256, "labelled": result.n_labelled,
+                "problems": result.problems, "seconds": result.seconds, "summary": result.summary()}
+    finally:
+        svc.adapt_lock.release()
