@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json.with_name(args.json.stem + "-select.json"), {"machine": machine, "rows": table})
         return 0
     record = {"command": "python benchmarks/adapt.py " + " ".join(argv if argv is not None else sys.argv[1:]), "machine": machine,
-              "seeds": args.seeds, "ks": ks, "run": str(run_dir), "variants": {}}
+              "seeds": args.seeds, "ks": ks, "run": os.path.relpath(os.path.abspath(run_dir), REPO), "variants": {}}
     from waste_edge.adapt.graph import find_head, load_model
 
     if args.only and args.json.is_file():  # a partial run updates the recorded one

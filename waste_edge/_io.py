@@ -40,6 +40,15 @@ def quiet(_message: str) -> None:
 # -- atomic writes ---------------------------------------------------------------------------------------
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide, so never toggle it while threads write
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary sibling and `os.replace`; the parent folder is created."""
     target = Path(path)
@@ -50,6 +59,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; an output is as readable as any file the user writes
         os.replace(tmp, target)
     except BaseException:
         try:

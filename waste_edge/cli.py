@@ -835,7 +835,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _data_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_workers, default=None, help="hashing processes (default: all cores)")
     p.add_argument(
-        "--threshold", type=_int_in(0, 32), default=8, metavar="BITS",
+        "--threshold", type=int, default=8, metavar="BITS",
         help="near-duplicate radius in bits of the 64-bit pHash, 0-32 (default: %(default)s; planted copies are <= 4)",
     )
     p.add_argument(

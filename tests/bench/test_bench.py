@@ -230,7 +230,7 @@ def test_without_model_the_default_model_is_benchmarked(monkeypatch, tmp_path, t
     assert err.startswith("error: no model given") and "\n" not in err
 
 
-@pytest.mark.parametrize("args, message", [(["--batch", "0"], "positive integers"), (["--backends", "gpu"], "backends are"),
+@pytest.mark.parametrize("args, message", [(["--batch", "0"], "expected integers from 1 to"), (["--backends", "gpu"], "backends are"),
                                            (["--frame", "640by480"], "WIDTHxHEIGHT")])
 def test_bad_options_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit) as e:

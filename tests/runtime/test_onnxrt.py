@@ -45,10 +45,20 @@ def test_any_load_failure_is_one_line_naming_the_model(tmp_path):
         assert "\n" not in str(err.value)
 
 
-def test_metadata_written_with_the_old_key_spelling_still_reads():
-    """The embedded default model was exported when `extra` said `normalisation`; readers accept both spellings."""
+def test_metadata_written_with_the_old_key_spelling_still_reads(tmp_path):
+    """Models exported before the rename wrote `normalisation` in `extra`; readers accept both spellings."""
+    import json
+
     from waste_edge.runtime.model_info import read_metadata
     from waste_edge.runtime.model_path import DEFAULT_MODEL
 
-    assert '"normalisation"' in read_model_props(DEFAULT_MODEL)["waste_edge.extra"]
-    assert read_metadata(DEFAULT_MODEL).extra["normalization"] == "folded"
+    model = onnx.load(str(DEFAULT_MODEL))
+    props = {p.key: p.value for p in model.metadata_props}
+    extra = json.loads(props["waste_edge.extra"])
+    extra["normalisation"] = extra.pop("normalization")
+    props["waste_edge.extra"] = json.dumps(extra)
+    onnx.helper.set_model_props(model, props)
+    old = tmp_path / "old-spelling.onnx"
+    onnx.save(model, str(old))
+    assert '"normalisation"' in read_model_props(old)["waste_edge.extra"]
+    assert read_metadata(old).extra["normalization"] == extra["normalisation"]
