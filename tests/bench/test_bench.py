@@ -272,17 +272,19 @@ def test_every_target_runs_in_its_own_process_at_its_own_defaults(full_run):
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     pids = {(r["model"], r["backend"]): r["settings"]["worker_pid"] for r in ok}
     assert len(set(pids.values())) == len(pids) == 3 and os.getpid() not in pids.values()
-    policy = os.environ.get("OMP_WAIT_POLICY") or "unset (OpenMP default)"
+    from waste_edge.bench.machine import openmp_env
+
+    policy = openmp_env()
     for r in ok:
         s = r["settings"]
-        assert s["omp_wait_policy"] == policy  # the harness sets nothing process-wide for anyone
+        assert s["openmp_env"] == policy  # the harness sets nothing process-wide for anyone
         if r["variant"] == "reference":
             assert s["runtime"] == "torch" and s["threads_source"] == "PyTorch default" and s["threads"] >= 1
         else:
             assert s["runtime"] == "onnxruntime" and s["threads"] == "default (one per physical core)"
             assert s["graph_optimization"] == "ORT_ENABLE_ALL" and s["session_config"] == {}
     md = (full_run["out"] / "bench.md").read_text()
-    assert "[s1] torch; threads" in md and "[s2] onnxruntime; threads default" in md and "OMP_WAIT_POLICY" in md
+    assert "[s1] torch; threads" in md and "[s2] onnxruntime; threads default" in md and "OpenMP env" in md
 
 
 def test_reference_row_agrees_with_the_pipeline_timed_alone(tmp_path, tiny_run, tiny_models):

@@ -11,13 +11,13 @@ the worker on purpose. Run as `python -m waste_edge.bench.alone '<json spec>'`; 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
+from waste_edge.bench.machine import openmp_env
 from waste_edge.errors import WasteEdgeError
 
 
@@ -60,7 +60,7 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
             call()
             lat.append((time.perf_counter() - t0) * 1e3)
         means.append(sum(lat) / len(lat))
-    return {"median_round_ms": statistics.median(means), "round_ms": means, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    return {"median_round_ms": statistics.median(means), "round_ms": means, "openmp_env": openmp_env()}
 
 
 def time_alone(spec: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:

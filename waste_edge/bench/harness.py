@@ -345,7 +345,7 @@ def format_settings(s: dict[str, Any]) -> str:
     if "graph_optimization" in s:
         parts.append(f"graph opt {s['graph_optimization']}, {s.get('execution_mode', '?')}, inter-op {s.get('inter_op_threads', '?')}")
         parts += [f"{k}={v}" for k, v in (s.get("session_config") or {}).items()] or ["session config default"]
-    parts.append(f"OMP_WAIT_POLICY {s.get('omp_wait_policy', '?')}")
+    parts.append(f"OpenMP env {s.get('openmp_env', '?')}")
     return "; ".join(parts)
 
 

@@ -68,7 +68,7 @@ def machine_info() -> dict[str, Any]:
     info["gpus"] = gpu_names()
     info["onnxruntime_providers"] = ort.get_available_providers()
     info["versions"] = library_versions(("onnxruntime", "onnxruntime-gpu", "numpy", "opencv-python-headless", "opencv-python", "torch", "open_clip_torch", "scikit-learn", "pillow", "tensorrt"))
-    info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+    info["openmp_env"] = openmp_env()
     info["load_average_start"] = load_average()
     return info
 
@@ -84,3 +84,14 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+OPENMP_PREFIXES = ("OMP_", "GOMP_", "KMP_")
+
+
+def openmp_env() -> str:
+    """The OpenMP variables this process inherited (wait policy, spin count, threads), as a table row prints them.
+
+    The harness sets none of them for anyone; printing all of them shows a reader whether the shell did."""
+    found = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(OPENMP_PREFIXES))
+    return ", ".join(found) if found else "none set (OpenMP defaults)"

@@ -39,7 +39,7 @@ def machine_summary(machine: Mapping[str, Any]) -> list[str]:
         f"- GPU: {gpus}; ONNX Runtime providers: {', '.join(machine.get('onnxruntime_providers', []))}",
         f"- {machine.get('platform')}, Python {v.get('python')}, {libs}",
         f"- load average (1/5/15 min) at start {machine.get('load_average_start')}, at end {machine.get('load_average_end')}"
-        f"; OMP_WAIT_POLICY in the environment: {machine.get('omp_wait_policy') or 'unset'}",
+        f"; OpenMP environment: {machine.get('openmp_env', '?')}",
     ]
 
 

@@ -2,7 +2,7 @@
 
 Why a process per target: PyTorch (OpenMP) and ONNX Runtime each run their own thread pools, and in one
 process they fight for the cores or must be told to sleep between parallel regions, which slows whichever
-runtime is told. Worse, process-wide knobs (`OMP_WAIT_POLICY`, thread counts) can only be set once, for
+runtime is told. Worse, process-wide knobs (OpenMP's wait policy, thread counts) can only be set once, for
 everyone. So each target lives in a worker process spawned once, loads only what it needs at its own
 defaults (PyTorch's OpenMP as it starts, ONNX Runtime's session defaults, plus whatever the user asked for
 explicitly), and answers the parent's commands over a pipe: time N calls on a batch of the frames the parent
@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from waste_edge.bench.machine import openmp_env
 from waste_edge.errors import WasteEdgeError
 
 
@@ -62,11 +63,6 @@ def gpu_memory_mb(pid: int) -> float | None:
     return sum(used) if used else None
 
 
-def omp_policy() -> str:
-    """The OpenMP wait policy this process started with, as a row of the table prints it."""
-    return os.environ.get("OMP_WAIT_POLICY") or "unset (OpenMP default)"
-
-
 def file_size_mb(path: Path) -> float | None:
     from waste_edge.runtime.backends.engine_sidecar import sidecar_path
 
@@ -86,7 +82,7 @@ def ort_session_settings(session: Any, threads: int | None, session_config: dict
         "graph_optimization": str(opts.graph_optimization_level).rsplit(".", 1)[-1],
         "execution_mode": str(opts.execution_mode).rsplit(".", 1)[-1],
         "session_config": dict(session_config),
-        "omp_wait_policy": omp_policy(),
+        "openmp_env": openmp_env(),
     }
 
 
@@ -127,7 +123,7 @@ class Target:
             "encoder": ref.encoder_id, "head_sha256": ref.head_sha256, "size_mb": ref.size_mb(), "classes": list(ref.classes),
             "settings": {"runtime": "torch", "threads": torch.get_num_threads(),
                          "threads_source": "--threads" if self.threads else "PyTorch default",
-                         "omp_wait_policy": omp_policy()},
+                         "openmp_env": openmp_env()},
         }
 
     def _load_model(self) -> dict[str, Any]:
@@ -138,7 +134,7 @@ class Target:
         if session is not None:
             settings = ort_session_settings(session, self.threads, self.session_config)
         else:
-            settings = {"runtime": type(clf.runner).__name__, "omp_wait_policy": omp_policy()}
+            settings = {"runtime": type(clf.runner).__name__, "openmp_env": openmp_env()}
         return {
             "name": self.path.name, "variant": clf.metadata.variant, "format": self.path.suffix.lstrip("."),
             "provider": clf.provider, "encoder": clf.metadata.encoder, "head_sha256": clf.metadata.head_sha256,
@@ -154,6 +150,9 @@ class Target:
         return self.obj.predict_proba(self.bgr[:batch])
 
     def timed(self, batch: int, iters: int | None, seconds: float | None) -> list[float]:
+        """One round of timed calls, after one untimed call: between rounds the other targets ran, evicting this
+        one's caches and putting its thread pool to sleep, which a pipeline running alone never pays per round."""
+        self.call(batch)
         lat: list[float] = []
         perf = time.perf_counter
         end = perf() + seconds if seconds is not None else None
