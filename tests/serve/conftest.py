@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -116,7 +117,12 @@ class Mosquitto:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {folder}/\n"
             f"autosave_interval 1\nlog_dest file {folder}/mosquitto.log\n"
+            # Started as root, mosquitto drops to user "mosquitto", which cannot write into pytest's 0700
+            # tmp folders: persistence then fails SILENTLY and the durable subscriber's session is forgotten
+            # across a restart (messages published before it re-subscribes are lost: a flaky outage test).
+            + (f"user {pwd.getpwuid(os.getuid()).pw_name}\n" if os.getuid() == 0 else "")
         )
+        self.db = folder / "mosquitto.db"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -133,6 +139,8 @@ class Mosquitto:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(20)
+            # A restart is only a fair outage if the broker kept its sessions (it saves them on exit).
+            assert self.db.is_file(), f"mosquitto did not persist its sessions to {self.db}"
         self.proc = None
 
 
