@@ -724,7 +724,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-frames", type=_int_in(1, 1_000_000), default=300, metavar="N", help="frames of the camera-loop video (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="add an ONNX Runtime per-op profile of each ONNX model (CPU, every batch size)")
     p.add_argument("--no-memory", action="store_true", help="do not report each worker's peak RSS")
-    p.add_argument("--check-alone", action="store_true", help="time each reference again alone in a fresh process (first batch size) and print both")
+    p.add_argument("--check-alone", action="store_true", help="also time each reference alone in two fresh processes, in the same rounds as its row (first batch size), "
+                        "and print the deviation beside the noise floor of the two")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--md", type=Path, default=None, metavar="OUT", help="write the Markdown table")
     p.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write latency and throughput vs batch as a PNG")

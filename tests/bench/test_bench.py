@@ -287,32 +287,50 @@ def test_every_target_runs_in_its_own_process_at_its_own_defaults(full_run):
     assert "[s1] torch; threads" in md and "[s2] onnxruntime; threads default" in md and "OpenMP env" in md
 
 
-@pytest.mark.xfail(strict=False, reason="issue 14, open: the reference runs 13-30 % slower in the harness than alone "
-                   "(tiny model and ViT-B/32, also on an idle machine); cause not found yet")
 def test_reference_row_agrees_with_the_pipeline_timed_alone(tmp_path, tiny_run, tiny_models):
-    """The harness must not handicap the reference: its row within 10 % of the same pipeline in a fresh process.
+    """The harness must not handicap the reference: its row within 10 % of the same pipeline alone in fresh processes.
 
-    A real timing, so it needs a machine that is not oversubscribed: PyTorch's default OpenMP threads spin at
-    every barrier, and with more runnable threads than cores one call varies 5x from round to round (measured
-    here at load 14 on 2 cores: 1.3-8.8 s for a 40 ms call), in the harness and alone alike. One retry; when
-    both attempts miss and the load average was above 1.5x the cores, the verdict is a skip that says so,
-    otherwise a failure (a systematic handicap such as a process-wide OMP_WAIT_POLICY=PASSIVE costs 40-90 %)."""
+    A real timing on a noisy shared host. The check times the pipeline alone in two fresh processes in the same
+    rounds as the reference row (`_AloneCheck`), which removes the machine's drift, but not the few to ~15 %
+    by which any two identical fresh processes differ for their whole life (measured here: harness vs alone
+    over 10 runs mean +1.9 %, sd 9.6 %; the twins against each other sd 8 %). So the verdict is on the mean
+    deviation over fresh attempts, stopping as soon as it is within 10 % (at most 4): a systematic handicap
+    such as a process-wide OMP_WAIT_POLICY=PASSIVE (+40-90 %) fails every attempt. When all attempts miss
+    and the load average was above 1.5x the cores, the verdict is a skip that says so."""
     import os
+    import statistics
 
     from waste_edge.bench.harness import BenchConfig, run_bench
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    deviations, loads = [], [os.getloadavg()[0]]
-    for _ in range(2):
+    deviations, spreads, loads = [], [], [os.getloadavg()[0]]
+    for _ in range(4):
         cfg = BenchConfig(models=[tiny_models["fp32"]], references=[tiny_run], batches=[1], frame=(320, 240), warmup=2, iters=6,
-                          rounds=5, memory=False, progress=False, check_alone=True)
-        check = run_bench(cfg).reference_check
+                          rounds=15, memory=False, progress=False, check_alone=True)
+        report = run_bench(cfg)
+        check = report.reference_check
         loads.append(os.getloadavg()[0])
         assert len(check) == 1 and "alone_ms" in check[0], check
+        ref_row = next(r for r in report.rows if r.variant == "reference")
+        assert check[0]["harness_ms"] == statistics.median(ref_row.round_ms) and len(check[0]["alone_round_ms"]) == 15
         deviations.append(check[0]["harness_over_alone"] - 1)
-        if abs(deviations[-1]) <= 0.10:
+        spreads.append(check[0]["twin_spread"])
+        if abs(statistics.mean(deviations)) <= 0.10:
             break
-    message = f"reference in the harness vs alone: {[f'{d:+.1%}' for d in deviations]}, load average {[round(x, 1) for x in loads]} on {cores} cores"
-    if abs(deviations[-1]) > 0.10 and max(loads) > 1.5 * cores:
+    message = (f"reference in the harness vs alone: {[f'{d:+.1%}' for d in deviations]} (two alone processes vs each other: "
+               f"{[f'{d:+.1%}' for d in spreads]}), load average {[round(x, 1) for x in loads]} on {cores} cores")
+    if abs(statistics.mean(deviations)) > 0.10 and max(loads) > 1.5 * cores:
         pytest.skip("machine oversubscribed, timing not conclusive: " + message)
-    assert abs(deviations[-1]) <= 0.10, message
+    assert abs(statistics.mean(deviations)) <= 0.10, message
+
+
+def test_alone_process_that_cannot_load_fails_in_one_line(tmp_path):
+    """A yardstick that cannot load says why in one line (and leaves no process behind), so the check reports it."""
+    from waste_edge.bench.alone import AloneProcess
+    from waste_edge.errors import WasteEdgeError
+
+    missing = tmp_path / "no-such-run"
+    with pytest.raises(WasteEdgeError) as info:
+        AloneProcess({"kind": "reference", "path": str(missing), "batch": 1, "frame": [64, 48], "iters": 1})
+    text = str(info.value)
+    assert text.startswith("the fresh process failed while loading: ") and "\n" not in text and "no-such-run" in text, text

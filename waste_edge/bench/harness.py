@@ -17,8 +17,10 @@ How the numbers are made, and why:
   rounds of (reference round mean / row round mean): on a shared, noisy machine the targets of one round see
   the same background load, so the ratio is far steadier than either time. Ratios are the claim; absolute
   times are reported beside them with the machine and its load average.
-* `check_alone`: after the interleaved rounds each reference is timed once more alone in a fresh process
-  (`alone.py`, no code shared with the worker) so a reader sees that the harness did not handicap it.
+* `check_alone`: each reference is also loaded alone in two fresh processes (`alone.py`, no code shared with
+  the worker) that take turns next to the reference's in every round of the first batch size, so a reader
+  sees that the harness did not handicap it, against the noise floor of two identical processes
+  (`_AloneCheck` says why it is done this way).
 * Load time = constructing the target plus its first inference, one worker at a time. Peak RSS is each
   worker's own high-water mark after the timed rounds (largest batch), taken before the accuracy pass:
   a process that holds only that target, which is the figure an edge user needs.
@@ -456,10 +458,13 @@ def _fill_stats(row: BenchRow, rounds: list[list[float]], batch: int) -> None:
     row.iters, row.rounds = len(pooled), len(rounds)
 
 
-def _measure_batch(targets: list[_Target], batch: int, cfg: BenchConfig, bar: Any, log: Log) -> dict[int, list[list[float]]]:
-    """Warm up, then interleaved rounds, one worker at a time; per target (by index) the latencies of each round."""
+def _measure_batch(targets: list[_Target], batch: int, cfg: BenchConfig, bar: Any, log: Log,
+                   checks: dict[int, "_AloneCheck"] | None = None) -> dict[int, list[list[float]]]:
+    """Warm up, then interleaved rounds, one worker at a time; per target (by index) the latencies of each round.
+    A reference under an alone check shares its turn with its two fresh-process twins (see `_AloneCheck`)."""
+    checks = checks or {}
     active = [i for i, t in enumerate(targets) if t.ok]
-    pids = [targets[i].pid for i in active]
+    pids = [targets[i].pid for i in active] + [pid for c in checks.values() for pid in c.pids]
     per_round = cfg.seconds / cfg.rounds if cfg.seconds is not None else None
     out: dict[int, list[list[float]]] = {i: [] for i in active}
 
@@ -471,6 +476,13 @@ def _measure_batch(targets: list[_Target], batch: int, cfg: BenchConfig, bar: An
         if isinstance(e, WorkerDied):
             t.fail("failed", t.batch_errors[batch])
 
+    def time_round(i: int, r: int) -> None:
+        wait_until_idle(pids)
+        try:
+            out[i].append(targets[i].worker.ask("time", batch=batch, iters=cfg.iters, seconds=per_round))  # type: ignore[union-attr]
+        except Exception as e:
+            drop(i, e, f"round {r + 1}")
+
     for i in list(active):
         wait_until_idle(pids)
         try:
@@ -479,14 +491,85 @@ def _measure_batch(targets: list[_Target], batch: int, cfg: BenchConfig, bar: An
             drop(i, e, "warm-up")
     for r in range(cfg.rounds):
         for i in list(active):
-            wait_until_idle(pids)
-            try:
-                out[i].append(targets[i].worker.ask("time", batch=batch, iters=cfg.iters, seconds=per_round))  # type: ignore[union-attr]
-            except Exception as e:
-                drop(i, e, f"round {r + 1}")
+            if i in checks:
+                checks[i].turn(r, lambda: time_round(i, r), pids)
+            else:
+                time_round(i, r)
             if bar is not None:
                 bar.update(1)
     return out
+
+
+class _AloneCheck:
+    """A reference's pipeline alone in two fresh processes (`alone.py`), timed in the same rounds as its row.
+
+    Why in the same rounds: the machine drifts by tens of percent over seconds, so a yardstick timed after the
+    run measures the minute it ran in. Why two: two identical fresh processes of one pipeline differ by a few
+    to ~15 % for as long as they live (measured here, round by round over 25 rounds: -14 % to +20 %; not CPU
+    placement, not ASLR), so one process is a noisy yardstick. Their mean is the yardstick, and the spread
+    between them, reported beside the deviation, is the noise floor a reader should judge it against. The
+    reference and its twins take turns in an order that rotates every round, so none always follows another."""
+
+    def __init__(self, target: _Target, cfg: BenchConfig, log: Log) -> None:
+        from waste_edge.bench.alone import AloneProcess
+
+        self.target = target
+        self.batch = cfg.batches[0]
+        self.rounds: list[dict[int, float]] = [{}, {}]
+        self.error: str | None = None
+        self.twins: list[Any] = []
+        spec = {"kind": "reference", "path": str(target.path), "batch": self.batch, "frame": list(cfg.frame), "warmup": cfg.warmup,
+                "iters": cfg.iters, "seconds": cfg.seconds / cfg.rounds if cfg.seconds is not None else None, "threads": cfg.threads}
+        try:
+            for _ in range(2):
+                self.twins.append(AloneProcess(spec))
+            log(f"reference {target.name} also loaded alone in fresh processes {', '.join(str(p.pid) for p in self.twins)}")
+        except Exception as e:
+            self.fail(e)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.twins]
+
+    def fail(self, e: BaseException) -> None:
+        self.error = self.error or one_line(e)
+        self.close()
+
+    def turn(self, r: int, reference_round: Any, pids: Sequence[int | None]) -> None:
+        """The reference's round and one round of each twin, in an order rotated by the round number."""
+        slots = [reference_round] + [lambda k=k: self._twin_round(k, r, pids) for k in range(len(self.twins))]
+        for k in range(len(slots)):
+            slots[(k + r) % len(slots)]()
+
+    def _twin_round(self, k: int, r: int, pids: Sequence[int | None]) -> None:
+        if self.error is None:
+            wait_until_idle(pids)
+            try:
+                self.rounds[k][r] = self.twins[k].round()
+            except Exception as e:
+                self.fail(e)
+
+    def close(self) -> None:
+        twins, self.twins = self.twins, []
+        for p in twins:
+            p.close()
+
+    def result(self, rows: list[BenchRow], log: Log) -> dict[str, Any]:
+        """The reference row against the mean of its twins, round by round; and the twins against each other."""
+        entry: dict[str, Any] = {"reference": self.target.name, "batch": self.batch}
+        row = next((r for r in rows if r.model == self.target.name and r.variant == "reference" and r.batch == self.batch), None)
+        n = len(row.round_ms) if row is not None and row.status == "ok" and row.round_ms else 0
+        if self.error or not n or any(len(t) < n for t in self.rounds):
+            entry["error"] = self.error or "the reference row was not measured"
+            return entry
+        a, b = ([t[r] for r in sorted(t)][:n] for t in self.rounds)
+        alone = [(x + y) / 2 for x, y in zip(a, b)]
+        entry.update(harness_ms=statistics.median(row.round_ms), alone_ms=statistics.median(alone), alone_round_ms=alone,
+                     harness_over_alone=statistics.median(h / m for h, m in zip(row.round_ms, alone)),
+                     twin_spread=statistics.median(x / y for x, y in zip(a, b)) - 1)  # type: ignore[union-attr]
+        log(f"reference {self.target.name}: {entry['harness_ms']:.2f} ms in the harness, {entry['alone_ms']:.2f} ms alone "
+            f"(round by round {(entry['harness_over_alone'] - 1) * 100:+.1f} %; the two alone processes differ by {entry['twin_spread'] * 100:+.1f} %)")
+        return entry
 
 
 def _accuracy_samples(cfg: BenchConfig) -> tuple[list[tuple[str, str]], dict[str, Any]]:
@@ -498,32 +581,6 @@ def _accuracy_samples(cfg: BenchConfig) -> tuple[list[tuple[str, str]], dict[str
     if not samples:
         raise BenchError(f"{cfg.data}: no images for the accuracy column")
     return [(str(s.path), s.label) for s in samples], {"data": str(cfg.data), "split": "test" if ds.split("test") else "all"}
-
-
-def _check_alone(refs: list[_Target], rows: list[BenchRow], cfg: BenchConfig, log: Log) -> list[dict[str, Any]]:
-    """Each reference timed again alone in a fresh process, at the first batch size, the same way (median round)."""
-    from waste_edge.bench.alone import time_alone
-
-    batch = cfg.batches[0]
-    iters = cfg.iters or max(3, int(round(statistics.median(r.iters for r in rows if r.iters) / max(cfg.rounds, 1))))
-    out = []
-    for t in refs:
-        row = next((r for r in rows if r.model == t.name and r.variant == "reference" and r.batch == batch), None)
-        if row is None or row.status != "ok" or not row.round_ms:
-            continue
-        spec = {"kind": "reference", "path": str(t.path), "batch": batch, "frame": list(cfg.frame), "rounds": cfg.rounds,
-                "iters": iters, "warmup": cfg.warmup, "threads": cfg.threads}
-        entry: dict[str, Any] = {"reference": t.name, "batch": batch, "harness_ms": statistics.median(row.round_ms)}
-        try:
-            alone = time_alone(spec)
-            entry["alone_ms"] = alone["median_round_ms"]
-            entry["alone_round_ms"] = alone["round_ms"]
-            entry["harness_over_alone"] = entry["harness_ms"] / entry["alone_ms"]
-            log(f"reference {t.name} alone in a fresh process: {entry['alone_ms']:.2f} ms vs {entry['harness_ms']:.2f} ms in the harness")
-        except Exception as e:
-            entry["error"] = one_line(e)
-        out.append(entry)
-    return out
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -548,6 +605,8 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> BenchReport:
     frames = synthetic_frames(max(cfg.batches), w, h)
 
     refs = [_reference_target(Path(r), cfg, frames, say) for r in cfg.references]
+    # Twins loaded right after the references they check, before any model: of the same age (see _AloneCheck).
+    checks = {i: _AloneCheck(t, cfg, say) for i, t in enumerate(refs) if cfg.check_alone and t.ok}
     models: list[_Target] = []
     for m in cfg.models:
         models.extend(_model_targets(Path(m), cfg, frames, say))
@@ -556,15 +615,18 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> BenchReport:
     rows: list[BenchRow] = []
     camera: list[Any] = []
     profiles: list[dict[str, Any]] = []
-    reference_check: list[dict[str, Any]] = []
     accuracy_info: dict[str, Any] | None = None
     try:
         bar = _progress_bar(sum(1 for t in targets if t.ok) * len(cfg.batches) * cfg.rounds, cfg.progress)
         measured: dict[int, dict[int, list[list[float]]]] = {}
         try:
-            for batch in cfg.batches:
-                measured[batch] = _measure_batch(targets, batch, cfg, bar, say)
+            for n, batch in enumerate(cfg.batches):
+                measured[batch] = _measure_batch(targets, batch, cfg, bar, say, checks if n == 0 else None)
+                for c in checks.values():
+                    c.close()
         finally:
+            for c in checks.values():
+                c.close()
             if bar is not None:
                 bar.close()
 
@@ -640,8 +702,7 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> BenchReport:
         for t in targets:
             t.close()
 
-    if cfg.check_alone:
-        reference_check = _check_alone([r for r in refs if r.status == "ok"], rows, cfg, say)
+    reference_check = [c.result(rows, say) for c in checks.values()]
     machine["load_average_end"] = load_average()
     settings = {
         "frame": f"{w}x{h}", "frame_channel_order": "BGR (fused models), RGB (reference)", "batches": cfg.batches,

@@ -93,13 +93,14 @@ def to_markdown(report: Report, title: str = "waste-edge benchmark") -> str:
         lines += [""] + [f"[s{i + 1}] {text}" for i, text in enumerate(settings)]
     checks = report.get("reference_check") or []
     if checks:
-        lines += ["", "Reference pipeline alone in a fresh process (same frames, same batch, median of round means) vs its row above:", ""]
+        lines += ["", "Reference pipeline alone in two fresh processes, timed in the same rounds as its row above (median of round means; "
+                  "deviation = median over rounds of row / mean of the two; noise floor = the two against each other):", ""]
         for c in checks:
             if c.get("error"):
                 lines.append(f"- {c['reference']}, batch {c['batch']}: not measured ({c['error']})")
             else:
                 lines.append(f"- {c['reference']}, batch {c['batch']}: {c['alone_ms']:.2f} ms alone, {c['harness_ms']:.2f} ms in the harness "
-                             f"({(c['harness_over_alone'] - 1) * 100:+.1f} %)")
+                             f"({(c['harness_over_alone'] - 1) * 100:+.1f} %; noise floor {c['twin_spread'] * 100:+.1f} %)")
     if s.get("accuracy"):
         a = s["accuracy"]
         lines += ["", f"Accuracy: {a['images']} images of {a['data']} ({a['split']} split), batch 1."]
