@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from waste_edge.bench.machine import openmp_env
+from waste_edge.bench.machine import openmp_env, settle_allocator
 from waste_edge.errors import WasteEdgeError
 
 
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     call = _pipeline(spec)
     for _ in range(int(spec.get("warmup", 3)) + 1):
         call()
-    print(json.dumps({"ready": True, "openmp_env": openmp_env()}), flush=True)
+    allocator = settle_allocator()
+    print(json.dumps({"ready": True, "openmp_env": openmp_env(), "allocator": allocator}), flush=True)
     for line in sys.stdin:
         if line.strip() != "round":
             break

@@ -348,6 +348,8 @@ def format_settings(s: dict[str, Any]) -> str:
         parts.append(f"graph opt {s['graph_optimization']}, {s.get('execution_mode', '?')}, inter-op {s.get('inter_op_threads', '?')}")
         parts += [f"{k}={v}" for k, v in (s.get("session_config") or {}).items()] or ["session config default"]
     parts.append(f"OpenMP env {s.get('openmp_env', '?')}")
+    if "allocator" in s:
+        parts.append(f"allocator {s['allocator']}")
     return "; ".join(parts)
 
 
@@ -504,11 +506,12 @@ class _AloneCheck:
     """A reference's pipeline alone in two fresh processes (`alone.py`), timed in the same rounds as its row.
 
     Why in the same rounds: the machine drifts by tens of percent over seconds, so a yardstick timed after the
-    run measures the minute it ran in. Why two: two identical fresh processes of one pipeline differ by a few
-    to ~15 % for as long as they live (measured here, round by round over 25 rounds: -14 % to +20 %; not CPU
-    placement, not ASLR), so one process is a noisy yardstick. Their mean is the yardstick, and the spread
-    between them, reported beside the deviation, is the noise floor a reader should judge it against. The
-    reference and its twins take turns in an order that rotates every round, so none always follows another."""
+    run measures the minute it ran in. Why two: their mean is a steadier yardstick, and the spread between two
+    identical processes, reported beside the deviation, is the noise floor a reader should judge it against
+    (it exposed the allocator-history effect that `machine.settle_allocator` now removes: before it, two
+    fresh processes differed by up to 15-20 % and the worker ran 24-29 % faster than a fresh process on Lite0).
+    The reference and its twins take turns in an order that rotates every round, so none always follows another.
+    """
 
     def __init__(self, target: _Target, cfg: BenchConfig, log: Log) -> None:
         from waste_edge.bench.alone import AloneProcess

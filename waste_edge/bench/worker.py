@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from waste_edge.bench.machine import openmp_env
+from waste_edge.bench.machine import openmp_env, settle_allocator
 from waste_edge.errors import WasteEdgeError
 
 
@@ -107,6 +107,7 @@ class Target:
         t0 = time.perf_counter()
         info = self._load_reference() if self.kind == "reference" else self._load_model()
         self.call(first_batch)
+        info["settings"]["allocator"] = settle_allocator()
         info["load_s"] = time.perf_counter() - t0
         info["pid"] = os.getpid()
         return info
