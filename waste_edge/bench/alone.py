@@ -8,10 +8,10 @@ synthetic frames. It shares no code with the worker on purpose.
 
 Why it takes its turn inside the harness's schedule instead of running once afterwards: on a shared host the
 machine itself drifts by tens of percent over seconds (measured here: one process timing the same 33 ms call
-read 32, 46, 51 then 38 ms over ten seconds; fresh processes of the same pipeline 29-54 ms), so a time taken
-after the run says more about the minute it ran in than about the harness. Stepped, each of its rounds runs
-right after the reference's round, with nothing else running, and the two are compared round by round the
-way speed-ups are. Between rounds it only waits on its stdin.
+read 32, 46, 51 then 38 ms over ten seconds), so a time taken after the run says more about the minute it
+ran in than about the harness. Stepped, each of its rounds runs next to the reference's round, with nothing
+else running, and the two are compared round by round the way speed-ups are. Between rounds it only waits on
+its stdin. Like the worker, it settles its allocator after loading (`machine.settle_allocator` says why).
 
 Protocol (one JSON object per line): start `python -m waste_edge.bench.alone '<json spec>'`; it answers
 {"ready": ...} once loaded; each line "round" on stdin gets {"round_ms": mean of `iters` calls, or of `seconds` of calls}; "exit" ends it.
