@@ -64,12 +64,13 @@ class Int8Scheme:
     float_stem: bool = False  # static: the first convolution (and its padding) stays float; see `_stem_nodes`
     bias_correction: bool = False  # static: int32 biases corrected by -dW . E[x] (export/bias_correction.py)
     calibration: str = "minmax"  # static: how activation ranges are set from the calibration images
+    range_bits: int | None = None  # static: calibrated ranges rounded outward to this many significant bits (`snap_ranges`)
 
     @property
     def recipe(self) -> str:
         """The static-quantisation levers in one line (model metadata, `waste-edge info`)."""
-        parts = [f"{self.calibration} calibration"] + ["float stem"] * self.float_stem + ["bias correction"] * self.bias_correction
-        return ", ".join(parts)
+        parts = [f"{self.calibration} calibration" + (f" (ranges to {self.range_bits} bits)" if self.range_bits else "")]
+        return ", ".join(parts + ["float stem"] * self.float_stem + ["bias correction"] * self.bias_correction)
 
     def quant_types(self) -> tuple[Any, Any]:
         from onnxruntime.quantization import QuantType
@@ -81,7 +82,7 @@ class Int8Scheme:
 # who know their deployment CPU.
 INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (
     Int8Scheme("u8s8-7bit-bc", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True, float_stem=True,
-               bias_correction=True, note="7-bit weights (8-bit depthwise), bias correction, float stem: no saturation on any CPU"),
+               bias_correction=True, range_bits=6, note="7-bit weights (8-bit depthwise), bias correction, float stem: no saturation on any CPU"),
     Int8Scheme("u8s8-7bit", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True,
                note="7-bit weights, 8-bit on depthwise convs: no saturation on any CPU"),
     Int8Scheme("u8s8-7bit-all", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=False, portable=True,
@@ -267,12 +268,22 @@ def quantize_static_pixels(
         if sch.reduce_range and sch.depthwise_8bit:
             overrides = {w: [{"axis": 0, "reduce_range": False}] for w in _depthwise_weights(fp32)}
         exclude = _stem_nodes(fp32) if sch.float_stem else []
-        quantize_static(
-            prep, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=weight_type,
-            activation_type=activation_type, reduce_range=sch.reduce_range, calibrate_method=method, nodes_to_exclude=exclude,
-            calibration_cache_path=str(cache) if cache else None,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "TensorQuantOverrides": overrides},
-        )
+        ranges = Path(cache) if cache else Path(tmp) / "ranges.json"
+
+        def run(data_reader: Any, ranges_file: Path) -> None:
+            quantize_static(
+                prep, dst, data_reader, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=weight_type,
+                activation_type=activation_type, reduce_range=sch.reduce_range, calibrate_method=method, nodes_to_exclude=exclude,
+                calibration_cache_path=str(ranges_file),
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "TensorQuantOverrides": overrides},
+            )
+
+        run(reader, ranges)  # calibrates (or reads the cache) and writes the ranges
+        if sch.range_bits:
+            from onnxruntime.quantization import load_tensors_data, save_tensors_data
+
+            save_tensors_data(snap_ranges(load_tensors_data(ranges), sch.range_bits), Path(tmp) / "snapped.json")
+            run(None, Path(tmp) / "snapped.json")
         model = onnx.load(dst)
     if sch.bias_correction:
         from waste_edge.export.bias_correction import correct_biases
@@ -287,6 +298,25 @@ def quantize_static_pixels(
         raise QuantizationError(f"INT8 scheme {sch.name!r} left float op(s) {', '.join(float_quantized_at_load[:3])} between "
                                 "DequantizeLinear and QuantizeLinear: ONNX Runtime would quantise them at load with 8-bit weights")
     return model, info
+
+
+def snap_ranges(tensors: Any, bits: int) -> Any:
+    """Calibrated ranges rounded outward to `bits` significant bits (lowest down, highest up), in place.
+
+    Why: the ranges come from float32 activations, which differ in their last bits between CPUs (another SIMD width
+    or summation order; measured up to 4e-6 relative). Moved by that much, every activation scale changed, some
+    activations rounded to the neighbouring integer, and TEST probabilities moved by up to 0.07, enough to flip a
+    borderline photo. On a grid of `bits` significant bits (steps of 2^-bits to 2^(1-bits) of the value) two builds
+    land on the same range unless a grid point falls between them (about 1 range in 4,000 at 6 bits, so about 3 % of
+    rebuilds differ in one of the encoder's ~120 range ends), and then give the same integers; a range grows by at
+    most 2^(1-bits) (6 bits: 1/32, at most 0.27 dB more quantisation noise)."""
+    for data in tensors.values():
+        for attr, rounding in (("lowest", np.floor), ("highest", np.ceil)):
+            v = np.asarray(getattr(data, attr), dtype=np.float64)
+            _, exponent = np.frexp(np.abs(v))
+            step = np.ldexp(1.0, exponent - bits)  # exact powers of two: the same grid on every machine
+            setattr(data, attr, np.where(v == 0, 0.0, rounding(v / step) * step).astype(np.float32))
+    return tensors
 
 
 def _stem_nodes(fp32: onnx.ModelProto) -> list[str]:
