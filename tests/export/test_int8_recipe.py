@@ -130,3 +130,47 @@ def test_snapped_ranges_do_not_move_with_the_last_bits_of_another_cpu():
         assert float(here[k].lowest) <= np.float32(a) and float(here[k].highest) >= np.float32(b)
         assert float(here[k].highest) - float(here[k].lowest) <= (np.float32(b) - np.float32(a)) * (1 + 1 / 32) + 1e-12
     assert float(snap_ranges(TensorsData(CalibrationMethod.MinMax, {"r": (np.float32(0), np.float32(6))}), 6)["r"].highest) == 6.0
+
+
+class SliceableArrays(Arrays):
+    """A reader onnxruntime can calibrate a slice at a time (`len`, `set_range`), recording the slices it asked for."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        super().__init__(x)
+        self.end, self.slices, self.images_read = len(x), [], 0
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.i, self.end = start_index, end_index
+        self.slices.append((start_index, end_index))
+
+    def get_next(self):
+        feed = super().get_next() if self.i < self.end else None
+        self.images_read += feed is not None
+        return feed
+
+    def rewind(self) -> None:
+        self.i, self.end = 0, len(self.x)
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "percentile"])
+def test_a_sliceable_reader_is_calibrated_in_chunks_and_bias_correction_then_sees_every_image(calibration):
+    """Calibration holds every intermediate tensor of the images it reads at once: a reader that can be sliced is read
+    CALIB_CHUNK images or fewer at a time (40 images: 4 slices of 10), covering every image once; bias correction
+    afterwards rewinds and reads all 40 again. MinMax in chunks gives the very model one pass gives (a min of the
+    chunks' mins; onnxruntime's own CalibMaxIntermediateOutputs would drop all but the last chunk)."""
+    from waste_edge.export.quantize import CALIB_CHUNK
+
+    x = np.random.default_rng(4).uniform(0, 255, (40, 3, 8, 8)).astype(np.float32)
+    x[3] *= 1.5  # the largest activations come from an image of the first chunk
+    reader = SliceableArrays(x)
+    scheme = replace(INT8_SCHEMES[DEFAULT_INT8_SCHEME], name="t", calibration=calibration)
+    q, info = quantize_static_pixels(_two_convs(), reader, scheme)
+    assert CALIB_CHUNK >= 10 and reader.slices == [(0, 10), (10, 20), (20, 30), (30, 40)]
+    assert info["int8_bias_corrected"] == "2 of 2 convolutions"  # the stem stays float
+    assert reader.images_read == 2 * 40
+    if calibration == "minmax":
+        whole, _ = quantize_static_pixels(_two_convs(), Arrays(x), scheme)
+        assert q.SerializeToString() == whole.SerializeToString()

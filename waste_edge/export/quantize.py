@@ -46,6 +46,7 @@ class QuantizationError(WasteEdgeError):
     """INT8 export impossible as asked (no calibration images for a conv encoder, unreadable folder)."""
 
 
+CALIB_CHUNK = 16  # calibration images whose intermediate tensors onnxruntime holds at once (`quantize_static_pixels`)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's CalibrationMethod MinMax / Percentile / Entropy
 
 
@@ -269,13 +270,21 @@ def quantize_static_pixels(
             overrides = {w: [{"axis": 0, "reduce_range": False}] for w in _depthwise_weights(fp32)}
         exclude = _stem_nodes(fp32) if sch.float_stem else []
         ranges = Path(cache) if cache else Path(tmp) / "ranges.json"
+        # Memory: onnxruntime keeps every intermediate tensor of every calibration image until it computes the ranges
+        # (~40 MB an image for Lite0: 200 images took ~8 GB). A reader that can be sliced (`len` and `set_range`) is
+        # read CALIB_CHUNK images at a time (onnxruntime's strided calibration): MinMax merges the chunks' ranges (a
+        # min of mins: the same ranges), the histogram methods merge their histograms. Not `CalibMaxIntermediateOutputs`:
+        # onnxruntime 1.32 drops each full chunk without computing its ranges (only the last partial one counts).
+        calib_options: dict[str, Any] = {}
+        if reader is not None and hasattr(reader, "set_range"):
+            calib_options["CalibStridedMinMax"] = _chunk_dividing(len(reader), CALIB_CHUNK)
 
         def run(data_reader: Any, ranges_file: Path) -> None:
             quantize_static(
                 prep, dst, data_reader, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=weight_type,
                 activation_type=activation_type, reduce_range=sch.reduce_range, calibrate_method=method, nodes_to_exclude=exclude,
                 calibration_cache_path=str(ranges_file),
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "TensorQuantOverrides": overrides},
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "TensorQuantOverrides": overrides} | calib_options,
             )
 
         run(reader, ranges)  # calibrates (or reads the cache) and writes the ranges
@@ -298,6 +307,11 @@ def quantize_static_pixels(
         raise QuantizationError(f"INT8 scheme {sch.name!r} left float op(s) {', '.join(float_quantized_at_load[:3])} between "
                                 "DequantizeLinear and QuantizeLinear: ONNX Runtime would quantise them at load with 8-bit weights")
     return model, info
+
+
+def _chunk_dividing(n: int, most: int) -> int:
+    """The largest chunk size <= `most` that divides `n` (onnxruntime's strided calibration needs an exact split)."""
+    return next(k for k in range(min(most, max(n, 1)), 0, -1) if n % k == 0)
 
 
 def snap_ranges(tensors: Any, bits: int) -> Any:
