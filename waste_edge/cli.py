@@ -62,6 +62,7 @@ def _float_in(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[str],
 MAX_BATCH = 1024
 MAX_THREADS = 256
 MAX_WORKERS = 64
+MAX_PIXELS = 178_956_970  # data.decode.MAX_PIXELS_CEILING: the most pixels any --max-pixels may allow
 _batch = _int_in(1, MAX_BATCH)
 _threads = _int_in(1, MAX_THREADS)
 _workers = _int_in(1, MAX_WORKERS)
@@ -464,6 +465,9 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     p.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
+    p.add_argument("--max-pixels", type=_int_in(1, MAX_PIXELS), default=40_000_000, metavar="N",
+                   help="largest image in pixels, read from its header before decoding: larger JPEGs decode at 1/2, 1/4 or 1/8 "
+                        "scale, other larger files become error rows (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # the old spelling
     _add_ray_options(p)
@@ -538,14 +542,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from waste_edge.scale.predict import run_predict_ray
 
         summary = run_predict_ray(args.model, args.sources, args.out, options=_ray_options(args), backend=args.backend,
-                                  batch_size=args.batch_size, decode_threads=args.workers, progress=not args.quiet, log=_log_err)
+                                  batch_size=args.batch_size, decode_threads=args.workers, progress=not args.quiet, log=_log_err,
+                                  max_pixels=args.max_pixels)
     else:
         from waste_edge.runtime.classifier import Classifier
         from waste_edge.runtime.predict import run_predict
 
         with Classifier(args.model, args.backend, threads=args.threads) as clf:
             print(f"model: {clf.describe()}", file=sys.stderr)
-            summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+            summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+                                  max_pixels=args.max_pixels)
     print(summary.summary(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
     if summary.predictions == 0:
         print("error: no input could be classified (see the error column)", file=sys.stderr)
@@ -1083,7 +1089,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-batch", type=_batch, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
     s.add_argument("--stream-fps", type=_float_in(0.0, 120.0, open_lo=True), default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
     s.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
-    s.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
+    s.add_argument("--max-pixels", type=_int_in(1, MAX_PIXELS), default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
     _add_collect_options(s)
     s.set_defaults(func=_cmd_serve)
 
