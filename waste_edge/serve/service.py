@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from waste_edge import __version__
+from waste_edge._outputs import check_apart
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.collect import CollectConfig, Collector
 from waste_edge.runtime.sinks import JsonlSink
@@ -80,6 +81,8 @@ class Service:
     def __init__(self, config: ServeConfig, model: LoadedModel | None = None) -> None:
         self.config = config
         specs = camera_specs(config.devices)
+        if config.collect is not None:  # a looping folder source must never read back its own collected frames
+            check_apart(config.collect.folder, [spec for _, spec in specs], option="--collect")
         self.holder = ModelHolder(model or load_model(config.model, config.backend, config.threads), backend=config.backend, threads=config.threads)
         clf = self.holder.current.classifier
         self.classes, self.display_names = list(clf.classes), list(clf.display_names)
