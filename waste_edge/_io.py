@@ -263,8 +263,9 @@ def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
 
 def write_whole(fh, data: bytes, good: int) -> int:
     """Write `data` (whole records) to the unbuffered binary file `fh` whose first `good` bytes are whole
-    records; return the new count. On a failed write (disk full, quota) the file is cut back to `good` bytes
-    before the OSError propagates, so no partial record can look like a whole one to a CSV / JSONL reader."""
+    records; return the new count. On a failed write (disk full, quota) the file is cut back to `good` bytes and
+    the position set there before the OSError propagates, so no partial record can look like a whole one to a
+    CSV / JSONL reader, and a later write (a sink that recovers) continues right after the last whole record."""
     try:
         view = memoryview(data)
         while view:  # a raw write may take only part of the block
@@ -274,6 +275,7 @@ def write_whole(fh, data: bytes, good: int) -> int:
     except OSError:
         try:
             os.ftruncate(fh.fileno(), good)
+            os.lseek(fh.fileno(), good, os.SEEK_SET)  # else the next write leaves a hole of NUL bytes
         except (OSError, ValueError):
             pass
         raise

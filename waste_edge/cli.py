@@ -525,6 +525,9 @@ def _cmd_camera(args: argparse.Namespace) -> int:
     print(summary.summary(), file=out)
     if collect_stats is not None:
         print(f"{collect_stats.format()}\n{adapt_hint(args.collect, args.model)}", file=out)
+    if summary.lost:  # the loop ran on, but an output is not whole: say so in the status too
+        print(f"error: {len(summary.lost)} output(s) could not be written completely (see 'lost:' above)", file=sys.stderr)
+        return 1
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 

@@ -123,4 +123,6 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
         sock.close()
     frames = ", ".join(f"{w.id} {w.status()['counters']['frames']} frames" for w in service.workers.values())
     print(f"stopped ({stop_reason[0] if stop_reason else 'server exited'})" + (f": {frames}" if frames else ""), file=out, flush=True)
+    for line in service.losses():  # said when it happened, in /api/v1/status, and here once more
+        print(f"lost: {line}", file=out, flush=True)
     return 0

@@ -92,6 +92,7 @@ class Service:
         self.bus = EventBus()
         self.mqtt = MqttPublisher(parse_mqtt_url(config.mqtt), queue_size=config.mqtt_queue) if config.mqtt else None
         self._jsonl = JsonlSink(config.jsonl) if config.jsonl is not None else None
+        self._jsonl_health = self._jsonl.health if self._jsonl is not None else None  # kept after the sink closes
         self._jsonl_lock = threading.Lock()
         opts = config.camera
         if config.save is not None:
@@ -202,6 +203,14 @@ class Service:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
+    def losses(self) -> list[str]:
+        """One line per output that could not write everything (JSONL, videos, collected frames): the stop summary."""
+        sinks = [self._jsonl_health, *(w.video.health for w in self.workers.values() if w.video is not None)]
+        lines = [line for h in sinks if h is not None and (line := h.summary())]
+        lines += [f"collect {c.folder} ({cam}): {c.stats.write_errors} frames could not be saved"
+                  for cam, c in self.collectors.items() if c.stats.write_errors]
+        return lines
+
     def health(self) -> list[str]:
         """Why the service is not healthy (empty: healthy)."""
         reasons = []
@@ -226,6 +235,7 @@ class Service:
             "batching": self.batcher.status(),
             "mqtt": self.mqtt.status() if self.mqtt is not None else None,
             "jsonl": str(self.config.jsonl) if self.config.jsonl is not None else None,
+            "sinks": [h.to_dict() for h in (self._jsonl_health, *(w.video.health for w in self.workers.values() if w.video is not None)) if h is not None],
             "events_subscribers": self.bus.subscribers,
             "classify": {"pending": self.classify_pending, "workers": self.config.classify_workers,
                          "max_body_bytes": self.config.max_body_bytes, "max_pixels": self.config.max_pixels},
