@@ -45,6 +45,17 @@ def write_images(folder: Path, n: int = 5, size: int = 24) -> list[Path]:
     return out
 
 
+def write_video(path: Path, frames: int = 6) -> Path:
+    """A tiny mp4v video (32x32, grey levels rising)."""
+    import cv2
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
+    for i in range(frames):
+        w.write(np.full((32, 32, 3), i * 30, np.uint8))
+    w.release()
+    return path
+
+
 @pytest.fixture
 def images(tmp_path) -> Path:
     write_images(tmp_path / "imgs")

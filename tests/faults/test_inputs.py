@@ -16,25 +16,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from tests.adapt.conftest import NEW_B, NEW_N, old_domain, solid
-from tests.faults.conftest import assert_clean, assert_one_line_error, digest_tree, write_images
+from tests.faults.conftest import assert_clean, assert_one_line_error, digest_tree, write_images, write_video
 from tests.helpers import save_image
 from tests.runtime.tiny_model import make_fused_model
 from waste_edge._outputs import DEFAULT_MODEL, REHEARSAL_SUFFIX, model_sidecars
 from waste_edge.runtime.collection import write_labels
 from waste_edge.runtime.rehearsal import build_rehearsal_set, rehearsal_path, save_rehearsal
 
-
-def _video(path: Path, frames: int = 6) -> Path:
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
-    for i in range(frames):
-        w.write(np.full((32, 32, 3), i * 30, np.uint8))
-    w.release()
-    return path
 
 
 def build_world(root: Path) -> Path:
@@ -45,7 +36,7 @@ def build_world(root: Path) -> Path:
     feats, labels = old_domain()
     save_rehearsal(build_rehearsal_set(feats, labels, classes=["B", "N"], encoder="test:mean-colour", per_class=8), rehearsal_path(model))
     (root / "tiny.json").write_text('{"metrics": {"accuracy": 0.5}}')
-    _video(root / "clip.mp4")
+    write_video(root / "clip.mp4")
     write_images(root / "imgs", n=3)
     coll = root / "coll"
     names = {}
