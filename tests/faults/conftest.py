@@ -150,9 +150,9 @@ def fill(folder: Path, leave: int = 0) -> Path:
     st = os.statvfs(folder)
     free = st.f_bavail * st.f_frsize
     filler = folder / "filler.bin"
-    with open(filler, "wb") as fh:
-        try:
+    try:
+        with open(filler, "wb", buffering=0) as fh:
             fh.write(b"\0" * max(0, free - leave))
-        except OSError:
-            pass
+    except OSError:  # the last block did not fit: the disk is full, as asked
+        pass
     return filler

@@ -360,7 +360,7 @@ def run_predict(
     tally = PredictTally(writer, summary, bar)
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
-            for unit, decoded in decoded_units(units, pool, classifier.model_sized, max_pixels):
+            for unit, decoded in decoded_units(units, pool, _shrinker(classifier), max_pixels):
                 tally.unit_started(unit)
                 for outcomes in classify_unit(classifier, unit, decoded, batch_size):
                     tally.emit(unit, outcomes)
@@ -369,6 +369,11 @@ def run_predict(
         writer.close()
         summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+def _shrinker(classifier: Any) -> Callable[[Any], np.ndarray] | None:
+    """`Classifier.model_sized`; None for a stand-in that only has `classes` and `predict_proba` (full frames)."""
+    return getattr(classifier, "model_sized", None)
 
 
 # Pixels one inference call may take. Model-sized frames are ~150 KB, so this never splits a batch of them; it
@@ -409,11 +414,12 @@ def _classify_video(classifier: Classifier, path: Path, batch_size: int) -> Iter
         indices: list[int] = []
         n = 0
         read_buf: np.ndarray | None = None  # one full-size frame at a time; the batch holds model-sized ones
+        shrink = _shrinker(classifier)
         while True:
             ok, read_buf = cap.read(read_buf) if read_buf is not None else cap.read()
             if not ok or read_buf is None:
                 break
-            frame = classifier.model_sized(read_buf)
+            frame = shrink(read_buf) if shrink is not None else read_buf
             if batch is None or frame.shape != batch.shape[1:]:
                 if n:  # size changed mid-stream: classify what we have first
                     yield _video_outcomes(classifier, path, batch[:n], indices)  # type: ignore[index]
