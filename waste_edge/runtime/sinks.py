@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from waste_edge._io import write_whole
-from waste_edge._outputs import check_output, is_broken_pipe
+from waste_edge._outputs import check_output
 from waste_edge.errors import WasteEdgeError
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,7 @@ class JsonlSink:
             return False
         try:
             self._good = write_whole(self._file, line.encode("utf-8", "backslashreplace"), self._good)  # whole lines only
-        except OSError as e:  # disk full, quota, I/O error: count it, keep the loop, retry in a second
-            if is_broken_pipe(e):
-                raise
+        except OSError as e:  # disk full, quota, I/O error, a FIFO's reader gone: count it, keep the loop, retry in a second
             self._retry_at = time.monotonic() + RETRY_S
             self._last_reason = _reason(e)
             self.health.lose(self._last_reason)

@@ -203,10 +203,14 @@ class Service:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
+    def _sink_healths(self) -> list[Any]:
+        """`SinkHealth` of the JSONL sink and of every camera's video (runtime/sinks.py)."""
+        videos = [w.video.health for w in self.workers.values() if w.video is not None]
+        return ([self._jsonl_health] if self._jsonl_health is not None else []) + videos
+
     def losses(self) -> list[str]:
         """One line per output that could not write everything (JSONL, videos, collected frames): the stop summary."""
-        sinks = [self._jsonl_health, *(w.video.health for w in self.workers.values() if w.video is not None)]
-        lines = [line for h in sinks if h is not None and (line := h.summary())]
+        lines = [line for h in self._sink_healths() if (line := h.summary())]
         lines += [f"collect {c.folder} ({cam}): {c.stats.write_errors} frames could not be saved"
                   for cam, c in self.collectors.items() if c.stats.write_errors]
         return lines
@@ -235,7 +239,7 @@ class Service:
             "batching": self.batcher.status(),
             "mqtt": self.mqtt.status() if self.mqtt is not None else None,
             "jsonl": str(self.config.jsonl) if self.config.jsonl is not None else None,
-            "sinks": [h.to_dict() for h in (self._jsonl_health, *(w.video.health for w in self.workers.values() if w.video is not None)) if h is not None],
+            "sinks": [h.to_dict() for h in self._sink_healths()],
             "events_subscribers": self.bus.subscribers,
             "classify": {"pending": self.classify_pending, "workers": self.config.classify_workers,
                          "max_body_bytes": self.config.max_body_bytes, "max_pixels": self.config.max_pixels},
