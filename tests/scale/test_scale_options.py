@@ -209,3 +209,35 @@ def test_an_actor_that_fails_is_one_line_and_exit_1_with_rays_output_in_its_log(
     assert r.stdout.splitlines() == ["path,frame,label,confidence,p_B,p_N,error"]
     log = tmp_path / "cache" / "scale" / "ray-output.log"
     assert log.is_file() and "Traceback" in log.read_text(errors="replace")
+
+
+def test_rays_loggers_write_where_they_did_once_its_output_log_is_closed(tmp_path, capsys):
+    """`route_ray_loggers` points Ray's handlers at the job's log; the log closes with the job, and Ray logs later
+    (its shutdown at exit, a second job in one process): each such line was a 'Logging error' traceback on a
+    closed file. After the block Ray's handlers, our own and anything holding the routed sys.stderr write to the
+    stream they wrote to before."""
+    import logging
+
+    from waste_edge.scale.cluster import ray_output_to_log, route_ray_loggers
+
+    ray_logger = logging.getLogger("ray")
+    propagate = ray_logger.propagate
+    handler = logging.StreamHandler(sys.stderr)  # what ray.init sets up
+    ray_logger.addHandler(handler)
+    ray_logger.setLevel(logging.INFO)
+    before_err = sys.stderr
+    try:
+        with ray_output_to_log(tmp_path / "ray-output.log") as log_file:
+            route_ray_loggers(log_file)
+            routed_err = sys.stderr
+            ray_logger.info("inside the job")
+        ray_logger.info("after the job")
+        print("held on to", file=routed_err)
+        assert handler.stream is before_err and sys.stderr is before_err and ray_logger.propagate == propagate
+    finally:
+        ray_logger.removeHandler(handler)
+        ray_logger.propagate = propagate
+        ray_logger.setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert "inside the job" in (tmp_path / "ray-output.log").read_text() and "inside the job" not in err
+    assert "after the job" in err and "held on to" in err and "Logging error" not in err and "closed file" not in err

@@ -210,7 +210,8 @@ def ray_output_to_log(path: Path) -> Iterator[Any]:
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is previous_err]
     if saved is not None:
         os.dup2(log_file.fileno(), 2)
-    sys.stdout, sys.stderr = _ThreadRouted(previous_out, log_file), _ThreadRouted(terminal_err, log_file)
+    routed_out, routed_err = _ThreadRouted(previous_out, log_file), _ThreadRouted(terminal_err, log_file)
+    sys.stdout, sys.stderr = routed_out, routed_err
     for h in handlers:  # our own warnings (the CLI's root handler) stay visible
         h.setStream(terminal_err)
     ray_logger = logging.getLogger("ray")
@@ -219,8 +220,12 @@ def ray_output_to_log(path: Path) -> Iterator[Any]:
         yield log_file
     finally:
         sys.stdout, sys.stderr = previous_out, previous_err
-        for h in handlers:
-            h.setStream(previous_err)
+        # Whatever kept a reference to the routed streams (Ray's handlers, a progress bar) writes where it used to.
+        routed_out._terminal = routed_out._log = previous_out
+        routed_err._terminal = routed_err._log = previous_err
+        for h in handlers + _ray_stream_handlers():
+            if h.stream in (terminal_err, log_file, routed_err):
+                h.setStream(previous_err)
         ray_logger.propagate = propagate
         if saved is not None:
             try:
@@ -232,16 +237,20 @@ def ray_output_to_log(path: Path) -> Iterator[Any]:
         log_file.close()
 
 
+def _ray_stream_handlers() -> list[logging.StreamHandler]:
+    """The terminal-bound handlers ray.init put on Ray's loggers: routed into the job's log, and back after it."""
+    names = [n for n in list(logging.root.manager.loggerDict) if n == "ray" or n.startswith("ray.")]
+    return [h for n in names for h in logging.getLogger(n).handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
 def route_ray_loggers(log_file: Any) -> None:
     """Ray's Python loggers (set up by ray.init) write to `log_file` and not through our handlers."""
     if log_file is None:
         return
-    ray_logger = logging.getLogger("ray")
-    for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
-        for h in logging.getLogger(name).handlers:
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                h.setStream(log_file)
-    ray_logger.propagate = False
+    for h in _ray_stream_handlers():
+        h.setStream(log_file)
+    logging.getLogger("ray").propagate = False
 
 
 @contextmanager
