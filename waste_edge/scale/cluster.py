@@ -225,7 +225,7 @@ def ray_output_to_log(path: Path) -> Iterator[Any]:
         routed_err._terminal = routed_err._log = previous_err
         for h in handlers + _ray_stream_handlers():
             if h.stream in (terminal_err, log_file, routed_err):
-                h.setStream(previous_err)
+                _set_stream(h, previous_err)
         ray_logger.propagate = propagate
         if saved is not None:
             try:
@@ -238,10 +238,21 @@ def ray_output_to_log(path: Path) -> Iterator[Any]:
 
 
 def _ray_stream_handlers() -> list[logging.StreamHandler]:
-    """The terminal-bound handlers ray.init put on Ray's loggers: routed into the job's log, and back after it."""
+    """The terminal-bound handlers ray.init put on Ray's loggers (plain StreamHandlers and Ray's own classes):
+    routed into the job's log, and back after it. Handlers others put there (pytest's log capture) are theirs."""
     names = [n for n in list(logging.root.manager.loggerDict) if n == "ray" or n.startswith("ray.")]
     return [h for n in names for h in logging.getLogger(n).handlers
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+            if type(h) is logging.StreamHandler or (isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                                                   and type(h).__module__.partition(".")[0] == "ray")]
+
+
+def _set_stream(handler: logging.StreamHandler, stream: Any) -> None:
+    """`setStream` flushes the old stream first, which raises if that stream was closed (a finished job's log, a
+    test's captured stderr): a handler is re-pointed whatever state its old stream is in."""
+    try:
+        handler.setStream(stream)
+    except (OSError, ValueError):
+        handler.stream = stream
 
 
 def route_ray_loggers(log_file: Any) -> None:
@@ -249,7 +260,7 @@ def route_ray_loggers(log_file: Any) -> None:
     if log_file is None:
         return
     for h in _ray_stream_handlers():
-        h.setStream(log_file)
+        _set_stream(h, log_file)
     logging.getLogger("ray").propagate = False
 
 
