@@ -108,9 +108,11 @@ def _decode(
             rgb = _to_rgb(img)
     except DecodeError:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's own limit, hit in open() before ours: too large, not corrupt
+        raise ImageTooLargeError(f"image is too large to decode: {str(e).splitlines()[0]}") from None
     except UnidentifiedImageError:
         raise DecodeError("not an image (unrecognised format)" if formats is None else f"not a {' or '.join(formats)} image") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DecodeError(f"corrupt or truncated image: {msg}") from None
     if rgb.width == 0 or rgb.height == 0:
