@@ -1054,7 +1054,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             "PREFIX/CAMERA/decision (JSON per decision change), PREFIX/CAMERA/summary (JSON every --mqtt-summary s).\n"
             "examples:\n"
             "  waste-edge serve --device 0 --smooth 5 --threshold 0.7\n"
-            "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token \"$TOKEN\" \\\n"
+            "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token-file /etc/waste-edge/token \\\n"
             "      --mqtt mqtt://broker:1883/factory/bin3 --jsonl /var/lib/waste-edge/events.jsonl\n"
             "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8080/api/v1/classify"
         ),
@@ -1066,7 +1066,6 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
     s.add_argument("--port", type=_int_in(0, 65535), default=8080, help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
-    s.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every API and stream route")
     s.add_argument("--mqtt", default=None, metavar="mqtt://HOST:PORT/PREFIX", help="publish decisions, summaries and online/offline to this broker")
     s.add_argument("--mqtt-queue", type=_int_in(1, 1_000_000), default=1000, metavar="N", help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
     s.add_argument("--mqtt-summary", type=_float_in(0.0, 86_400.0), default=60.0, metavar="S", help="seconds between summary messages per camera (default: %(default)s; 0: only at exit)")
@@ -1082,10 +1081,48 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch", choices=["auto", "on", "off"], default="auto", help="frames of several cameras in one inference call: auto measures which is faster (default: %(default)s)")
     s.add_argument("--max-batch", type=_batch, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
     s.add_argument("--stream-fps", type=_float_in(0.0, 120.0, open_lo=True), default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
-    s.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
-    s.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
     _add_collect_options(s)
+    _add_serve_http_options(s)
     s.set_defaults(func=_cmd_serve)
+
+
+def _add_serve_http_options(s: argparse.ArgumentParser) -> None:
+    """Who may call the service and how much a client may take: token, names, models folder, every HTTP limit."""
+    from waste_edge.serve.limits import HttpLimits
+
+    d = HttpLimits()
+    g = s.add_argument_group("access and limits (every HTTP request is treated as hostile; over a limit: 4xx, connection closed)")
+    g.add_argument("--token-file", default=None, metavar="PATH", help="require 'Authorization: Bearer TOKEN' on every API and stream route, TOKEN read from this file "
+                   "(one line; chmod 600); or set WASTE_EDGE_TOKEN in the environment")
+    g.add_argument("--token", default=None, help="the token on the command line: visible to every local user in ps; prefer --token-file")
+    g.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="the models POST /api/v1/model may serve (by name or sha256, or uploaded there) "
+                   "and where POST /api/v1/adapt writes (default: COLLECT/models with --collect; none otherwise)")
+    g.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="another Host name clients use for this service (default: IP addresses, "
+                   "localhost and, beyond loopback, this machine's names); '*' accepts any (a proxy checks names)")
+    g.add_argument("--allow-origin", action="append", default=[], metavar="URL", help="another site allowed to POST (e.g. https://dashboard.lan); others are refused 403")
+    g.add_argument("--max-connections", type=_int_in(16, 100_000), default=d.max_connections, metavar="N", help="open HTTP connections; beyond, the longest idle is closed (default: %(default)s)")
+    g.add_argument("--header-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=d.header_timeout_s, metavar="S", help="seconds for a whole request head (default: %(default)s)")
+    g.add_argument("--body-timeout", type=_float_in(0.0, 86_400.0, open_lo=True), default=d.body_timeout_s, metavar="S", help="seconds for a whole request body (default: %(default)s)")
+    g.add_argument("--send-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=d.send_timeout_s, metavar="S", help="seconds a client may read nothing of a response (MJPEG, SSE) before it is cut (default: %(default)s)")
+    g.add_argument("--keep-alive", type=_float_in(1.0, 3600.0), default=d.keep_alive_s, metavar="S", help="seconds an idle keep-alive connection stays open (default: %(default)s)")
+    g.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
+    g.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels, read from its header; larger gets 413 (default: %(default)s)")
+    g.add_argument("--max-json-kb", type=_float_in(0.0, 65_536.0, open_lo=True), default=d.max_json_bytes / 1024, metavar="KB", help="largest JSON body (labels, adapt, model choice) and any other body (default: %(default)s)")
+    g.add_argument("--max-model-mb", type=_float_in(0.0, 8192.0, open_lo=True), default=d.max_model_bytes / 2**20, metavar="MB", help="largest model upload to POST /api/v1/model (default: %(default)s)")
+
+
+def _serve_http_options(args: argparse.Namespace) -> tuple[str | None, Any]:
+    """(token, HttpOptions) from the flags above; token warnings are printed here."""
+    from waste_edge.serve.auth import resolve_token
+    from waste_edge.serve.limits import HttpLimits, HttpOptions
+
+    token, warnings = resolve_token(args.token, args.token_file)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr, flush=True)
+    limits = HttpLimits(max_connections=args.max_connections, header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                        send_timeout_s=args.send_timeout, keep_alive_s=args.keep_alive, max_json_bytes=int(args.max_json_kb * 1024),
+                        max_model_bytes=int(args.max_model_mb * 2**20))
+    return token, HttpOptions(limits, tuple(args.allow_host), tuple(args.allow_origin))
 
 
 def _adapter_if_installed() -> Callable[..., Any] | None:
@@ -1106,9 +1143,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     _log_to_stderr()
     logging.getLogger("waste_edge.serve").setLevel(logging.INFO)
+    token, http = _serve_http_options(args)
     config = ServeConfig(
         devices=args.device, model=args.model, backend=args.backend, threads=args.threads, host=args.host, port=args.port,
-        token=args.token, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
+        token=token, http=http, models_dir=args.models_dir, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
         save=args.save, batch=args.batch, max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_pixels=args.max_pixels, collect=_collect_config(args), adapter=_adapter_if_installed() if args.collect else None,
         camera=CameraOptions(smooth=args.smooth, smooth_mode=args.smooth_mode, hysteresis=args.hysteresis, threshold=args.threshold,

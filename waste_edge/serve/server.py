@@ -5,6 +5,10 @@ status 143 for SIGTERM) and waits for streaming responses (MJPEG, SSE) that neve
 `_Server` therefore (1) sets the service's `stopping` flag as soon as the signal arrives, which ends those
 streams within a poll interval, (2) lets uvicorn close connections, and (3) does not re-raise, so that
 `run_server` can stop the cameras, flush JSONL / video / MQTT and return 0. A second Ctrl-C forces exit.
+
+HTTP runs on uvicorn's h11 protocol with `connections.GuardedH11Protocol` (head / body deadlines, stalled writes,
+a connection cap; the open-file limit is raised to fit it), behind `request_guard.RequestGuard` (Host, cross-site,
+body limits); the log passes through `logs.OneLineLog` (one line per event kind, rate-limited).
 """
 
 from __future__ import annotations
@@ -85,10 +89,15 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
     import uvicorn
 
     from waste_edge.serve.app import create_app
+    from waste_edge.serve.connections import ConnectionGuard, guarded_protocol
+    from waste_edge.serve.limits import ACCEPT_BURST, raise_fd_limit
+    from waste_edge.serve.logs import EventCounter, install
+    from waste_edge.serve.request_guard import SitePolicy
 
+    install()  # every record one line, rate-limited: no client can fill the disk through the log
     if not config.token and not is_loopback(config.host):
-        print(f"warning: listening on {config.host} without --token: anyone who can reach this port can read the cameras "
-              "and use the API; pass --token or keep --host 127.0.0.1", file=sys.stderr, flush=True)
+        print(f"warning: listening on {config.host} without a token: anyone who can reach this port can read the cameras "
+              "and use the API; pass --token-file (or WASTE_EDGE_TOKEN) or keep --host 127.0.0.1", file=sys.stderr, flush=True)
     sock = bind_socket(config.host, config.port)
     try:
         service = Service(config)
@@ -103,10 +112,19 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
     if config.mqtt:
         assert service.mqtt is not None
         print(f"mqtt: {service.mqtt.target.redacted} (topics {service.mqtt.target.prefix}/...)", file=out, flush=True)
+    limits = raise_fd_limit(config.http.limits)
+    events = EventCounter(logging.getLogger("waste_edge.serve.http"))
+    guard = ConnectionGuard(limits, events)
+    policy = SitePolicy.for_bind(config.host, config.http.allow_hosts, config.http.allow_origins)
+    app = create_app(service, config.token, policy=policy, limits=limits, events=events)
+    app.state.connections = guard
     service.start()
     server_cls = _server_class()
-    uv_config = uvicorn.Config(create_app(service, config.token), log_level="warning", access_log=False, lifespan="off",
-                               timeout_graceful_shutdown=5, timeout_keep_alive=5)
+    # log_config=None: uvicorn's loggers reach the root handler and its OneLineLog; ws="none": no WebSocket routes.
+    uv_config = uvicorn.Config(app, http=guarded_protocol(guard), ws="none", log_config=None, log_level="warning", access_log=False,
+                               lifespan="off", timeout_graceful_shutdown=5, timeout_keep_alive=max(1, int(limits.keep_alive_s)),
+                               h11_max_incomplete_event_size=limits.max_header_bytes, server_header=False,
+                               backlog=ACCEPT_BURST)  # see limits.ACCEPT_BURST
     server = server_cls(uv_config)
     stop_reason: list[str] = []
 

@@ -25,6 +25,7 @@ from waste_edge.runtime.sources import SourceError, parse_spec
 from waste_edge.serve.batcher import InferenceBatcher
 from waste_edge.serve.camera_worker import DOWN_STATES, CameraOptions, CameraWorker
 from waste_edge.serve.events import EventBus
+from waste_edge.serve.limits import HttpOptions
 from waste_edge.serve.model_holder import LoadedModel, ModelHolder, load_model
 from waste_edge.serve.mqtt import DECISION_SCHEMA, SUMMARY_SCHEMA, MqttPublisher, parse_mqtt_url
 
@@ -56,6 +57,8 @@ class ServeConfig:
     classify_workers: int = 2
     classify_queue: int = 128
     collect: CollectConfig | None = None  # --collect: save each camera's uncertain frames there (Review view, adapt)
+    models_dir: Path | None = None  # --models-dir: what POST /api/v1/model may serve, where adapt writes (default COLLECT/models)
+    http: HttpOptions = field(default_factory=HttpOptions)  # connection and body limits, allowed hosts and origins
     # `waste_edge.adapt.adapter.adapt`, handed in by the CLI: serve may import only the runtime (DESIGN.md).
     adapter: Callable[..., Any] | None = None
 
@@ -208,6 +211,7 @@ class Service:
                 reasons.append(f"camera {w.id} {state}" + (f": {w.error}" if w.error else ""))
             elif w.inference_failing:
                 reasons.append(f"model failed on camera {w.id}: {w.error}")
+        reasons += self.holder.problems()
         if self.stopping.is_set():
             reasons.append("stopping")
         return reasons
