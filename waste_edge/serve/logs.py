@@ -22,6 +22,7 @@ import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 DEBUG_ENV = "WASTE_EDGE_DEBUG"  # the same switch as the CLI's (_failsafe.py)
 
@@ -33,15 +34,17 @@ class _Kind:
 
 
 class OneLineLog(logging.Filter):
-    def __init__(self, interval_s: float = 60.0, budget: int = 120, max_chars: int = 1000, max_kinds: int = 512) -> None:
+    def __init__(self, interval_s: float = 60.0, budget: int = 120, max_chars: int = 1000, max_kinds: int = 512,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
+        self.clock = clock
         self.interval_s = interval_s
         self.budget = budget
         self.max_chars = max_chars
         self.max_kinds = max_kinds
         self.debug = os.environ.get(DEBUG_ENV) == "1"
         self._kinds: OrderedDict[tuple[str, str], _Kind] = OrderedDict()
-        self._window_start = time.monotonic()
+        self._window_start = clock()
         self._window_lines = 0
         self._over_budget = 0
         self._lock = threading.Lock()
@@ -57,7 +60,7 @@ class OneLineLog(logging.Filter):
     def _decide(self, record: logging.LogRecord) -> bool:
         template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
         key = (record.name, template.split("\n", 1)[0][:80])
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if now - self._window_start >= self.interval_s:
                 self._window_start, self._window_lines = now, 0
