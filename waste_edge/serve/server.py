@@ -90,11 +90,12 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
 
     from waste_edge.serve.app import create_app
     from waste_edge.serve.connections import ConnectionGuard, guarded_protocol
-    from waste_edge.serve.limits import ACCEPT_BURST, raise_fd_limit
+    from waste_edge.serve.limits import ACCEPT_BURST, limit_malloc_arenas, raise_fd_limit
     from waste_edge.serve.logs import EventCounter, install
     from waste_edge.serve.request_guard import SitePolicy
 
     install()  # every record one line, rate-limited: no client can fill the disk through the log
+    allocator = limit_malloc_arenas()  # before the model, cameras and HTTP threads allocate: RSS stays flat for months
     if not config.token and not is_loopback(config.host):
         print(f"warning: listening on {config.host} without a token: anyone who can reach this port can read the cameras "
               "and use the API; pass --token-file (or WASTE_EDGE_TOKEN) or keep --host 127.0.0.1", file=sys.stderr, flush=True)
@@ -107,6 +108,7 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"model: {service.holder.current.description} sha256 {service.holder.current.sha256[:12]}", file=out, flush=True)
+    log.info("allocator: %s", allocator)
     for w in service.workers.values():
         print(f"camera {w.id}: {w.spec}", file=out, flush=True)
     if config.mqtt:
