@@ -18,6 +18,7 @@ from waste_edge.serve.limits import HttpLimits
 from waste_edge.serve.logs import EventCounter
 from waste_edge.serve.request_guard import JSON, BodyRule, RequestGuard, SitePolicy
 from waste_edge.serve.routes import classify, events, models, page, review, status, streams
+from waste_edge.serve.routes.events import StatsCache
 from waste_edge.serve.service import Service
 
 ROUTERS = [page.router, status.router, classify.router, events.router, streams.router, review.router, models.router]
@@ -52,6 +53,7 @@ def create_app(service: Service, token: str | None = None, *, policy: SitePolicy
     app.state.limits = limits
     app.state.http_events = events = events or EventCounter(log)
     app.state.connections = None  # the server's ConnectionGuard, set by server.run_server
+    app.state.stats_cache = StatsCache()
     collect = service.config.collect.folder if service.config.collect is not None else None
     app.state.catalogue = ModelCatalogue(models_folder(service.config.models_dir, collect), service.holder.current.path)
     for router in ROUTERS:
