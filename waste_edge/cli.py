@@ -1109,6 +1109,7 @@ def _add_serve_http_options(s: argparse.ArgumentParser) -> None:
     g.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels, read from its header; larger gets 413 (default: %(default)s)")
     g.add_argument("--max-json-kb", type=_float_in(0.0, 65_536.0, open_lo=True), default=d.max_json_bytes / 1024, metavar="KB", help="largest JSON body (labels, adapt, model choice) and any other body (default: %(default)s)")
     g.add_argument("--max-model-mb", type=_float_in(0.0, 8192.0, open_lo=True), default=d.max_model_bytes / 2**20, metavar="MB", help="largest model upload to POST /api/v1/model (default: %(default)s)")
+    g.add_argument("--keep-models", type=_int_in(1, 10_000), default=d.keep_models, metavar="N", help="models the service made (adapted, uploaded) kept in the models folder; older ones are deleted unless serving (default: %(default)s)")
 
 
 def _serve_http_options(args: argparse.Namespace) -> tuple[str | None, Any]:
@@ -1121,7 +1122,7 @@ def _serve_http_options(args: argparse.Namespace) -> tuple[str | None, Any]:
         print(f"warning: {w}", file=sys.stderr, flush=True)
     limits = HttpLimits(max_connections=args.max_connections, header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
                         send_timeout_s=args.send_timeout, keep_alive_s=args.keep_alive, max_json_bytes=int(args.max_json_kb * 1024),
-                        max_model_bytes=int(args.max_model_mb * 2**20))
+                        max_model_bytes=int(args.max_model_mb * 2**20), keep_models=args.keep_models)
     return token, HttpOptions(limits, tuple(args.allow_host), tuple(args.allow_origin))
 
 

@@ -155,6 +155,28 @@ def test_models_folder_lists_only_regular_model_files(tmp_path):
     assert e.value.status == 409
 
 
+def test_models_the_service_made_are_pruned_to_the_newest(tmp_path):
+    from waste_edge.serve.catalogue import ModelCatalogue
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    startup = make_fused_model(tmp_path / "start.onnx", channel_order="BGR")
+    made = []
+    for i in range(6):
+        p = folder / (f"upload-{i:012x}.onnx" if i % 2 else f"m-adapted-20260101-00000{i}.onnx")
+        p.write_bytes(f"model {i}".encode())
+        p.with_name(p.stem + ".rehearsal.npz").write_bytes(b"r")
+        os.utime(p, ns=(i * 10**9, i * 10**9))
+        made.append(p)
+    (folder / "by-hand.onnx").write_bytes(b"kept")
+    cat = ModelCatalogue(folder, startup, keep=2)
+    serving = cat.find(name=made[0].name).sha256  # the oldest is serving: it stays
+    removed = cat.prune(serving)
+    assert sorted(removed) == sorted(p.name for p in made[1:4])
+    assert sorted(p.name for p in folder.glob("*.onnx")) == sorted(["by-hand.onnx", made[0].name, made[4].name, made[5].name])
+    assert not (folder / (made[1].stem + ".rehearsal.npz")).exists() and (folder / (made[5].stem + ".rehearsal.npz")).exists()
+
+
 def test_fd_limit_is_raised_or_the_cap_lowered(monkeypatch):
     from waste_edge.serve import limits as L
 

@@ -6,6 +6,7 @@ New views and endpoints are added as another router in `ROUTERS` and another vie
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import FastAPI, Request
@@ -55,7 +56,8 @@ def create_app(service: Service, token: str | None = None, *, policy: SitePolicy
     app.state.connections = None  # the server's ConnectionGuard, set by server.run_server
     app.state.stats_cache = StatsCache()
     collect = service.config.collect.folder if service.config.collect is not None else None
-    app.state.catalogue = ModelCatalogue(models_folder(service.config.models_dir, collect), service.holder.current.path)
+    app.state.catalogue = ModelCatalogue(models_folder(service.config.models_dir, collect), service.holder.current.path, keep=limits.keep_models)
+    app.state.upload_lock = asyncio.Lock()  # one model upload at a time (each may hold up to --max-model-mb on disk)
     for router in ROUTERS:
         app.include_router(router)
     page.mount_static(app)

@@ -6,13 +6,16 @@ the only place `POST /api/v1/model` swaps from: by file name or by sha256 of a m
 service started with is listed too, so a swap can be undone), or by uploading a file, which is written there as
 `upload-<sha256[:12]>.onnx` once it has passed the same checks as any model (loads, probe frame answers finite
 probabilities summing to 1, same classes). A name is matched against the folder's listing (regular `.onnx` /
-`.engine` files, no symbolic links, no hidden files); it is never joined onto a path.
+`.engine` files, no symbolic links, no hidden files); it is never joined onto a path. Of the models the service
+made itself (those two name forms) the newest `--keep-models` stay; older ones are deleted unless serving, so
+repeated adapt or upload requests cannot fill the disk.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass
@@ -22,9 +25,11 @@ from typing import BinaryIO, Iterator
 
 from waste_edge._io import file_sha256
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.rehearsal import rehearsal_path
 
 MODEL_SUFFIXES = (".onnx", ".engine")
 COPY_CHUNK = 1024 * 1024
+MADE = re.compile(r"^(upload-[0-9a-f]{12}|.+-adapted-\d{8}-\d{6}(-\d+)?)\.onnx$")  # names this module gives
 
 
 def models_folder(models_dir: str | Path | None, collect_folder: str | Path | None) -> Path | None:
@@ -55,9 +60,10 @@ class ModelEntry:
 
 
 class ModelCatalogue:
-    def __init__(self, folder: Path | None, startup: Path) -> None:
+    def __init__(self, folder: Path | None, startup: Path, keep: int = 10) -> None:
         self.folder = Path(folder) if folder is not None else None
         self.startup = Path(startup)
+        self.keep = keep  # models made by the service kept in the folder
         self._sha: dict[tuple[str, int, int, int], str] = {}  # (name, inode, size, mtime_ns) -> sha256
 
     def _digest(self, path: Path, st: os.stat_result) -> str:
@@ -154,3 +160,20 @@ class ModelCatalogue:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+    def prune(self, serving_sha256: str) -> list[str]:
+        """Delete all but the newest `keep` models the service made (and their rehearsal sets), never the serving
+        or the startup model; returns the names deleted."""
+        protect = {serving_sha256} | {e.sha256 for e in self.entries() if e.origin == "startup"}
+        made = sorted(((st.st_mtime_ns, p, st) for p, st in self._folder_files() if MADE.match(p.name)), key=lambda t: t[0], reverse=True)
+        removed = []
+        for _, path, st in made[self.keep :]:
+            if self._digest(path, st) in protect:
+                continue
+            for f in (path, rehearsal_path(path)):
+                try:
+                    f.unlink()
+                except FileNotFoundError:
+                    pass
+            removed.append(path.name)
+        return removed

@@ -191,7 +191,8 @@ class GuardedH11Protocol(H11Protocol):
                 self.guard.events.note("head_timeout", "a client sent part of a request head but not all of it within %.0f s: closed with 408", limits.header_timeout_s)
                 self.transport.write(_plain_response("408 Request Timeout", f"the request head did not arrive within {limits.header_timeout_s:g} s"))
             else:
-                self.guard.events.note("idle_timeout", "a connection sent nothing for %.0f s: closed", limits.header_timeout_s)
+                # Browsers open spare connections they may never use: counted, not logged.
+                self.guard.events.note("idle_timeout", "a connection sent nothing for %.0f s: closed", limits.header_timeout_s, level=logging.DEBUG)
             self.close_now()
         elif kind == "drain":
             self.guard.events.note("drain_cut", "a client kept sending a refused body for %.0f s after its answer: closed", DRAIN_S)

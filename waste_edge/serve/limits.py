@@ -36,6 +36,7 @@ class HttpLimits:
     max_json_bytes: int = 1 * MIB  # every JSON body (labels, adapt, model by name) and any other request body
     max_model_bytes: int = 512 * MIB  # POST /api/v1/model upload
     max_header_bytes: int = 16 * 1024  # request line + headers (h11's own default)
+    keep_models: int = 10  # adapted / uploaded models kept in the models folder (older ones deleted unless serving)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ def adapt_and_swap(svc: "Service", catalogue: "ModelCatalogue") -> dict[str, Any
             for made in (Path(result.out), rehearsal_path(result.out)):
                 made.unlink(missing_ok=True)
             raise
+        catalogue.prune(new.sha256)
         return {"model": new.info(), "base_sha256": result.base_sha256, "labelled": result.n_labelled,
                 "problems": result.problems, "seconds": result.seconds, "summary": result.summary()}
     finally:

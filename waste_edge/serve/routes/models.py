@@ -3,7 +3,8 @@
 POST takes either JSON `{"name": FILE}` / `{"sha256": HEX}` naming a model of the list, or multipart/form-data
 with the model in the field `file` (stored into the models folder as `upload-<sha256[:12]>.onnx`). Either way
 the model is loaded and probed before it serves (`model_holder.load_model`); a model that fails (not ONNX, NaN
-answers, other classes) is refused with 422 and the current model keeps serving. No request names a path.
+answers, other classes) is refused with 422 and the current model keeps serving. No request names a path. One
+upload at a time (409 for a second), and only the newest `--keep-models` uploads and adapted models stay.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ async def swap_model(request: Request) -> Any:
     created = False
     try:
         if ctype == "multipart/form-data":
-            path, created = await _store_upload(request, catalogue)
+            lock: asyncio.Lock = request.app.state.upload_lock
+            if lock.locked():
+                raise CatalogueError("another model upload is in progress; try again when it is done", status=409)
+            async with lock:
+                path, created = await _store_upload(request, catalogue)
         else:
             try:
                 choice = ModelChoice.model_validate_json(await request.body() or b"null")
@@ -70,6 +75,8 @@ async def swap_model(request: Request) -> Any:
             if created:  # a refused upload does not stay in the folder
                 path.unlink(missing_ok=True)
             raise
+        if created:
+            await loop.run_in_executor(None, catalogue.prune, new.sha256)
     except CatalogueError as e:
         return error_response(e)
     except WasteEdgeError as e:  # does not load, fails the probe, other classes: the current model keeps serving
