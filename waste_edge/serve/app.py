@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from waste_edge import __version__
+from waste_edge.serve.bodies import describe_errors
 from waste_edge.serve.catalogue import ModelCatalogue, models_folder
 from waste_edge.serve.limits import HttpLimits
 from waste_edge.serve.logs import EventCounter
@@ -36,15 +37,6 @@ def body_rules(service: Service, limits: HttpLimits) -> dict[str, BodyRule]:
     }
 
 
-def validation_detail(exc: RequestValidationError) -> str:
-    """FastAPI's validation errors as one line that names each field, without echoing the (maybe huge) input."""
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{loc[:100]}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
-
-
 def create_app(service: Service, token: str | None = None, *, policy: SitePolicy | None = None, limits: HttpLimits | None = None,
                events: EventCounter | None = None) -> FastAPI:
     limits = limits or HttpLimits()
@@ -64,7 +56,7 @@ def create_app(service: Service, token: str | None = None, *, policy: SitePolicy
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": validation_detail(exc)}, status_code=422)
+        return JSONResponse({"detail": describe_errors(exc.errors())}, status_code=422)
 
     app.add_middleware(RequestGuard, policy=policy or SitePolicy.for_bind("127.0.0.1"), rules=body_rules(service, limits),
                        default_rule=BodyRule(limits.max_json_bytes, JSON), events=events)

@@ -7,7 +7,7 @@ what they name is resolved by `names.py` / `catalogue.py`, never used as a path.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -15,6 +15,16 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
 MAX_LABELS = 10_000  # labels per request (a page sends one; a script may send a folder's worth)
+
+
+def describe_errors(errors: Sequence[Any]) -> str:
+    """Validation errors (pydantic's or FastAPI's) as one line naming each field, without echoing the input
+    (which may be a megabyte)."""
+    parts = []
+    for err in list(errors)[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "")) or "body"
+        parts.append(f"{loc[:100]}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
 
 
 class _Strict(BaseModel):

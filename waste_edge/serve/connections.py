@@ -88,7 +88,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
-        self._deadline_kind = ""  # "head" or "body"
+        self._deadline_kind = ""  # "head", "body" or "drain"
         self._stall: asyncio.TimerHandle | None = None
         self._partial_head = False  # bytes of a request head have come since the last response
 

@@ -8,10 +8,7 @@ bin-side computer on a LAN; each is a flag, shown in `serve --help`.
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import platform
 import resource
 from dataclasses import dataclass
 
@@ -68,26 +65,3 @@ def raise_fd_limit(limits: HttpLimits) -> HttpLimits:
         return HttpLimits(**{**limits.__dict__, "max_connections": fit})
     return limits
 
-
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> str:
-    """Cap glibc's malloc arenas for this process (unless MALLOC_ARENA_MAX is set); returns what was done.
-
-    glibc gives threads that allocate at the same time their own arenas, up to 8 per core, and keeps what they
-    free for reuse inside each arena. The service's threads come and go (the thread pool of sync routes, the
-    classify pool, ONNX Runtime's), each leaving a fragmented arena behind: a 3-minute soak (2 cameras, 10
-    classify and 52 stream clients) grew RSS 215 -> 283 MB and still climbing; with 2 arenas 215 -> 230 MB and
-    flat (benchmarks/serve_soak.py). `mallopt` at run time caps the arenas created from now on, which is early
-    enough when called before the cameras, the model and the HTTP threads start."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return f"MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']} (environment)"
-    if platform.libc_ver()[0] != "glibc":
-        return "untouched (not glibc)"
-    try:
-        ok = ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(arenas))
-    except (OSError, AttributeError):
-        ok = 0
-    return f"glibc, {arenas} malloc arenas" if ok == 1 else "untouched (mallopt refused)"

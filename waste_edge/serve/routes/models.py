@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from waste_edge.errors import WasteEdgeError
 from waste_edge.serve.auth import require_token
-from waste_edge.serve.bodies import ModelChoice
+from waste_edge.serve.bodies import ModelChoice, describe_errors
 from waste_edge.serve.catalogue import CatalogueError, ModelCatalogue
 from waste_edge.serve.routes.review import error_response
 
@@ -62,11 +62,8 @@ async def swap_model(request: Request) -> Any:
             try:
                 choice = ModelChoice.model_validate_json(await request.body() or b"null")
             except ValidationError as e:
-                first = e.errors()[0]
-                where = ".".join(str(x) for x in first.get("loc", ())) or "body"
-                return JSONResponse({"detail": f"invalid request: {where}: {first.get('msg')}; expected "
-                                               '{"name": FILE} or {"sha256": HEX} of GET /api/v1/models, or a multipart upload in field "file"'},
-                                    status_code=422)
+                return JSONResponse({"detail": describe_errors(e.errors()) + '; expected {"name": FILE} or {"sha256": HEX} of '
+                                               'GET /api/v1/models, or a multipart upload in field "file"'}, status_code=422)
             entry = await loop.run_in_executor(None, lambda: catalogue.find(name=choice.name, sha256=choice.sha256))
             path, created = entry.path, False
         try:
