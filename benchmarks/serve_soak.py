@@ -28,24 +28,18 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 
-
-def loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "n/a"
+from serve import Serve, loadavg  # noqa: E402  (benchmarks/serve.py: the same way of starting the service)
 
 
 def cpu_name() -> str:
@@ -67,25 +61,6 @@ def proc_figures(pid: int) -> dict:
     kb = lambda key: int(status.get(key, "0 kB").split()[0])  # noqa: E731
     return {"rss_mb": round(kb("VmRSS") / 1024, 1), "anon_mb": round(kb("RssAnon") / 1024, 1), "threads": int(status.get("Threads", 0)),
             "fds": len(os.listdir(f"/proc/{pid}/fd"))}
-
-
-class Serve:
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "waste_edge.cli", "serve", "--port", "0", *args], cwd=REPO,
-                                     env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.err: list[str] = []
-        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
-        for line in self.proc.stdout:
-            if line.startswith("serving on "):
-                self.url = line.split()[2]
-                break
-        else:
-            raise SystemExit("serve did not start:\n" + "".join(self.err))
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(60)
 
 
 def jpeg_640(video: Path) -> bytes:
