@@ -18,7 +18,6 @@ import secrets
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

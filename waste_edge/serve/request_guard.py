@@ -31,11 +31,9 @@ from starlette.responses import JSONResponse
 
 from waste_edge.serve.logs import EventCounter
 
-log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON = frozenset({"application/json"})
-WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
