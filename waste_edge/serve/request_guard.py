@@ -31,7 +31,6 @@ from starlette.responses import JSONResponse
 
 from waste_edge.serve.logs import EventCounter
 
-
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON = frozenset({"application/json"})
 
