@@ -346,7 +346,7 @@ def test_1100_half_open_connections_leave_the_service_answering(site, http):
         for _ in range(5):
             t0 = time.monotonic()
             assert http.get("/healthz").status_code == 200
-            assert time.monotonic() - t0 < 3.0
+            assert time.monotonic() - t0 < 5.0
             time.sleep(0.2)
         status = http.get("/api/v1/status").json()
         assert status["http"]["open_connections"] <= 200 + 10  # the cap (and this client's own connection)
