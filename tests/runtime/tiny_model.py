@@ -57,8 +57,9 @@ def make_fused_model(
     k = len(classes)
     red, blue = (0, 2) if channel_order == "RGB" else (2, 0)
     w = np.zeros((3, k), dtype=np.float32)
-    w[red, 0], w[blue, 0] = scale / 255.0, -scale / 255.0
-    w[red, 1], w[blue, 1] = -scale / 255.0, scale / 255.0
+    with np.errstate(over="ignore"):  # scale=1e300: weights that overflow float32 (a head exported wrong) are a case too
+        w[red, 0], w[blue, 0] = scale / 255.0, -scale / 255.0
+        w[red, 1], w[blue, 1] = -scale / 255.0, scale / 255.0
     b = np.zeros(k, dtype=np.float32)
     h, wd = (input_size if input_size else ("H", "W"))
     n = batch if batch else "N"
