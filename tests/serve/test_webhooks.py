@@ -185,3 +185,19 @@ def test_secret_sources_and_url_checks(tmp_path):
     with pytest.raises(WasteEdgeError, match="http"):
         WebhookSender("ftp://example.org/x")
     assert redact_url("https://user:pw@hooks.example.org:8443/p/q?token=abc") == "https://hooks.example.org:8443/p/q?..."
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--webhook", "http://127.0.0.1:9/x", "--webhook-secret", "hunter2-secret"], "secret on the command line"),
+    (["--webhook-secret-file", "/nonexistent"], "nothing to sign"),
+    (["--webhook", "ftp://example.org/x"], "expected http://"),
+    (["--mqtt-discovery"], "needs --mqtt"),
+    (["--mqtt", "mqtt://127.0.0.1/x", "--mqtt-discovery", "home/#"], "no wildcards"),
+    (["--on-decision", "no-such-program-waste-edge"], "not on PATH"),
+])
+def test_serve_refuses_bad_action_options_in_one_line(args, message, capsys):
+    from waste_edge.cli import main
+
+    assert main(["serve", *args]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "hunter2-secret" not in err, err
