@@ -538,7 +538,7 @@ def _action_options(args: argparse.Namespace) -> Any:
     """The "acting on decisions" group as `serve.actions.ActionOptions`; one-line errors for a bad command, URL or secret."""
     from waste_edge.runtime.hooks import parse_command
     from waste_edge.serve.actions import ActionOptions
-    from waste_edge.serve.ha_discovery import check_discovery_prefix
+    from waste_edge.serve.ha_discovery import NEEDS_MQTT, check_discovery_prefix
     from waste_edge.serve.webhooks import check_webhook_url, load_secret
 
     if args.webhook_secret is not None:
@@ -547,7 +547,7 @@ def _action_options(args: argparse.Namespace) -> Any:
     if args.webhook_secret_file is not None and not args.webhook:
         raise WasteEdgeError("--webhook-secret-file without --webhook: there is nothing to sign")
     if args.mqtt_discovery is not None and not args.mqtt:
-        raise WasteEdgeError("--mqtt-discovery needs --mqtt mqtt://HOST:PORT/PREFIX (the broker Home Assistant uses)")
+        raise WasteEdgeError(NEEDS_MQTT)
     return ActionOptions(
         on_decision=tuple(parse_command(args.on_decision)) if args.on_decision is not None else (),
         on_decision_timeout=args.on_decision_timeout,

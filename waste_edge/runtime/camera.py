@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from waste_edge.runtime.classifier import Classifier
 from waste_edge._io import file_sha256
+from waste_edge.runtime.classifier import Classifier
 from waste_edge.runtime.decision import UNCERTAIN, Decider, error_event, frame_event
 from waste_edge.runtime.decision_event import DecisionEvent, DecisionSink
 from waste_edge.runtime.frames import FrameError

@@ -50,6 +50,7 @@ from waste_edge.serve.mqtt import OFFLINE, ONLINE, MqttPublisher
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "homeassistant"
+NEEDS_MQTT = "--mqtt-discovery needs --mqtt mqtt://HOST:PORT/PREFIX (the broker Home Assistant uses)"
 SYNC_TIMEOUT_S = 5.0
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
 

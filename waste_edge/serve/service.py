@@ -30,7 +30,7 @@ from waste_edge.serve.batcher import InferenceBatcher
 from waste_edge.serve.camera_worker import DOWN_STATES, CameraOptions, CameraWorker
 from waste_edge.serve.events import EventBus
 from waste_edge.serve.model_holder import LoadedModel, ModelHolder, load_model
-from waste_edge.serve.ha_discovery import HaDiscovery
+from waste_edge.serve.ha_discovery import NEEDS_MQTT, HaDiscovery
 from waste_edge.serve.mqtt import SUMMARY_SCHEMA, MqttPublisher, parse_mqtt_url
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Service:
         self.discovery: HaDiscovery | None = None
         if config.actions.mqtt_discovery is not None:
             if self.mqtt is None:
-                raise WasteEdgeError("--mqtt-discovery needs --mqtt mqtt://HOST:PORT/PREFIX (the broker Home Assistant uses)")
+                raise WasteEdgeError(NEEDS_MQTT)
             self.discovery = HaDiscovery(self.mqtt, list(self.workers), [*self.classes, UNCERTAIN], dict(zip(self.classes, self.display_names)),
                                          config.actions.mqtt_discovery)
         # One collector per camera (its own rate limit, near-duplicate memory and file-name slug), one folder.

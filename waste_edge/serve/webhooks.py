@@ -47,6 +47,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from waste_edge import __version__
@@ -67,7 +68,7 @@ class WebhookSecret:
     source: str  # "file PATH" or "environment WASTE_EDGE_WEBHOOK_SECRET"
 
 
-def load_secret(path: Path | str | None, environ: dict[str, str] | os._Environ[str] = os.environ) -> WebhookSecret | None:
+def load_secret(path: Path | str | None, environ: Mapping[str, str] = os.environ) -> WebhookSecret | None:
     """The signing secret from FILE (trailing newline stripped), else from WASTE_EDGE_WEBHOOK_SECRET, else None."""
     if path is not None:
         try:
