@@ -548,6 +548,8 @@ def _action_options(args: argparse.Namespace) -> Any:
         raise WasteEdgeError("--webhook-secret-file without --webhook: there is nothing to sign")
     if args.mqtt_discovery is not None and not args.mqtt:
         raise WasteEdgeError(NEEDS_MQTT)
+    if args.mqtt_discovery is not None and args.mqtt_summary == 0:
+        print("warning: --mqtt-summary 0: Home Assistant's last-hour counts and frames/s will update only at exit", file=sys.stderr)
     return ActionOptions(
         on_decision=tuple(parse_command(args.on_decision)) if args.on_decision is not None else (),
         on_decision_timeout=args.on_decision_timeout,

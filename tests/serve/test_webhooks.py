@@ -112,16 +112,16 @@ def test_500_is_retried_until_it_recovers(receivers):
 
 
 def test_a_slow_receiver_is_retried_after_the_timeout_at_least_once(receivers):
-    rx = receivers([("slow", 1.5), 200])
-    w = WebhookSender(rx.url, backoff=(0.05, 0.2), timeout=0.5)
+    rx = receivers([("slow", 3.0), 200])
+    w = WebhookSender(rx.url, backoff=(0.05, 0.2), timeout=1.0)
     w.on_decision(event(0))
     wait_for(lambda: w.status().delivered == 1, 30, "delivery after a timed-out attempt")
     w.close(5)
     got = rx.received()
-    assert len(got) == 2 and got[0].headers[DELIVERY_HEADER] == got[1].headers[DELIVERY_HEADER], "the retry carries the same delivery id"
+    assert len(got) >= 2 and len({r.headers[DELIVERY_HEADER] for r in got}) == 1, "a retry carries the same delivery id"
     assert len(rx.delivered_docs()) == 1, "a receiver that drops duplicates by delivery id sees the message once"
     s = w.status()
-    assert s.retries == 1 and s.delivered == 1
+    assert s.retries == len(got) - 1 >= 1 and s.delivered == 1
     assert_accounted(s)
 
 

@@ -139,11 +139,11 @@ class _Camera:
 class DecisionHook:
     """The `--on-decision` sink (see the module docstring)."""
 
-    def __init__(self, argv: list[str], *, timeout: float = 10.0, command: str | None = None) -> None:
+    def __init__(self, argv: list[str], *, timeout: float = 10.0) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.argv = list(argv)
-        self.command = command or shlex.join(self.argv)
+        self.command = shlex.join(self.argv)
         self.timeout = float(timeout)
         self._base_env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
         self._cond = threading.Condition()

@@ -13,7 +13,8 @@ exactly where a message was lost. While the broker is away, messages wait in a b
 (`queue_size`); when it is full the OLDEST waiting message is dropped and counted (`dropped`), so after
 a long outage a consumer gets the latest `queue_size` messages, not stale ones. Messages already handed
 to paho are kept by paho and re-sent after a reconnect (QoS 1: at least once). paho reconnects with
-exponential back-off (1 s doubling to 30 s).
+exponential back-off (1 s doubling to 30 s). Home Assistant discovery (`ha_discovery.py`) describes these
+topics to HA; it hooks into every (re)connect with `add_connect_listener`.
 """
 
 from __future__ import annotations
