@@ -519,8 +519,8 @@ def _add_action_options(p: argparse.ArgumentParser, *, serve: bool) -> None:
                    help="POST the decision JSON (the MQTT decision schema) to URL; repeat for several; 2xx = delivered, "
                         "retried with back-off, queued up to --webhook-queue")
     g.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
-                   help=f"sign webhook bodies with the secret in FILE (header X-Waste-Edge-Signature: t=TS,v1=HMAC-SHA256 hex); "
-                        f"or set {_WEBHOOK_SECRET_ENV}. Never on the command line")
+                   help="sign webhook bodies with the secret in FILE (header X-Waste-Edge-Signature: t=TS,v1=HMAC-SHA256 hex); "
+                        "or set WASTE_EDGE_WEBHOOK_SECRET. Never on the command line")
     g.add_argument("--webhook-secret", default=None, help=argparse.SUPPRESS)  # refused with a pointer, see _action_options
     g.add_argument("--webhook-queue", type=_int_in(1, 1_000_000), default=1000, metavar="N",
                    help="messages kept per URL while it is down; the oldest beyond are dropped and counted (default: %(default)s)")
@@ -531,19 +531,16 @@ def _add_action_options(p: argparse.ArgumentParser, *, serve: bool) -> None:
                         "device, per camera decision, confidence, last-hour counts and frames/s; needs --mqtt")
 
 
-_WEBHOOK_SECRET_ENV = "WASTE_EDGE_WEBHOOK_SECRET"
-
-
 def _action_options(args: argparse.Namespace) -> Any:
     """The "acting on decisions" group as `serve.actions.ActionOptions`; one-line errors for a bad command, URL or secret."""
     from waste_edge.runtime.hooks import parse_command
     from waste_edge.serve.actions import ActionOptions
     from waste_edge.serve.ha_discovery import NEEDS_MQTT, check_discovery_prefix
-    from waste_edge.serve.webhooks import check_webhook_url, load_secret
+    from waste_edge.serve.webhooks import SECRET_ENV, check_webhook_url, load_secret
 
     if args.webhook_secret is not None:
         raise WasteEdgeError(f"--webhook-secret: a secret on the command line is visible to every user (ps, shell history); "
-                             f"put it in a file for --webhook-secret-file (chmod 600) or in {_WEBHOOK_SECRET_ENV}")
+                             f"put it in a file for --webhook-secret-file (chmod 600) or in {SECRET_ENV}")
     if args.webhook_secret_file is not None and not args.webhook:
         raise WasteEdgeError("--webhook-secret-file without --webhook: there is nothing to sign")
     if args.mqtt_discovery is not None and not args.mqtt:
@@ -1115,7 +1112,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             "batching their frames into shared inference calls when that is faster, and serve a live page (/), "
             "MJPEG streams (/stream/CAMERA.mjpg), snapshots (/api/v1/cameras/CAMERA/latest.jpg), JSON status (/api/v1/status), photo classification "
             "(POST /api/v1/classify), Server-Sent Events (/api/v1/events), /healthz and /metrics. SIGTERM or Ctrl-C "
-            "stops the sources, flushes JSONL / video / MQTT and exits 0. Needs the [serve] extra."
+            "stops the sources, flushes JSONL / video / --on-decision / webhooks / MQTT and exits 0. Needs the [serve] extra."
         ),
         epilog=(
             "--device forms: as `camera` (0, /dev/video0, rtsp://user:pass@host/stream, video.mp4, a folder, a glob); "
