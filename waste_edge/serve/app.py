@@ -19,11 +19,11 @@ from waste_edge.serve.catalogue import ModelCatalogue, models_folder
 from waste_edge.serve.limits import HttpLimits
 from waste_edge.serve.logs import EventCounter
 from waste_edge.serve.request_guard import JSON, BodyRule, RequestGuard, SitePolicy
-from waste_edge.serve.routes import classify, events, models, page, review, status, streams
+from waste_edge.serve.routes import classify, events, models, page, review, snapshots, status, streams
 from waste_edge.serve.routes.events import StatsCache
 from waste_edge.serve.service import Service
 
-ROUTERS = [page.router, status.router, classify.router, events.router, streams.router, review.router, models.router]
+ROUTERS = [page.router, status.router, classify.router, events.router, streams.router, snapshots.router, review.router, models.router]
 MODEL_BODY_TYPES = JSON | {"multipart/form-data"}
 
 log = logging.getLogger("waste_edge.serve.http")

@@ -2,7 +2,8 @@
 
 1. Host (DNS rebinding): a web page whose domain re-resolves to 127.0.0.1 reaches the service with its own name
    in `Host`. Only names of this service are accepted: any IP address (an address cannot be rebound), `localhost`,
-   the machine's host names when listening beyond loopback, the `--host` name, and `serve --allow-host NAME`.
+   the machine's host names (and `<hostname>.local`) when listening beyond loopback, the `--host` name, and
+   `serve --allow-host NAME`.
 2. Cross-site writes: a browser on this machine must not be made to adapt or swap models by a form on another
    site (with no token, the default on loopback, that used to work). Every unsafe method (POST, PUT, PATCH,
    DELETE) is refused when `Sec-Fetch-Site` says cross-site or same-site, or when `Origin` is present and is not
@@ -107,7 +108,8 @@ class SitePolicy:
             names.add(bound)
         loopback = bound == "localhost" or (_is_ip(bound) and ipaddress.ip_address(bound).is_loopback)
         if not loopback:  # reachable from other machines: they use this machine's names
-            for name in (socket.gethostname(), socket.getfqdn()):
+            host_name = socket.gethostname().lower().rstrip(".")
+            for name in (host_name, f"{host_name}.local", socket.getfqdn()):  # .local: its mDNS name
                 if name:
                     names.add(name.lower().rstrip("."))
         names.update(h.lower().rstrip(".") for h in allow_hosts if h != "*")
