@@ -4,8 +4,9 @@ Under an attack of 1,100 idle connections the log once grew by 350 MB in 35 s (a
 attempt), and clients hanging up mid-upload left a traceback each. `OneLineLog` sits on the handlers of the
 root logger (which uvicorn's and asyncio's loggers reach too): every record becomes one line (a traceback is
 reduced to `Type: message at file:line`, in full only with WASTE_EDGE_DEBUG=1), at most `max_chars` long; a kind
-of record (logger + first line of its format string) passes at most once per `interval_s`, the next one saying
-how many were held back; and all kinds together pass at most `budget` lines per interval. So the log grows by
+of record (logger + its first line, numbers ignored: "fd=3" and "fd=7" are one kind, two cameras' warnings or a
+hook's exit status and its timeout are two) passes at most once per `interval_s`, the next one saying how many
+were held back; and all kinds together pass at most `budget` lines per interval. So the log grows by
 at most `budget * max_chars` bytes per interval whatever clients do (120 lines of 1 KB a minute: 170 MB a day
 under a sustained attack of every kind at once, a few KB a day in normal use).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import traceback
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 DEBUG_ENV = "WASTE_EDGE_DEBUG"  # the same switch as the CLI's (_failsafe.py)
+_DIGITS = re.compile(r"\d+")
 
 
 @dataclass
@@ -58,8 +61,11 @@ class OneLineLog(logging.Filter):
         return keep
 
     def _decide(self, record: logging.LogRecord) -> bool:
-        template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
-        key = (record.name, template.split("\n", 1)[0][:80])
+        try:
+            first = record.getMessage().split("\n", 1)[0]
+        except Exception:
+            first = str(record.msg)
+        key = (record.name, _DIGITS.sub("#", first[:200]))
         now = self.clock()
         with self._lock:
             if now - self._window_start >= self.interval_s:
