@@ -135,10 +135,10 @@ def _decode(
             rgb = _to_rgb(img)
     except DecodeError:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's own limit: a header beyond even what an 8x JPEG draft brings within ours
+        raise ImageTooLargeError(f"image is too large to decode ({str(e).split(',')[0]})") from None
     except UnidentifiedImageError:
         raise DecodeError("not an image (unrecognised format)" if formats is None else f"not a {' or '.join(formats)} image") from None
-    except Image.DecompressionBombError as e:  # a header beyond even what an 8x JPEG draft could bring within limits
-        raise ImageTooLargeError(f"image is too large to decode ({str(e).split(',')[0]})") from None
     except (OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DecodeError(f"corrupt or truncated image: {msg}") from None

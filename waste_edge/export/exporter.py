@@ -7,10 +7,12 @@ format does not support is a clear error instead of being silently ignored. The 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import onnx
 
 from waste_edge import __version__
@@ -119,6 +121,7 @@ def build_fused_onnx(
     """The fused model of a linear run (contract 2) in memory, with its metadata set and checked."""
     import torch
 
+    check_head_range(run)
     encoder = run.encoder()  # the weights the head was trained on (sha256 checked), widths checked
     spec = encoder.spec
     details: dict[str, Any] = {"variant": opts.variant, "opset": opts.opset}
@@ -130,8 +133,8 @@ def build_fused_onnx(
         torch.set_num_threads(threads)
     details["normalization"] = norm
     if opts.int8:
-        from waste_edge.export.quantize import (DEFAULT_INT8_SCHEME, SATURATION_FREE_MAX_WEIGHT, QuantizationError, choose_int8_method, get_int8_scheme,
-                                                int8_gemm_weight_peak, quantize_dynamic_encoder, quantize_static_encoder)
+        from waste_edge.export.quantize import (DEFAULT_INT8_SCHEME, QuantizationError, choose_int8_method, get_int8_scheme, int8_gemm_weight_peak,
+                                                quantize_dynamic_encoder, quantize_static_encoder, saturating_ops)
 
         method = choose_int8_method(enc_model)
         scheme = get_int8_scheme(opts.int8_scheme or DEFAULT_INT8_SCHEME)
@@ -151,10 +154,12 @@ def build_fused_onnx(
             pre_rgb = build_preprocess_model(spec, "RGB", opset=opts.opset)  # calibration photos come in any size
             enc_model, calib_info = quantize_static_encoder(enc_model, pre_rgb, opts.calib, progress=progress, log=log, scheme=scheme.name)
             details.update(calib_info)
-        peak = int8_gemm_weight_peak(enc_model)
-        details["int8_weight_peak"] = peak
-        if scheme.portable and scheme.weights == "QInt8" and peak is not None and peak > SATURATION_FREE_MAX_WEIGHT:
-            raise QuantizationError(f"INT8 scheme {scheme.name!r} left a weight at {peak} > {SATURATION_FREE_MAX_WEIGHT}: a u8 x s8 pair sum can saturate, results would depend on the CPU")
+        details["int8_weight_peak"] = int8_gemm_weight_peak(enc_model)
+        unsafe = saturating_ops(enc_model)
+        if scheme.portable and unsafe:
+            worst = max(unsafe, key=lambda b: b.worst_pair)
+            raise QuantizationError(f"INT8 scheme {scheme.name!r} left {len(unsafe)} op(s) whose integer sums can saturate (e.g. {worst.node}: "
+                                    f"a pair sum up to {worst.worst_pair} > 32767): results would depend on the CPU")
     elif opts.half:
         from waste_edge.export.half import convert_encoder_fp16
 
@@ -186,6 +191,39 @@ def build_fused_onnx(
     except onnx.checker.ValidationError as e:
         raise ExportError(f"the fused model fails the ONNX checker: {str(e).splitlines()[0]}") from None
     return fused, meta, details
+
+
+def check_head_range(run: LinearRun) -> None:
+    """The head runs in float32 inside the graph: weights beyond its range become inf and every answer NaN (a head
+    with 1e300 coefficients passed `LinearHead`'s float64 checks and gave a model labelling every frame B)."""
+    with np.errstate(over="ignore"):
+        weights = [np.asarray(run.head.coef).astype(np.float32), np.asarray(run.head.intercept).astype(np.float32)]
+    if not all(np.isfinite(w).all() for w in weights):
+        biggest = max(float(np.abs(np.asarray(run.head.coef, dtype=np.float64)).max()), float(np.abs(np.asarray(run.head.intercept, dtype=np.float64)).max()))
+        raise ExportError(f"{run.path}: the head's weights (largest magnitude {biggest:.3g}) overflow float32; the model would answer NaN. Retrain the head")
+
+
+def write_probed(out: Path, model: onnx.ModelProto, log: Callable[[str], None] | None = None) -> Path:
+    """Write `model` to `out` only once it answers probe frames with finite probabilities summing to 1
+    (`runtime.model_check`), through a hidden sibling; a model that answers NaN is never written."""
+    from waste_edge.runtime.classifier import Classifier
+    from waste_edge.runtime.model_check import ModelCheckError, ProbeRunError, probe_classifier
+
+    tmp = out.with_name(f".{out.name}.probe-{os.getpid()}{out.suffix}")
+    atomic_write_bytes(tmp, model.SerializeToString())
+    try:
+        try:
+            with Classifier(tmp, "cpu", threads=1) as clf:
+                probe_classifier(clf, name=out.name)
+        except ProbeRunError as e:  # cannot run here (not a wrong answer): the target device may run it
+            if log:
+                log(f"note: probe frames not run on this CPU ({e}); the model is written unchecked")
+        except ModelCheckError as e:
+            raise ExportError(f"not writing {out}: {e}") from None
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 @dataclass(frozen=True)
@@ -233,7 +271,7 @@ def export(
     out = opts.out or default_out(Path(run_dir), f, opts.variant)
     if f.name == "onnx":
         model, meta, details = fuser.build(run, opts, progress=progress, log=log)
-        atomic_write_bytes(out, model.SerializeToString())
+        write_probed(out, model, log)
         extra = []
         if opts.with_embedding and opts.rehearsal != 0 and opts.half and log:
             # The set is computed by running the exported model on the CPU, and fp16 graphs are for GPU providers.
@@ -257,8 +295,7 @@ def export(
         report = lint_model(model, out.with_suffix(".onnx").name)
         if not report.passed:
             raise TensorRTLintError(f"not building the engine: TensorRT would reject or degrade this graph\n{report.summary()}")
-        onnx_path = out.with_suffix(".onnx")
-        atomic_write_bytes(onnx_path, model.SerializeToString())
+        onnx_path = write_probed(out.with_suffix(".onnx"), model, log)
         meta.variant = opts.variant
         info = build_engine(onnx_path, out, meta, opts, progress=progress, log=log)
         details.update(info)

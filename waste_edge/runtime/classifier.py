@@ -42,6 +42,11 @@ class ClassifierClosedError(WasteEdgeError, RuntimeError):
     """`predict` on a Classifier after `close()` (or after its `with` block)."""
 
 
+class NonFiniteOutputError(BackendError):
+    """The model answered NaN or infinite probabilities: an error for those frames, never a label
+    (`argmax` of NaNs is 0, which would call every such frame the first class)."""
+
+
 class Classifier:
     """Load a fused `.onnx` (or TensorRT `.engine`) model and classify HxWx3 uint8 frames.
 
@@ -194,6 +199,9 @@ class Classifier:
             if probs.ndim != 2 or probs.shape[1] != len(self.classes):
                 raise BackendError(f"{self.path.name}: probabilities have shape {probs.shape}, expected [N, {len(self.classes)}] (metadata lists {len(self.classes)} classes)")
             self._checked_width = True
+        if not np.isfinite(out[0]).all():  # ~1 us for [N, K]; see runtime/model_check.py
+            bad = int((~np.isfinite(out[0])).any(axis=1).sum())
+            raise NonFiniteOutputError(f"{self.path.name} answered non-finite probabilities (NaN or inf) for {bad} of {len(out[0])} frame(s)")
         return out
 
     def _run_batch(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
