@@ -195,8 +195,10 @@ build_root() {
   # python3 only: python3-venv would pull ca-certificates, whose set-up alone costs a minute of emulated CPU; the venv
   # gets pip from its wheel instead, and pip trusts the host's CA bundle (copied in) or its own.
   say "debootstrap arm64 $SUITE from $m into $ROOT (minutes: the packages are configured under emulation)"
-  if ! debootstrap --arch=arm64 --variant=minbase --include=python3 --cache-dir="$DIR/debs" \
-    "${keyring[@]}" "$SUITE" "$partial" "$m" >"$DIR/debootstrap.log" 2>&1; then
+  # In its own mount namespace: the /proc and /sys debootstrap mounts in the new root vanish with it, even when it
+  # fails half-way, so deleting a partial root never walks into a mounted file system.
+  if ! unshare --mount --propagation private -- debootstrap --arch=arm64 --variant=minbase --include=python3 \
+    --cache-dir="$DIR/debs" "${keyring[@]}" "$SUITE" "$partial" "$m" >"$DIR/debootstrap.log" 2>&1; then
     tail -n 5 "$DIR/debootstrap.log" >&2
     die "debootstrap failed (whole log: $DIR/debootstrap.log)"
   fi
@@ -303,6 +305,6 @@ case ${1:-} in
   exec) shift; require_root_built exec; in_root "$VENV/bin/waste-edge" "$@" ;;
   python) shift; require_root_built python; in_root "$VENV/bin/python" "$@" ;;
   check) preflight check; ensure_network; say "this machine can set up the arm64 root" ;;
-  clean) need_root clean; rm -rf "$ROOT" "$DIR/root.partial" "$DIR/debs" "$DIR/wheel"; say "removed $DIR" ;;
+  clean) need_root clean; rm -rf "$ROOT" "$DIR/root.partial" "$DIR/debs" "$DIR/wheel"; say "removed the root and its caches from $DIR" ;;
   *) usage ;;
 esac

@@ -645,9 +645,9 @@ class Picamera2Capture:
         if not self._open:
             return False, None
         frame = self._camera.capture_array("main", wait=self._timeout_s)
-        if frame is None or frame.ndim != 3 or frame.shape[2] < 3:
-            return False, None
-        return True, frame[..., :3] if frame.shape[2] > 3 else frame
+        if frame is None or frame.ndim != 3 or frame.shape[2] != 3:
+            return False, None  # not the RGB888 stream configured above: counted as a failed read
+        return True, frame
 
     def isOpened(self) -> bool:
         return self._open
