@@ -204,8 +204,9 @@ def test_serve_answers_healthz_and_classify(photos, host_predictions):
         assert url, "serve did not start listening:\n" + "".join(seen)
         with urllib.request.urlopen(f"{url}/healthz", timeout=120) as r:
             assert r.status == 200 and json.load(r) == {"status": "ok"}
-        photo = sorted(photos.rglob("*.jpg"))[0]
-        req = urllib.request.Request(f"{url}/api/v1/classify", data=photo.read_bytes(), headers={"Content-Type": "image/jpeg"})
+        photo = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[0]
+        kind = "image/png" if photo.suffix.lower() == ".png" else "image/jpeg"
+        req = urllib.request.Request(f"{url}/api/v1/classify", data=photo.read_bytes(), headers={"Content-Type": kind})
         with urllib.request.urlopen(req, timeout=300) as r:
             answer = json.load(r)
         ref = host_predictions[photo.name]
