@@ -439,6 +439,7 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N classified frames")
     c.add_argument("--stall-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
     _add_collect_options(c)
+    _add_action_options(c, serve=False)
     c.set_defaults(func=_cmd_camera)
 
     p = sub.add_parser(
@@ -497,13 +498,75 @@ def _collect_config(args: argparse.Namespace) -> Any:
                          every_s=args.collect_every, dedup_bits=args.collect_dedup)
 
 
+def _add_action_options(p: argparse.ArgumentParser, *, serve: bool) -> None:
+    """--on-decision (camera and serve); --webhook and --mqtt-discovery (serve): act on each decision change."""
+    g = p.add_argument_group(
+        "acting on decisions",
+        ("On every change of a camera's decided label (B, N, uncertain): run a command, POST webhooks, and\n"
+         "describe the MQTT topics to Home Assistant. From background threads: the frame loop never waits;\n"
+         "what could not be done is counted in /api/v1/status and /metrics." if serve else
+         "On every change of the decided label (B, N, uncertain), run a command from a background thread:\n"
+         "the loop never waits; the counts are printed at the end.") + " See README, 'Acting on decisions'.",
+    )
+    g.add_argument("--on-decision", default=None, metavar="CMD",
+                   help="run CMD (split like a shell would, run without one; write sh -c '...' for pipes) with WASTE_EDGE_CAMERA, "
+                        "_LABEL, _CONFIDENCE, _PREVIOUS, _MODEL, _TS in its environment and the decision JSON on stdin; one run at a "
+                        "time per camera, the newest decision waits (older waiting ones are skipped and counted)")
+    g.add_argument("--on-decision-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=10.0, metavar="S",
+                   help="kill a run's process group after S seconds (default: %(default)s)")
+    if not serve:
+        return
+    g.add_argument("--webhook", action="append", default=[], metavar="URL",
+                   help="POST the decision JSON (the MQTT decision schema) to URL; repeat for several; 2xx = delivered, "
+                        "retried with back-off, queued up to --webhook-queue")
+    g.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
+                   help="sign webhook bodies with the secret in FILE (header X-Waste-Edge-Signature: t=TS,v1=HMAC-SHA256 hex); "
+                        "or set WASTE_EDGE_WEBHOOK_SECRET. Never on the command line")
+    g.add_argument("--webhook-secret", default=None, help=argparse.SUPPRESS)  # refused with a pointer, see _action_options
+    g.add_argument("--webhook-queue", type=_int_in(1, 1_000_000), default=1000, metavar="N",
+                   help="messages kept per URL while it is down; the oldest beyond are dropped and counted (default: %(default)s)")
+    g.add_argument("--webhook-timeout", type=_float_in(0.0, 300.0, open_lo=True), default=5.0, metavar="S",
+                   help="seconds to wait for a webhook's answer before retrying (default: %(default)s)")
+    g.add_argument("--mqtt-discovery", nargs="?", const="homeassistant", default=None, metavar="PREFIX",
+                   help="publish Home Assistant MQTT discovery configs (retained) under PREFIX (default: homeassistant): one "
+                        "device, per camera decision, confidence, last-hour counts and frames/s; needs --mqtt")
+
+
+def _action_options(args: argparse.Namespace) -> Any:
+    """The "acting on decisions" group as `serve.actions.ActionOptions`; one-line errors for a bad command, URL or secret."""
+    from waste_edge.runtime.hooks import parse_command
+    from waste_edge.serve.actions import ActionOptions
+    from waste_edge.serve.ha_discovery import NEEDS_MQTT, check_discovery_prefix
+    from waste_edge.serve.webhooks import SECRET_ENV, check_webhook_url, load_secret
+
+    if args.webhook_secret is not None:
+        raise WasteEdgeError(f"--webhook-secret: a secret on the command line is visible to every user (ps, shell history); "
+                             f"put it in a file for --webhook-secret-file (chmod 600) or in {SECRET_ENV}")
+    if args.webhook_secret_file is not None and not args.webhook:
+        raise WasteEdgeError("--webhook-secret-file without --webhook: there is nothing to sign")
+    if args.mqtt_discovery is not None and not args.mqtt:
+        raise WasteEdgeError(NEEDS_MQTT)
+    if args.mqtt_discovery is not None and args.mqtt_summary == 0:
+        print("warning: --mqtt-summary 0: Home Assistant's last-hour counts and frames/s will update only at exit", file=sys.stderr)
+    return ActionOptions(
+        on_decision=tuple(parse_command(args.on_decision)) if args.on_decision is not None else (),
+        on_decision_timeout=args.on_decision_timeout,
+        webhooks=tuple(check_webhook_url(u) for u in args.webhook),
+        webhook_secret=load_secret(args.webhook_secret_file) if args.webhook else None,
+        webhook_queue=args.webhook_queue, webhook_timeout=args.webhook_timeout,
+        mqtt_discovery=check_discovery_prefix(args.mqtt_discovery) if args.mqtt_discovery is not None else None,
+    )
+
+
 def _cmd_camera(args: argparse.Namespace) -> int:
     from waste_edge.runtime.camera import CameraConfig, run_camera
     from waste_edge.runtime.classifier import Classifier
     from waste_edge.runtime.collect import Collector, adapt_hint
+    from waste_edge.runtime.hooks import DecisionHook, parse_command
     from waste_edge.runtime.sources import open_source
 
     _log_to_stderr()
+    hook = DecisionHook(parse_command(args.on_decision), timeout=args.on_decision_timeout) if args.on_decision is not None else None
     out = sys.stderr if args.jsonl == "-" else sys.stdout  # keep stdout pure JSONL when events go there
     with Classifier(args.model, args.backend, threads=args.threads) as clf:
         print(f"model: {clf.describe()}", file=out, flush=True)
@@ -516,10 +579,14 @@ def _cmd_camera(args: argparse.Namespace) -> int:
             collect = _collect_config(args)
             collector = Collector.for_model(collect, clf.path, clf.classes, source.name) if collect is not None else None
             try:
-                summary = run_camera(clf, source, config, collector=collector)
+                summary = run_camera(clf, source, config, collector=collector, on_decision=hook)
             finally:
                 collect_stats = collector.close() if collector is not None else None
+                if hook is not None:
+                    hook.close(10.0)
     print(summary.summary(), file=out)
+    if hook is not None:
+        print(hook.status().summary(), file=out)
     if collect_stats is not None:
         print(f"{collect_stats.format()}\n{adapt_hint(args.collect, args.model)}", file=out)
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
@@ -1044,9 +1111,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         description=(
             "Classify N sources (cameras, RTSP/HTTP streams, videos, image folders) with one model in one process, "
             "batching their frames into shared inference calls when that is faster, and serve a live page (/), "
-            "MJPEG streams (/stream/CAMERA.mjpg), JSON status (/api/v1/status), photo classification "
+            "MJPEG streams (/stream/CAMERA.mjpg), snapshots (/api/v1/cameras/CAMERA/latest.jpg), JSON status (/api/v1/status), photo classification "
             "(POST /api/v1/classify), Server-Sent Events (/api/v1/events), /healthz and /metrics. SIGTERM or Ctrl-C "
-            "stops the sources, flushes JSONL / video / MQTT and exits 0. Needs the [serve] extra."
+            "stops the sources, flushes JSONL / video / --on-decision / webhooks / MQTT and exits 0. Needs the [serve] extra."
         ),
         epilog=(
             "--device forms: as `camera` (0, /dev/video0, rtsp://user:pass@host/stream, video.mp4, a folder, a glob, picamera2); "
@@ -1057,6 +1124,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             "  waste-edge serve --device 0 --smooth 5 --threshold 0.7\n"
             "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token \"$TOKEN\" \\\n"
             "      --mqtt mqtt://broker:1883/factory/bin3 --jsonl /var/lib/waste-edge/events.jsonl\n"
+            "  waste-edge serve --device bin=0 --on-decision 'python3 deploy/raspberry-pi/flap.py' \\\n"
+            "      --webhook http://nodered.local:1880/waste --mqtt mqtt://homeassistant.local/waste-edge --mqtt-discovery\n"
             "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8080/api/v1/classify"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1086,6 +1155,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
     s.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
     _add_collect_options(s)
+    _add_action_options(s, serve=True)
     s.set_defaults(func=_cmd_serve)
 
 
@@ -1112,6 +1182,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         token=args.token, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
         save=args.save, batch=args.batch, max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_pixels=args.max_pixels, collect=_collect_config(args), adapter=_adapter_if_installed() if args.collect else None,
+        actions=_action_options(args),
         camera=CameraOptions(smooth=args.smooth, smooth_mode=args.smooth_mode, hysteresis=args.hysteresis, threshold=args.threshold,
                              stall_timeout=args.stall_timeout, loop=args.loop, realtime=args.realtime, stream_fps=args.stream_fps),
     )

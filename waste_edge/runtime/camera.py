@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from waste_edge._io import file_sha256
 from waste_edge.runtime.classifier import Classifier
 from waste_edge.runtime.decision import UNCERTAIN, Decider, error_event, frame_event
+from waste_edge.runtime.decision_event import DecisionEvent, DecisionSink
 from waste_edge.runtime.frames import FrameError
 from waste_edge.runtime.overlay import draw_overlay
 from waste_edge.runtime.sinks import JsonlSink, VideoSink, open_window
@@ -112,12 +114,15 @@ def run_camera(
     *,
     stop: threading.Event | None = None,
     collector: Collector | None = None,
+    on_decision: DecisionSink | None = None,
 ) -> CameraSummary:
     """Classify frames from `source` until it ends, `max_frames`, Ctrl-C, the window closes or `stop` is set.
 
     Ctrl-C (KeyboardInterrupt) ends the loop cleanly and still returns the summary. The source is not
     closed here: whoever opened it closes it. `collector` (a `runtime.collect.Collector`, owned and closed
     by the caller) is offered every frame with its decision confidence, before any overlay is drawn on it.
+    `on_decision` (a `DecisionSink`, e.g. the `--on-decision` hook; owned and closed by the caller) gets a
+    `DecisionEvent` for camera "cam0" whenever the decided label changes.
     """
     cfg = config or CameraConfig()
     classes = classifier.classes
@@ -130,6 +135,8 @@ def run_camera(
     lat_read, lat_infer, lat_total = array("d"), array("d"), array("d")
     label_counts = dict.fromkeys(decider.labels, 0)
     max_frames = cfg.max_frames or 0
+    model_sha256 = file_sha256(classifier.path) if on_decision is not None else ""
+    last_label: str | None = None
     frames = skipped = 0
     closing = False
     fps = 0.0
@@ -164,6 +171,11 @@ def run_camera(
             if collector is not None:
                 collector.offer(frame, probs, decision.confidence, index=info.index, channel_order=order)
             label_counts[decision.label] += 1
+            if on_decision is not None and decision.label != last_label:
+                on_decision.on_decision(DecisionEvent("cam0", decision.label, decision.shown, round(decision.confidence, 6),
+                                                      {c: round(float(p), 6) for c, p in zip(classes, probs)}, last_label,
+                                                      info.index, model_sha256, time.time()))
+                last_label = decision.label
             if draw:
                 draw_overlay(frame, label=decision.shown, confidence=decision.confidence, fps=fps, latency_ms=last_total_ms,
                              colour_bgr=decision.colour_bgr, channel_order=order)
