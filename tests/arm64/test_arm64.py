@@ -5,7 +5,7 @@ float rounding. These checks run the installed wheel in the arm64 root and compa
 default model (whatever model is shipped: never against stored numbers):
 
 * `predict` on waste-sample TEST photos (40, a random stratified sample each run unless WASTE_EDGE_ARM64_SEED is
-  set; WASTE_EDGE_ARM64_PHOTOS changes the count) on each emulated CPU of WASTE_EDGE_ARM64_CPUS: cortex-a72 is the
+  set; WASTE_EDGE_ARM64_PHOTOS changes the count, WASTE_EDGE_ARM64_DATA=FOLDER draws them from another folder) on each emulated CPU of WASTE_EDGE_ARM64_CPUS: cortex-a72 is the
   Raspberry Pi 4 (ARMv8.0: NEON, no dot product; also what a Jetson Nano's A57 offers), cortex-a76 the Raspberry Pi 5
   (ARMv8.2 with UDOT/SDOT, like a Jetson Orin's A78AE). Identical labels, max |dp| <= 1e-3.
 * nothing on stderr that the host does not print (ONNX Runtime's CPU detection warns when /proc/cpuinfo and /sys
@@ -38,6 +38,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO
+from waste_edge._io import list_images
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,6 +50,7 @@ SCRIPT = REPO / "scripts" / "arm64.sh"
 HOST_CLI = [sys.executable, "-m", "waste_edge.cli"]
 CPUS = [c for c in os.environ.get("WASTE_EDGE_ARM64_CPUS", "cortex-a72,cortex-a76").split(",") if c]
 N_PHOTOS = int(os.environ.get("WASTE_EDGE_ARM64_PHOTOS", "40"))
+DATA = os.environ.get("WASTE_EDGE_ARM64_DATA")
 MAX_DP = 1e-3
 
 
@@ -67,8 +69,9 @@ def ok(proc: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProc
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, str]]:
+    """Rows by the photo's path (the same /tmp path on both sides; names may repeat across subfolders)."""
     with open(path, newline="") as f:
-        return {Path(row["path"]).name: row for row in csv.DictReader(f)}
+        return {row["path"]: row for row in csv.DictReader(f)}
 
 
 def max_dp(a: dict[str, float], b: dict[str, float]) -> float:
@@ -85,20 +88,36 @@ def work():
 
 
 @pytest.fixture(scope="module")
-def photos(waste_sample, work):
-    """N_PHOTOS TEST photos, half per class, copied to /tmp (../shared is not visible in the root)."""
+def photo_source(request) -> Path:
+    """WASTE_EDGE_ARM64_DATA (any folder of photos: TRAIN, a bin's own camera shots), else waste-sample TEST."""
+    if DATA:
+        folder = Path(DATA).expanduser()
+        if not folder.is_dir():
+            pytest.fail(f"WASTE_EDGE_ARM64_DATA={DATA}: not a folder")
+        return folder
+    return request.getfixturevalue("waste_sample") / "TEST"
+
+
+@pytest.fixture(scope="module")
+def photos(photo_source, work):
+    """N_PHOTOS photos drawn at random from the source, evenly over its subfolders (the classes of waste-sample),
+    copied to /tmp with their relative paths (the source may not be visible in the root)."""
     seed = int(os.environ.get("WASTE_EDGE_ARM64_SEED") or random.SystemRandom().randrange(10**6))
     rng = random.Random(seed)
+    groups: dict[str, list[Path]] = {}
+    for p in list_images(photo_source):
+        rel = p.relative_to(photo_source)
+        groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else "", []).append(p)
+    assert groups, f"{photo_source}: no images"
     folder = work / "photos"
-    classes = sorted(p.name for p in (waste_sample / "TEST").iterdir() if p.is_dir())
-    for i, label in enumerate(classes):
-        files = sorted(p for p in (waste_sample / "TEST" / label).iterdir() if p.is_file())
-        k = N_PHOTOS // len(classes) + (1 if i < N_PHOTOS % len(classes) else 0)
+    for i, (_, files) in enumerate(sorted(groups.items())):
+        k = N_PHOTOS // len(groups) + (1 if i < N_PHOTOS % len(groups) else 0)
         for p in rng.sample(files, min(k, len(files))):
-            (folder / label).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(p, folder / label / p.name)
-    n = sum(1 for _ in folder.rglob("*") if _.is_file())
-    print(f"\narm64: {n} waste-sample TEST photos, seed {seed} (WASTE_EDGE_ARM64_SEED={seed} repeats this sample)")
+            dest = folder / p.relative_to(photo_source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, dest)
+    n = len(list_images(folder))
+    print(f"\narm64: {n} photos of {photo_source}, seed {seed} (WASTE_EDGE_ARM64_SEED={seed} repeats this sample)")
     return folder
 
 
@@ -204,12 +223,12 @@ def test_serve_answers_healthz_and_classify(photos, host_predictions):
         assert url, "serve did not start listening:\n" + "".join(seen)
         with urllib.request.urlopen(f"{url}/healthz", timeout=120) as r:
             assert r.status == 200 and json.load(r) == {"status": "ok"}
-        photo = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[0]
+        photo = next(p for p in list_images(photos) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         kind = "image/png" if photo.suffix.lower() == ".png" else "image/jpeg"
         req = urllib.request.Request(f"{url}/api/v1/classify", data=photo.read_bytes(), headers={"Content-Type": kind})
         with urllib.request.urlopen(req, timeout=300) as r:
             answer = json.load(r)
-        ref = host_predictions[photo.name]
+        ref = host_predictions[str(photo)]
         dp = max(abs(answer["probabilities"][c] - float(ref[f"p_{c}"])) for c in answer["probabilities"])
         print(f"arm64 serve: /healthz ok, classify {photo.name} -> {answer['label']} (host predict {ref['label']}), |dp| {dp:.1e}")
         assert answer["label"] == ref["label"] and dp <= MAX_DP
