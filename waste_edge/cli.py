@@ -418,14 +418,15 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
         ),
         epilog=(
             "--device forms: 0 (camera index), /dev/video0, rtsp://user:pass@host/stream, http://host/mjpg, "
-            "a GStreamer pipeline ending in appsink, video.mp4, a folder of images, 'shots/**/*.jpg'.\n"
+            "a GStreamer pipeline ending in appsink, video.mp4, a folder of images, 'shots/**/*.jpg', "
+            "picamera2[:N][:WxH] (Raspberry Pi camera module; deploy/raspberry-pi.md).\n"
             "Below --threshold the label reads 'uncertain'. JSONL events: frame, ts, label, confidence, "
             "probabilities, latency_ms {read, infer, total}, dropped.\n"
             "example: waste-edge camera --device 0 --model lite0-int8.onnx --smooth 5 --jsonl events.jsonl"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c.add_argument("--device", default="0", help="camera index, URL, GStreamer pipeline, video, image folder or glob (default: %(default)s)")
+    c.add_argument("--device", default="0", help="camera index, URL, GStreamer pipeline, video, image folder, glob or picamera2 (default: %(default)s)")
     c.add_argument("--model", default=None, help=_MODEL_HELP)
     c.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     c.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
@@ -1124,7 +1125,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             "stops the sources, flushes JSONL / video / --on-decision / webhooks / MQTT and exits 0. Needs the [serve] extra."
         ),
         epilog=(
-            "--device forms: as `camera` (0, /dev/video0, rtsp://user:pass@host/stream, video.mp4, a folder, a glob); "
+            "--device forms: as `camera` (0, /dev/video0, rtsp://user:pass@host/stream, video.mp4, a folder, a glob, picamera2); "
             "NAME=SOURCE names the camera (default cam0, cam1, ...). Without --device only the classify API runs.\n"
             "MQTT topics under PREFIX (mqtt://HOST:PORT/PREFIX): PREFIX/status (online/offline, retained, last will), "
             "PREFIX/CAMERA/decision (JSON per decision change), PREFIX/CAMERA/summary (JSON every --mqtt-summary s).\n"
