@@ -62,6 +62,7 @@ def _float_in(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[str],
 MAX_BATCH = 1024
 MAX_THREADS = 256
 MAX_WORKERS = 64
+MAX_PIXELS = 178_956_970  # data.decode.MAX_PIXELS_CEILING: the most pixels any --max-pixels may allow
 _batch = _int_in(1, MAX_BATCH)
 _threads = _int_in(1, MAX_THREADS)
 _workers = _int_in(1, MAX_WORKERS)
@@ -466,6 +467,9 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     p.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
+    p.add_argument("--max-pixels", type=_int_in(1, MAX_PIXELS), default=40_000_000, metavar="N",
+                   help="largest image in pixels, read from its header before decoding: larger JPEGs decode at 1/2, 1/4 or 1/8 "
+                        "scale, other larger files become error rows (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # the old spelling
     _add_ray_options(p)
@@ -589,6 +593,9 @@ def _cmd_camera(args: argparse.Namespace) -> int:
         print(hook.status().summary(), file=out)
     if collect_stats is not None:
         print(f"{collect_stats.format()}\n{adapt_hint(args.collect, args.model)}", file=out)
+    if summary.lost:  # the loop ran on, but an output is not whole: say so in the status too
+        print(f"error: {len(summary.lost)} output(s) could not be written completely (see 'lost:' above)", file=sys.stderr)
+        return 1
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 
@@ -606,14 +613,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from waste_edge.scale.predict import run_predict_ray
 
         summary = run_predict_ray(args.model, args.sources, args.out, options=_ray_options(args), backend=args.backend,
-                                  batch_size=args.batch_size, decode_threads=args.workers, progress=not args.quiet, log=_log_err)
+                                  batch_size=args.batch_size, decode_threads=args.workers, progress=not args.quiet, log=_log_err,
+                                  max_pixels=args.max_pixels)
     else:
         from waste_edge.runtime.classifier import Classifier
         from waste_edge.runtime.predict import run_predict
 
         with Classifier(args.model, args.backend, threads=args.threads) as clf:
             print(f"model: {clf.describe()}", file=sys.stderr)
-            summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+            summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+                                  max_pixels=args.max_pixels)
     print(summary.summary(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
     if summary.predictions == 0:
         print("error: no input could be classified (see the error column)", file=sys.stderr)
@@ -1122,7 +1131,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             "PREFIX/CAMERA/decision (JSON per decision change), PREFIX/CAMERA/summary (JSON every --mqtt-summary s).\n"
             "examples:\n"
             "  waste-edge serve --device 0 --smooth 5 --threshold 0.7\n"
-            "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token \"$TOKEN\" \\\n"
+            "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token-file /etc/waste-edge/token \\\n"
             "      --mqtt mqtt://broker:1883/factory/bin3 --jsonl /var/lib/waste-edge/events.jsonl\n"
             "  waste-edge serve --device bin=0 --on-decision 'python3 deploy/raspberry-pi/flap.py' \\\n"
             "      --webhook http://nodered.local:1880/waste --mqtt mqtt://homeassistant.local/waste-edge --mqtt-discovery\n"
@@ -1136,7 +1145,6 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
     s.add_argument("--port", type=_int_in(0, 65535), default=8080, help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
-    s.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every API and stream route")
     s.add_argument("--mqtt", default=None, metavar="mqtt://HOST:PORT/PREFIX", help="publish decisions, summaries and online/offline to this broker")
     s.add_argument("--mqtt-queue", type=_int_in(1, 1_000_000), default=1000, metavar="N", help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
     s.add_argument("--mqtt-summary", type=_float_in(0.0, 86_400.0), default=60.0, metavar="S", help="seconds between summary messages per camera (default: %(default)s; 0: only at exit)")
@@ -1152,11 +1160,50 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch", choices=["auto", "on", "off"], default="auto", help="frames of several cameras in one inference call: auto measures which is faster (default: %(default)s)")
     s.add_argument("--max-batch", type=_batch, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
     s.add_argument("--stream-fps", type=_float_in(0.0, 120.0, open_lo=True), default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
-    s.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
-    s.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
     _add_collect_options(s)
     _add_action_options(s, serve=True)
+    _add_serve_http_options(s)
     s.set_defaults(func=_cmd_serve)
+
+
+def _add_serve_http_options(s: argparse.ArgumentParser) -> None:
+    """Who may call the service and how much a client may take: token, names, models folder, every HTTP limit."""
+    from waste_edge.serve.limits import HttpLimits
+
+    d = HttpLimits()
+    g = s.add_argument_group("access and limits (every HTTP request is treated as hostile; over a limit: 4xx, connection closed)")
+    g.add_argument("--token-file", default=None, metavar="PATH", help="require 'Authorization: Bearer TOKEN' on every API and stream route, TOKEN read from this file "
+                   "(one line; chmod 600); or set WASTE_EDGE_TOKEN in the environment")
+    g.add_argument("--token", default=None, help="the token on the command line: visible to every local user in ps; prefer --token-file")
+    g.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="the models POST /api/v1/model may serve (by name or sha256, or uploaded there) "
+                   "and where POST /api/v1/adapt writes (default: COLLECT/models with --collect; none otherwise)")
+    g.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="another Host name clients use for this service (default: IP addresses, "
+                   "localhost and, beyond loopback, this machine's names); '*' accepts any (a proxy checks names)")
+    g.add_argument("--allow-origin", action="append", default=[], metavar="URL", help="another site allowed to POST (e.g. https://dashboard.lan); others are refused 403")
+    g.add_argument("--max-connections", type=_int_in(16, 100_000), default=d.max_connections, metavar="N", help="open HTTP connections; beyond, the longest idle is closed (default: %(default)s)")
+    g.add_argument("--header-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=d.header_timeout_s, metavar="S", help="seconds for a whole request head (default: %(default)s)")
+    g.add_argument("--body-timeout", type=_float_in(0.0, 86_400.0, open_lo=True), default=d.body_timeout_s, metavar="S", help="seconds for a whole request body (default: %(default)s)")
+    g.add_argument("--send-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=d.send_timeout_s, metavar="S", help="seconds a client may read nothing of a response (MJPEG, SSE) before it is cut (default: %(default)s)")
+    g.add_argument("--keep-alive", type=_float_in(1.0, 3600.0), default=d.keep_alive_s, metavar="S", help="seconds an idle keep-alive connection stays open (default: %(default)s)")
+    g.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
+    g.add_argument("--max-pixels", type=_int_in(1, MAX_PIXELS), default=40_000_000, metavar="N", help="largest classify image in pixels, read from its header; larger gets 413 (default: %(default)s)")
+    g.add_argument("--max-json-kb", type=_float_in(0.0, 65_536.0, open_lo=True), default=d.max_json_bytes / 1024, metavar="KB", help="largest JSON body (labels, adapt, model choice) and any other body (default: %(default)s)")
+    g.add_argument("--max-model-mb", type=_float_in(0.0, 8192.0, open_lo=True), default=d.max_model_bytes / 2**20, metavar="MB", help="largest model upload to POST /api/v1/model (default: %(default)s)")
+    g.add_argument("--keep-models", type=_int_in(1, 10_000), default=d.keep_models, metavar="N", help="models the service made (adapted, uploaded) kept in the models folder; older ones are deleted unless serving (default: %(default)s)")
+
+
+def _serve_http_options(args: argparse.Namespace) -> tuple[str | None, Any]:
+    """(token, HttpOptions) from the flags above; token warnings are printed here."""
+    from waste_edge.serve.auth import resolve_token
+    from waste_edge.serve.limits import HttpLimits, HttpOptions
+
+    token, warnings = resolve_token(args.token, args.token_file)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr, flush=True)
+    limits = HttpLimits(max_connections=args.max_connections, header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                        send_timeout_s=args.send_timeout, keep_alive_s=args.keep_alive, max_json_bytes=int(args.max_json_kb * 1024),
+                        max_model_bytes=int(args.max_model_mb * 2**20), keep_models=args.keep_models)
+    return token, HttpOptions(limits, tuple(args.allow_host), tuple(args.allow_origin))
 
 
 def _adapter_if_installed() -> Callable[..., Any] | None:
@@ -1177,9 +1224,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     _log_to_stderr()
     logging.getLogger("waste_edge.serve").setLevel(logging.INFO)
+    token, http = _serve_http_options(args)
     config = ServeConfig(
         devices=args.device, model=args.model, backend=args.backend, threads=args.threads, host=args.host, port=args.port,
-        token=args.token, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
+        token=token, http=http, models_dir=args.models_dir, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
         save=args.save, batch=args.batch, max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_pixels=args.max_pixels, collect=_collect_config(args), adapter=_adapter_if_installed() if args.collect else None,
         actions=_action_options(args),

@@ -78,6 +78,7 @@ class CameraSummary:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # {read|infer|total: {p50, p90, p99, mean}}
     labels: dict[str, int] = field(default_factory=dict)  # frames per shown label
     stop_reason: str = ""  # end of source | max frames | interrupted | window closed | stopped
+    lost: list[str] = field(default_factory=list)  # per output that could not write everything: what was lost and why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +96,7 @@ class CameraSummary:
                 f"stalls {self.stalls}, reconnects {self.reconnects}" + (f", undecodable files {self.skipped_files}" if self.skipped_files else ""),
                 f"latency ms p50 / p90 / p99: total {trio('total')}, infer {trio('infer')}, read {trio('read')}",
                 f"labels: {labels}",
+                *(f"lost: {line}" for line in self.lost),
             ]
         )
 
@@ -212,6 +214,7 @@ def run_camera(
                     sink.close()
                 except Exception as e:  # closing must not hide the summary
                     log.warning("closing %s failed: %s", type(sink).__name__, e)
+    summary.lost = [line for sink in (jsonl, video) if sink is not None and (line := sink.health.summary())]
     stats = source.stats()
     summary.frames = frames
     summary.skipped_bad_frames = skipped

@@ -276,6 +276,8 @@ class CameraWorker:
                     self.error = f"inference failed: {e}"
                     self._last_error_at = time.monotonic()
                 log.warning("camera %s: inference failed: %s", self.id, e)
+                if self.on_event is not None:  # an error row for the frame (a NaN answer is never a label)
+                    self.on_event(error_event(info, f"inference failed: {e}", camera=self.id))
                 self._stop.wait(0.5)  # a broken model must not spin a core
                 continue
             t2 = time.perf_counter()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from waste_edge import __version__
+from waste_edge._outputs import check_apart
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.collect import CollectConfig, Collector
 from waste_edge.runtime.decision import UNCERTAIN
@@ -29,6 +30,7 @@ from waste_edge.serve.actions import ActionOptions, DecisionActions
 from waste_edge.serve.batcher import InferenceBatcher
 from waste_edge.serve.camera_worker import DOWN_STATES, CameraOptions, CameraWorker
 from waste_edge.serve.events import EventBus
+from waste_edge.serve.limits import HttpOptions
 from waste_edge.serve.model_holder import LoadedModel, ModelHolder, load_model
 from waste_edge.serve.ha_discovery import NEEDS_MQTT, HaDiscovery
 from waste_edge.serve.mqtt import SUMMARY_SCHEMA, MqttPublisher, parse_mqtt_url
@@ -62,6 +64,8 @@ class ServeConfig:
     classify_workers: int = 2
     classify_queue: int = 128
     collect: CollectConfig | None = None  # --collect: save each camera's uncertain frames there (Review view, adapt)
+    models_dir: Path | None = None  # --models-dir: what POST /api/v1/model may serve, where adapt writes (default COLLECT/models)
+    http: HttpOptions = field(default_factory=HttpOptions)  # connection and body limits, allowed hosts and origins
     actions: ActionOptions = field(default_factory=ActionOptions)  # --on-decision, --webhook, --mqtt-discovery
     # `waste_edge.adapt.adapter.adapt`, handed in by the CLI: serve may import only the runtime (DESIGN.md).
     adapter: Callable[..., Any] | None = None
@@ -87,6 +91,8 @@ class Service:
     def __init__(self, config: ServeConfig, model: LoadedModel | None = None) -> None:
         self.config = config
         specs = camera_specs(config.devices)
+        if config.collect is not None:  # a looping folder source must never read back its own collected frames
+            check_apart(config.collect.folder, [spec for _, spec in specs], option="--collect")
         self.holder = ModelHolder(model or load_model(config.model, config.backend, config.threads), backend=config.backend, threads=config.threads)
         clf = self.holder.current.classifier
         self.classes, self.display_names = list(clf.classes), list(clf.display_names)
@@ -96,6 +102,7 @@ class Service:
         self.bus = EventBus()
         self.mqtt = MqttPublisher(parse_mqtt_url(config.mqtt), queue_size=config.mqtt_queue) if config.mqtt else None
         self._jsonl = JsonlSink(config.jsonl) if config.jsonl is not None else None
+        self._jsonl_health = self._jsonl.health if self._jsonl is not None else None  # kept after the sink closes
         self.actions = DecisionActions(config.actions)
         self._jsonl_lock = threading.Lock()
         opts = config.camera
@@ -214,6 +221,18 @@ class Service:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
+    def _sink_healths(self) -> list[Any]:
+        """`SinkHealth` of the JSONL sink and of every camera's video (runtime/sinks.py)."""
+        videos = [w.video.health for w in self.workers.values() if w.video is not None]
+        return ([self._jsonl_health] if self._jsonl_health is not None else []) + videos
+
+    def losses(self) -> list[str]:
+        """One line per output that could not write everything (JSONL, videos, collected frames): the stop summary."""
+        lines = [line for h in self._sink_healths() if (line := h.summary())]
+        lines += [f"collect {c.folder} ({cam}): {c.stats.write_errors} frames could not be saved"
+                  for cam, c in self.collectors.items() if c.stats.write_errors]
+        return lines
+
     def health(self) -> list[str]:
         """Why the service is not healthy (empty: healthy)."""
         reasons = []
@@ -223,6 +242,7 @@ class Service:
                 reasons.append(f"camera {w.id} {state}" + (f": {w.error}" if w.error else ""))
             elif w.inference_failing:
                 reasons.append(f"model failed on camera {w.id}: {w.error}")
+        reasons += self.holder.problems()
         if self.stopping.is_set():
             reasons.append("stopping")
         return reasons
@@ -240,6 +260,7 @@ class Service:
             "mqtt_discovery": asdict(self.discovery.status()) if self.discovery is not None else None,
             **asdict(self.actions.status()),  # "on_decision", "webhooks"
             "jsonl": str(self.config.jsonl) if self.config.jsonl is not None else None,
+            "sinks": [h.to_dict() for h in self._sink_healths()],
             "events_subscribers": self.bus.subscribers,
             "classify": {"pending": self.classify_pending, "workers": self.config.classify_workers,
                          "max_body_bytes": self.config.max_body_bytes, "max_pixels": self.config.max_pixels},
