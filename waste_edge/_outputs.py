@@ -11,11 +11,16 @@ before anything is opened:
 - a file output that is an existing folder, a folder output that is an existing file;
 - two outputs of one run that are the same file.
 
+What a verb reads is more than the paths it was given: a model's sidecars (its rehearsal set, its card, an
+engine's JSON) are inputs too, and so is every file `adapt` reads from a collection folder (labels.csv, the
+frames' JSON sidecars). A folder the run keeps writing into and later reads back, `--collect DIR`, must not
+overlap any source at all (`check_apart`): a looping folder source would classify its own collected frames.
+
 `guard_cli_outputs` applies it to any parsed command line by argument name (`--out`, `--save`, `--jsonl`,
-`--json`, `--md`, `--plot` are outputs; `--model`, `--run`, `--data`, `--device`, sources, ... are inputs),
-so every verb, including verbs added later with the same option names, is guarded by the same code.
-Library entry points (predict's row writer, the camera's sinks) call `check_output` themselves.
-Standard library only.
+`--json`, `--md`, `--plot`, `--collect` are outputs; `--model`, `--run`, `--data`, `--device`, `--rehearsal`,
+sources, ... are inputs), so every verb, including verbs added later with the same option names, is guarded
+by the same code. Library entry points (predict's row writer, the camera's sinks, `adapt`) call
+`check_output` themselves. Standard library only.
 """
 
 from __future__ import annotations
@@ -35,11 +40,24 @@ READ_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 # another verb there would replace part of the run. Exported models (.onnx, .engine) may be written there.
 RUN_SUFFIXES = frozenset({".json", ".keras", ".h5", ".safetensors", ".npz", ".txt", ".png", ".pt", ".pth"})
 
+# What `adapt` reads from a collection folder (DESIGN.md contract 4): the frames, their JSON sidecars, labels.csv.
+COLLECTION_SUFFIXES = IMAGE_SUFFIXES | frozenset({".json", ".csv"})
+# Files beside a model that are read with it (runtime/rehearsal.py, runtime/model_path.py, engine_sidecar.py;
+# tests/faults/test_inputs.py checks the names agree): `m.onnx` -> m.rehearsal.npz, m.json; `m.engine` -> m.engine.json.
+REHEARSAL_SUFFIX = ".rehearsal.npz"
+# The embedded default model (runtime/model_path.py), read when --model is left out.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
+
 # Command-line argument names: outputs, inputs, and the verbs whose --out / --save is a folder.
-OUTPUT_ARGS = ("out", "save", "jsonl", "json", "md", "plot")
-INPUT_ARGS = ("sources", "device", "model", "run", "data", "dir", "reference", "calib", "split_file", "cache_from", "labels", "frames")
-FOLDER_OUTPUTS = {("train", "out"), ("eval", "out"), ("demo", "out"), ("serve", "save"), ("data", "out"), ("adapt", "out")}
+OUTPUT_ARGS = ("out", "save", "jsonl", "json", "md", "plot", "collect")
+INPUT_ARGS = ("sources", "device", "model", "run", "data", "dir", "reference", "calib", "split_file", "cache_from", "labels",
+              "frames", "rehearsal")
+FOLDER_OUTPUTS = {("train", "out"), ("eval", "out"), ("demo", "out"), ("serve", "save"), ("data", "out"),
+                  ("camera", "collect"), ("serve", "collect")}
 FILE_OUT_SUBVERBS = {"split"}  # `data split --out` is a CSV file, unlike `data download --out`
+APART_OUTPUTS = {"collect"}  # folders written during the run and read back later: no overlap with any input
+# Files a verb writes beside an output without being asked: `adapt --out x.onnx` also writes x.rehearsal.npz.
+IMPLIED_OUTPUTS = {("adapt", "out")}
 
 
 class OutputPathError(WasteEdgeError):
@@ -77,10 +95,12 @@ def _inside(child: Path, folder: Path) -> bool:
 
 
 def check_output(out: str | os.PathLike | None, inputs: Iterable[Any] = (), *, folder: bool = False,
-                 option: str = "output", picked_up: frozenset[str] = READ_SUFFIXES) -> Path | None:
+                 option: str = "output", picked_up: frozenset[str] = READ_SUFFIXES, walked: bool = True) -> Path | None:
     """Refuse `out` when it would overwrite or feed an input (see the module docstring); return it as a Path.
 
-    `None` and "-" (stdout) pass. `folder` says the output is a folder (a run directory, a report folder)."""
+    `None` and "-" (stdout) pass. `folder` says the output is a folder (a run directory, a report folder).
+    `picked_up`: the suffixes read from an input folder; `walked`: input folders are read recursively, so an
+    output folder inside one (its plots, frames, videos) would be read too (a run directory is not walked)."""
     if out is None or os.fspath(out) in ("-", b"-"):
         return None
     path = Path(os.fsdecode(os.fspath(out))).expanduser()
@@ -105,7 +125,52 @@ def check_output(out: str | os.PathLike | None, inputs: Iterable[Any] = (), *, f
             if os.path.isdir(src):
                 if not folder and path.suffix.lower() in picked_up and _inside(path, src):
                     raise OutputPathError(f"{option} {path}: lies inside the input folder {src} and would be read as an input; write it elsewhere")
+                if folder and walked and _inside(path, src):
+                    raise OutputPathError(f"{option} {path}: lies inside the input folder {src}, which is read with its sub-folders; "
+                                          "write it elsewhere")
     return path
+
+
+def model_sidecars(model: str | os.PathLike) -> list[Path]:
+    """The files read with a model: its rehearsal set, its card, an engine's sidecar JSON (existing or not)."""
+    p = Path(os.fsdecode(os.fspath(model))).expanduser()
+    return [p.with_name(p.stem + REHEARSAL_SUFFIX), p.with_suffix(".json"), Path(str(p) + ".json")]
+
+
+def implied_outputs(out: str | os.PathLike) -> list[Path]:
+    """What `adapt --out` writes beside the model it was asked for (its rehearsal set)."""
+    return model_sidecars(out)[:1]
+
+
+def check_apart(folder: str | os.PathLike | None, inputs: Iterable[Any], *, option: str = "output folder") -> Path | None:
+    """Refuse an output folder that is, contains, or lies inside an input (a file, a folder, a glob's folder).
+
+    For folders a run writes into and reads back (`--collect`): a folder or looping source inside it, or it
+    inside a source folder, would feed the run its own output (a collection grew from 2 to 419 frames)."""
+    if folder is None:
+        return None
+    path = Path(os.fsdecode(os.fspath(folder))).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{option} {path}: is an existing file, expected a folder to write into")
+    for item in _flatten(inputs):
+        text = os.fsdecode(os.fspath(item))
+        roots = [_glob_root(text)] if glob.has_magic(text) and not os.path.exists(text) else list(_expand(item))
+        for src in roots:
+            if os.path.exists(src) and (_inside(path, src) or _inside(src, path)):
+                what = f"the source {text}" if os.fspath(src) == text else f"the source {text} ({src})"
+                raise OutputPathError(f"{option} {path}: overlaps {what}; keep it apart from every source, neither holding "
+                                      "one nor inside one (a source folder would read back what is written there)")
+    return path
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder a glob searches: its leading parts without wildcards (`shots/**/*.jpg` -> shots)."""
+    root: list[str] = []
+    for part in Path(os.path.expanduser(pattern)).parts:
+        if glob.has_magic(part):
+            break
+        root.append(part)
+    return Path(*root) if root else Path(".")
 
 
 def _flatten(values: Iterable[Any]) -> Iterator[Any]:
@@ -128,10 +193,30 @@ def check_distinct(outputs: Iterable[tuple[str, Path]]) -> None:
         seen[key] = f"{option}"
 
 
+SOURCE_ARGS = ("sources", "device")  # what --collect must keep apart from
+RUN_ARGS = ("run", "reference")  # run directories: read by file name, not walked
+
+
+def _cli_inputs(verb: str | None, ns: dict[str, Any]) -> list[tuple[str, Any, frozenset[str]]]:
+    """(argument, input paths, the suffixes read from them when they are folders) for every input argument present."""
+    out: list[tuple[str, Any, frozenset[str]]] = []
+    for source in INPUT_ARGS:
+        if source not in ns:
+            continue
+        value = ns[source]
+        if source == "model":  # the model and the files read with it; the embedded default when left out
+            models = [m for m in _flatten([value])] or [DEFAULT_MODEL]
+            value = [*models, *(s for m in models for s in model_sidecars(m))]
+        reads = RUN_SUFFIXES if source in RUN_ARGS else COLLECTION_SUFFIXES if (verb, source) == ("adapt", "data") else READ_SUFFIXES
+        out.append((source, value, reads))
+    return out
+
+
 def guard_cli_outputs(args: Any) -> None:
     """`check_output` for every output argument of a parsed command line against every input argument."""
     verb = getattr(args, "cmd", None)
     ns = vars(args)
+    inputs = _cli_inputs(verb, ns)
     checked: list[tuple[str, Path]] = []
     for name in OUTPUT_ARGS:
         value = ns.get(name)
@@ -140,10 +225,13 @@ def guard_cli_outputs(args: Any) -> None:
         folder = (verb, name) in FOLDER_OUTPUTS and not (verb == "data" and ns.get("data_cmd") in FILE_OUT_SUBVERBS)
         option = "--" + name.replace("_", "-")
         path = check_output(value, [], folder=folder, option=option)
-        for source in INPUT_ARGS:
-            if source in ns:
-                check_output(value, [ns[source]], folder=folder, option=option,
-                             picked_up=RUN_SUFFIXES if source == "run" else READ_SUFFIXES)
+        for source, paths, reads in inputs:
+            check_output(value, [paths], folder=folder, option=option, picked_up=reads, walked=source not in RUN_ARGS)
+            if name in APART_OUTPUTS and source in SOURCE_ARGS:
+                check_apart(value, [paths], option=option)
+            if (verb, name) in IMPLIED_OUTPUTS:
+                for extra in implied_outputs(value):
+                    check_output(extra, [paths], option=f"{option} (writes {extra.name} beside it)", picked_up=frozenset())
         if path is not None:
             checked.append(("--" + name, path))
     check_distinct(checked)

@@ -62,6 +62,7 @@ def _float_in(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[str],
 MAX_BATCH = 1024
 MAX_THREADS = 256
 MAX_WORKERS = 64
+MAX_PIXELS = 178_956_970  # data.decode.MAX_PIXELS_CEILING: the most pixels any --max-pixels may allow
 _batch = _int_in(1, MAX_BATCH)
 _threads = _int_in(1, MAX_THREADS)
 _workers = _int_in(1, MAX_WORKERS)
@@ -417,14 +418,15 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
         ),
         epilog=(
             "--device forms: 0 (camera index), /dev/video0, rtsp://user:pass@host/stream, http://host/mjpg, "
-            "a GStreamer pipeline ending in appsink, video.mp4, a folder of images, 'shots/**/*.jpg'.\n"
+            "a GStreamer pipeline ending in appsink, video.mp4, a folder of images, 'shots/**/*.jpg', "
+            "picamera2[:N][:WxH] (Raspberry Pi camera module; deploy/raspberry-pi.md).\n"
             "Below --threshold the label reads 'uncertain'. JSONL events: frame, ts, label, confidence, "
             "probabilities, latency_ms {read, infer, total}, dropped.\n"
             "example: waste-edge camera --device 0 --model lite0-int8.onnx --smooth 5 --jsonl events.jsonl"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c.add_argument("--device", default="0", help="camera index, URL, GStreamer pipeline, video, image folder or glob (default: %(default)s)")
+    c.add_argument("--device", default="0", help="camera index, URL, GStreamer pipeline, video, image folder, glob or picamera2 (default: %(default)s)")
     c.add_argument("--model", default=None, help=_MODEL_HELP)
     c.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     c.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
@@ -438,6 +440,7 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N classified frames")
     c.add_argument("--stall-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=5.0, metavar="S", help="seconds without a frame before a live source is reopened (default: %(default)s)")
     _add_collect_options(c)
+    _add_action_options(c, serve=False)
     c.set_defaults(func=_cmd_camera)
 
     p = sub.add_parser(
@@ -464,6 +467,9 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     p.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     p.add_argument("--workers", type=_workers, default=2, help="image decoding threads (default: %(default)s)")
+    p.add_argument("--max-pixels", type=_int_in(1, MAX_PIXELS), default=40_000_000, metavar="N",
+                   help="largest image in pixels, read from its header before decoding: larger JPEGs decode at 1/2, 1/4 or 1/8 "
+                        "scale, other larger files become error rows (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # the old spelling
     _add_ray_options(p)
@@ -496,13 +502,75 @@ def _collect_config(args: argparse.Namespace) -> Any:
                          every_s=args.collect_every, dedup_bits=args.collect_dedup)
 
 
+def _add_action_options(p: argparse.ArgumentParser, *, serve: bool) -> None:
+    """--on-decision (camera and serve); --webhook and --mqtt-discovery (serve): act on each decision change."""
+    g = p.add_argument_group(
+        "acting on decisions",
+        ("On every change of a camera's decided label (B, N, uncertain): run a command, POST webhooks, and\n"
+         "describe the MQTT topics to Home Assistant. From background threads: the frame loop never waits;\n"
+         "what could not be done is counted in /api/v1/status and /metrics." if serve else
+         "On every change of the decided label (B, N, uncertain), run a command from a background thread:\n"
+         "the loop never waits; the counts are printed at the end.") + " See README, 'Acting on decisions'.",
+    )
+    g.add_argument("--on-decision", default=None, metavar="CMD",
+                   help="run CMD (split like a shell would, run without one; write sh -c '...' for pipes) with WASTE_EDGE_CAMERA, "
+                        "_LABEL, _CONFIDENCE, _PREVIOUS, _MODEL, _TS in its environment and the decision JSON on stdin; one run at a "
+                        "time per camera, the newest decision waits (older waiting ones are skipped and counted)")
+    g.add_argument("--on-decision-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=10.0, metavar="S",
+                   help="kill a run's process group after S seconds (default: %(default)s)")
+    if not serve:
+        return
+    g.add_argument("--webhook", action="append", default=[], metavar="URL",
+                   help="POST the decision JSON (the MQTT decision schema) to URL; repeat for several; 2xx = delivered, "
+                        "retried with back-off, queued up to --webhook-queue")
+    g.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
+                   help="sign webhook bodies with the secret in FILE (header X-Waste-Edge-Signature: t=TS,v1=HMAC-SHA256 hex); "
+                        "or set WASTE_EDGE_WEBHOOK_SECRET. Never on the command line")
+    g.add_argument("--webhook-secret", default=None, help=argparse.SUPPRESS)  # refused with a pointer, see _action_options
+    g.add_argument("--webhook-queue", type=_int_in(1, 1_000_000), default=1000, metavar="N",
+                   help="messages kept per URL while it is down; the oldest beyond are dropped and counted (default: %(default)s)")
+    g.add_argument("--webhook-timeout", type=_float_in(0.0, 300.0, open_lo=True), default=5.0, metavar="S",
+                   help="seconds to wait for a webhook's answer before retrying (default: %(default)s)")
+    g.add_argument("--mqtt-discovery", nargs="?", const="homeassistant", default=None, metavar="PREFIX",
+                   help="publish Home Assistant MQTT discovery configs (retained) under PREFIX (default: homeassistant): one "
+                        "device, per camera decision, confidence, last-hour counts and frames/s; needs --mqtt")
+
+
+def _action_options(args: argparse.Namespace) -> Any:
+    """The "acting on decisions" group as `serve.actions.ActionOptions`; one-line errors for a bad command, URL or secret."""
+    from waste_edge.runtime.hooks import parse_command
+    from waste_edge.serve.actions import ActionOptions
+    from waste_edge.serve.ha_discovery import NEEDS_MQTT, check_discovery_prefix
+    from waste_edge.serve.webhooks import SECRET_ENV, check_webhook_url, load_secret
+
+    if args.webhook_secret is not None:
+        raise WasteEdgeError(f"--webhook-secret: a secret on the command line is visible to every user (ps, shell history); "
+                             f"put it in a file for --webhook-secret-file (chmod 600) or in {SECRET_ENV}")
+    if args.webhook_secret_file is not None and not args.webhook:
+        raise WasteEdgeError("--webhook-secret-file without --webhook: there is nothing to sign")
+    if args.mqtt_discovery is not None and not args.mqtt:
+        raise WasteEdgeError(NEEDS_MQTT)
+    if args.mqtt_discovery is not None and args.mqtt_summary == 0:
+        print("warning: --mqtt-summary 0: Home Assistant's last-hour counts and frames/s will update only at exit", file=sys.stderr)
+    return ActionOptions(
+        on_decision=tuple(parse_command(args.on_decision)) if args.on_decision is not None else (),
+        on_decision_timeout=args.on_decision_timeout,
+        webhooks=tuple(check_webhook_url(u) for u in args.webhook),
+        webhook_secret=load_secret(args.webhook_secret_file) if args.webhook else None,
+        webhook_queue=args.webhook_queue, webhook_timeout=args.webhook_timeout,
+        mqtt_discovery=check_discovery_prefix(args.mqtt_discovery) if args.mqtt_discovery is not None else None,
+    )
+
+
 def _cmd_camera(args: argparse.Namespace) -> int:
     from waste_edge.runtime.camera import CameraConfig, run_camera
     from waste_edge.runtime.classifier import Classifier
     from waste_edge.runtime.collect import Collector, adapt_hint
+    from waste_edge.runtime.hooks import DecisionHook, parse_command
     from waste_edge.runtime.sources import open_source
 
     _log_to_stderr()
+    hook = DecisionHook(parse_command(args.on_decision), timeout=args.on_decision_timeout) if args.on_decision is not None else None
     out = sys.stderr if args.jsonl == "-" else sys.stdout  # keep stdout pure JSONL when events go there
     with Classifier(args.model, args.backend, threads=args.threads) as clf:
         print(f"model: {clf.describe()}", file=out, flush=True)
@@ -515,12 +583,19 @@ def _cmd_camera(args: argparse.Namespace) -> int:
             collect = _collect_config(args)
             collector = Collector.for_model(collect, clf.path, clf.classes, source.name) if collect is not None else None
             try:
-                summary = run_camera(clf, source, config, collector=collector)
+                summary = run_camera(clf, source, config, collector=collector, on_decision=hook)
             finally:
                 collect_stats = collector.close() if collector is not None else None
+                if hook is not None:
+                    hook.close(10.0)
     print(summary.summary(), file=out)
+    if hook is not None:
+        print(hook.status().summary(), file=out)
     if collect_stats is not None:
         print(f"{collect_stats.format()}\n{adapt_hint(args.collect, args.model)}", file=out)
+    if summary.lost:  # the loop ran on, but an output is not whole: say so in the status too
+        print(f"error: {len(summary.lost)} output(s) could not be written completely (see 'lost:' above)", file=sys.stderr)
+        return 1
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 
@@ -538,14 +613,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from waste_edge.scale.predict import run_predict_ray
 
         summary = run_predict_ray(args.model, args.sources, args.out, options=_ray_options(args), backend=args.backend,
-                                  batch_size=args.batch_size, decode_threads=args.workers, progress=not args.quiet, log=_log_err)
+                                  batch_size=args.batch_size, decode_threads=args.workers, progress=not args.quiet, log=_log_err,
+                                  max_pixels=args.max_pixels)
     else:
         from waste_edge.runtime.classifier import Classifier
         from waste_edge.runtime.predict import run_predict
 
         with Classifier(args.model, args.backend, threads=args.threads) as clf:
             print(f"model: {clf.describe()}", file=sys.stderr)
-            summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+            summary = run_predict(clf, args.sources, args.out, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+                                  max_pixels=args.max_pixels)
     print(summary.summary(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
     if summary.predictions == 0:
         print("error: no input could be classified (see the error column)", file=sys.stderr)
@@ -1044,19 +1121,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         description=(
             "Classify N sources (cameras, RTSP/HTTP streams, videos, image folders) with one model in one process, "
             "batching their frames into shared inference calls when that is faster, and serve a live page (/), "
-            "MJPEG streams (/stream/CAMERA.mjpg), JSON status (/api/v1/status), photo classification "
+            "MJPEG streams (/stream/CAMERA.mjpg), snapshots (/api/v1/cameras/CAMERA/latest.jpg), JSON status (/api/v1/status), photo classification "
             "(POST /api/v1/classify), Server-Sent Events (/api/v1/events), /healthz and /metrics. SIGTERM or Ctrl-C "
-            "stops the sources, flushes JSONL / video / MQTT and exits 0. Needs the [serve] extra."
+            "stops the sources, flushes JSONL / video / --on-decision / webhooks / MQTT and exits 0. Needs the [serve] extra."
         ),
         epilog=(
-            "--device forms: as `camera` (0, /dev/video0, rtsp://user:pass@host/stream, video.mp4, a folder, a glob); "
+            "--device forms: as `camera` (0, /dev/video0, rtsp://user:pass@host/stream, video.mp4, a folder, a glob, picamera2); "
             "NAME=SOURCE names the camera (default cam0, cam1, ...). Without --device only the classify API runs.\n"
             "MQTT topics under PREFIX (mqtt://HOST:PORT/PREFIX): PREFIX/status (online/offline, retained, last will), "
             "PREFIX/CAMERA/decision (JSON per decision change), PREFIX/CAMERA/summary (JSON every --mqtt-summary s).\n"
             "examples:\n"
             "  waste-edge serve --device 0 --smooth 5 --threshold 0.7\n"
-            "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token \"$TOKEN\" \\\n"
+            "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token-file /etc/waste-edge/token \\\n"
             "      --mqtt mqtt://broker:1883/factory/bin3 --jsonl /var/lib/waste-edge/events.jsonl\n"
+            "  waste-edge serve --device bin=0 --on-decision 'python3 deploy/raspberry-pi/flap.py' \\\n"
+            "      --webhook http://nodered.local:1880/waste --mqtt mqtt://homeassistant.local/waste-edge --mqtt-discovery\n"
             "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8080/api/v1/classify"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1067,7 +1146,6 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=_threads, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
     s.add_argument("--port", type=_int_in(0, 65535), default=8080, help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
-    s.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every API and stream route")
     s.add_argument("--mqtt", default=None, metavar="mqtt://HOST:PORT/PREFIX", help="publish decisions, summaries and online/offline to this broker")
     s.add_argument("--mqtt-queue", type=_int_in(1, 1_000_000), default=1000, metavar="N", help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
     s.add_argument("--mqtt-summary", type=_float_in(0.0, 86_400.0), default=60.0, metavar="S", help="seconds between summary messages per camera (default: %(default)s; 0: only at exit)")
@@ -1083,10 +1161,50 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch", choices=["auto", "on", "off"], default="auto", help="frames of several cameras in one inference call: auto measures which is faster (default: %(default)s)")
     s.add_argument("--max-batch", type=_batch, default=8, metavar="N", help="most frames per inference call (default: %(default)s)")
     s.add_argument("--stream-fps", type=_float_in(0.0, 120.0, open_lo=True), default=10.0, metavar="F", help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
-    s.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
-    s.add_argument("--max-pixels", type=_int_in(1, 178_956_970), default=40_000_000, metavar="N", help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
     _add_collect_options(s)
+    _add_action_options(s, serve=True)
+    _add_serve_http_options(s)
     s.set_defaults(func=_cmd_serve)
+
+
+def _add_serve_http_options(s: argparse.ArgumentParser) -> None:
+    """Who may call the service and how much a client may take: token, names, models folder, every HTTP limit."""
+    from waste_edge.serve.limits import HttpLimits
+
+    d = HttpLimits()
+    g = s.add_argument_group("access and limits (every HTTP request is treated as hostile; over a limit: 4xx, connection closed)")
+    g.add_argument("--token-file", default=None, metavar="PATH", help="require 'Authorization: Bearer TOKEN' on every API and stream route, TOKEN read from this file "
+                   "(one line; chmod 600); or set WASTE_EDGE_TOKEN in the environment")
+    g.add_argument("--token", default=None, help="the token on the command line: visible to every local user in ps; prefer --token-file")
+    g.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help="the models POST /api/v1/model may serve (by name or sha256, or uploaded there) "
+                   "and where POST /api/v1/adapt writes (default: COLLECT/models with --collect; none otherwise)")
+    g.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="another Host name clients use for this service (default: IP addresses, "
+                   "localhost and, beyond loopback, this machine's names); '*' accepts any (a proxy checks names)")
+    g.add_argument("--allow-origin", action="append", default=[], metavar="URL", help="another site allowed to POST (e.g. https://dashboard.lan); others are refused 403")
+    g.add_argument("--max-connections", type=_int_in(16, 100_000), default=d.max_connections, metavar="N", help="open HTTP connections; beyond, the longest idle is closed (default: %(default)s)")
+    g.add_argument("--header-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=d.header_timeout_s, metavar="S", help="seconds for a whole request head (default: %(default)s)")
+    g.add_argument("--body-timeout", type=_float_in(0.0, 86_400.0, open_lo=True), default=d.body_timeout_s, metavar="S", help="seconds for a whole request body (default: %(default)s)")
+    g.add_argument("--send-timeout", type=_float_in(0.0, 3600.0, open_lo=True), default=d.send_timeout_s, metavar="S", help="seconds a client may read nothing of a response (MJPEG, SSE) before it is cut (default: %(default)s)")
+    g.add_argument("--keep-alive", type=_float_in(1.0, 3600.0), default=d.keep_alive_s, metavar="S", help="seconds an idle keep-alive connection stays open (default: %(default)s)")
+    g.add_argument("--max-body-mb", type=_float_in(0.0, 1024.0, open_lo=True), default=10.0, metavar="MB", help="largest classify upload; larger gets 413 (default: %(default)s)")
+    g.add_argument("--max-pixels", type=_int_in(1, MAX_PIXELS), default=40_000_000, metavar="N", help="largest classify image in pixels, read from its header; larger gets 413 (default: %(default)s)")
+    g.add_argument("--max-json-kb", type=_float_in(0.0, 65_536.0, open_lo=True), default=d.max_json_bytes / 1024, metavar="KB", help="largest JSON body (labels, adapt, model choice) and any other body (default: %(default)s)")
+    g.add_argument("--max-model-mb", type=_float_in(0.0, 8192.0, open_lo=True), default=d.max_model_bytes / 2**20, metavar="MB", help="largest model upload to POST /api/v1/model (default: %(default)s)")
+    g.add_argument("--keep-models", type=_int_in(1, 10_000), default=d.keep_models, metavar="N", help="models the service made (adapted, uploaded) kept in the models folder; older ones are deleted unless serving (default: %(default)s)")
+
+
+def _serve_http_options(args: argparse.Namespace) -> tuple[str | None, Any]:
+    """(token, HttpOptions) from the flags above; token warnings are printed here."""
+    from waste_edge.serve.auth import resolve_token
+    from waste_edge.serve.limits import HttpLimits, HttpOptions
+
+    token, warnings = resolve_token(args.token, args.token_file)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr, flush=True)
+    limits = HttpLimits(max_connections=args.max_connections, header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                        send_timeout_s=args.send_timeout, keep_alive_s=args.keep_alive, max_json_bytes=int(args.max_json_kb * 1024),
+                        max_model_bytes=int(args.max_model_mb * 2**20), keep_models=args.keep_models)
+    return token, HttpOptions(limits, tuple(args.allow_host), tuple(args.allow_origin))
 
 
 def _adapter_if_installed() -> Callable[..., Any] | None:
@@ -1107,11 +1225,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     _log_to_stderr()
     logging.getLogger("waste_edge.serve").setLevel(logging.INFO)
+    token, http = _serve_http_options(args)
     config = ServeConfig(
         devices=args.device, model=args.model, backend=args.backend, threads=args.threads, host=args.host, port=args.port,
-        token=args.token, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
+        token=token, http=http, models_dir=args.models_dir, mqtt=args.mqtt, mqtt_queue=args.mqtt_queue, mqtt_summary_s=args.mqtt_summary, jsonl=args.jsonl,
         save=args.save, batch=args.batch, max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_pixels=args.max_pixels, collect=_collect_config(args), adapter=_adapter_if_installed() if args.collect else None,
+        actions=_action_options(args),
         camera=CameraOptions(smooth=args.smooth, smooth_mode=args.smooth_mode, hysteresis=args.hysteresis, threshold=args.threshold,
                              stall_timeout=args.stall_timeout, loop=args.loop, realtime=args.realtime, stream_fps=args.stream_fps),
     )

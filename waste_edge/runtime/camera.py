@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from waste_edge._io import file_sha256
 from waste_edge.runtime.classifier import Classifier
 from waste_edge.runtime.decision import UNCERTAIN, Decider, error_event, frame_event
+from waste_edge.runtime.decision_event import DecisionEvent, DecisionSink
 from waste_edge.runtime.frames import FrameError
 from waste_edge.runtime.overlay import draw_overlay
 from waste_edge.runtime.sinks import JsonlSink, VideoSink, open_window
@@ -76,6 +78,7 @@ class CameraSummary:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # {read|infer|total: {p50, p90, p99, mean}}
     labels: dict[str, int] = field(default_factory=dict)  # frames per shown label
     stop_reason: str = ""  # end of source | max frames | interrupted | window closed | stopped
+    lost: list[str] = field(default_factory=list)  # per output that could not write everything: what was lost and why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +96,7 @@ class CameraSummary:
                 f"stalls {self.stalls}, reconnects {self.reconnects}" + (f", undecodable files {self.skipped_files}" if self.skipped_files else ""),
                 f"latency ms p50 / p90 / p99: total {trio('total')}, infer {trio('infer')}, read {trio('read')}",
                 f"labels: {labels}",
+                *(f"lost: {line}" for line in self.lost),
             ]
         )
 
@@ -112,12 +116,15 @@ def run_camera(
     *,
     stop: threading.Event | None = None,
     collector: Collector | None = None,
+    on_decision: DecisionSink | None = None,
 ) -> CameraSummary:
     """Classify frames from `source` until it ends, `max_frames`, Ctrl-C, the window closes or `stop` is set.
 
     Ctrl-C (KeyboardInterrupt) ends the loop cleanly and still returns the summary. The source is not
     closed here: whoever opened it closes it. `collector` (a `runtime.collect.Collector`, owned and closed
     by the caller) is offered every frame with its decision confidence, before any overlay is drawn on it.
+    `on_decision` (a `DecisionSink`, e.g. the `--on-decision` hook; owned and closed by the caller) gets a
+    `DecisionEvent` for camera "cam0" whenever the decided label changes.
     """
     cfg = config or CameraConfig()
     classes = classifier.classes
@@ -130,6 +137,8 @@ def run_camera(
     lat_read, lat_infer, lat_total = array("d"), array("d"), array("d")
     label_counts = dict.fromkeys(decider.labels, 0)
     max_frames = cfg.max_frames or 0
+    model_sha256 = file_sha256(classifier.path) if on_decision is not None else ""
+    last_label: str | None = None
     frames = skipped = 0
     closing = False
     fps = 0.0
@@ -164,6 +173,11 @@ def run_camera(
             if collector is not None:
                 collector.offer(frame, probs, decision.confidence, index=info.index, channel_order=order)
             label_counts[decision.label] += 1
+            if on_decision is not None and decision.label != last_label:
+                on_decision.on_decision(DecisionEvent("cam0", decision.label, decision.shown, round(decision.confidence, 6),
+                                                      {c: round(float(p), 6) for c, p in zip(classes, probs)}, last_label,
+                                                      info.index, model_sha256, time.time()))
+                last_label = decision.label
             if draw:
                 draw_overlay(frame, label=decision.shown, confidence=decision.confidence, fps=fps, latency_ms=last_total_ms,
                              colour_bgr=decision.colour_bgr, channel_order=order)
@@ -200,6 +214,7 @@ def run_camera(
                     sink.close()
                 except Exception as e:  # closing must not hide the summary
                     log.warning("closing %s failed: %s", type(sink).__name__, e)
+    summary.lost = [line for sink in (jsonl, video) if sink is not None and (line := sink.health.summary())]
     stats = source.stats()
     summary.frames = frames
     summary.skipped_bad_frames = skipped

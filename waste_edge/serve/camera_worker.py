@@ -3,7 +3,8 @@
 The thread reads a frame (the source's own reader thread has decoded it), hands it to the shared
 `InferenceBatcher`, turns the probabilities into a decision with the same `Decider` as `waste-edge
 camera`, and reports: a JSONL event per frame, a decision message when the label changes, and (only
-while someone watches the stream) an annotated JPEG at most `stream_fps` times a second. A source that
+while someone watches the stream, or asked for a snapshot in the last `SNAPSHOT_DEMAND_S`) an annotated
+JPEG at most `stream_fps` times a second. A source that
 cannot be opened is retried with back-off (the camera at a bin may boot after the computer); live sources
 keep their own stall / reconnect handling (`runtime/sources.py`); `loop` replays files, `realtime` paces
 them at their own frame rate as a camera would deliver them.
@@ -36,6 +37,7 @@ DOWN_STATES = frozenset({"starting", "stalled", "reconnecting", "failed"})
 # Called per classified frame with (worker, frame, FrameInfo, Decision, InferResult): where frame collection
 # (--collect) plugs in. The frame is the source's buffer, valid only during the call.
 FrameHook = Callable[["CameraWorker", np.ndarray, FrameInfo, Decision, InferResult], None]
+SNAPSHOT_DEMAND_S = 30.0
 _COUNTERS = ("dropped", "read_failures", "stalls", "reconnects", "skipped_files")
 
 
@@ -55,26 +57,45 @@ class CameraOptions:
 
 
 class StreamFrame:
-    """The newest annotated JPEG of a camera; `seq` grows with every new one (readers poll it)."""
+    """The newest annotated JPEG of a camera; `seq` grows with every new one (readers poll it).
+
+    JPEGs cost CPU, so a camera encodes them only while `wanted`: someone watches the MJPEG stream, or
+    asked for a snapshot (`latest.jpg`) within the last SNAPSHOT_DEMAND_S seconds (Home Assistant's
+    camera card polls it every 10 s, so a watched card keeps it fresh and a closed one costs nothing)."""
 
     def __init__(self) -> None:
         self.seq = 0
         self.jpeg: bytes | None = None
+        self.ts = 0.0  # wall-clock time of the frame in `jpeg`
         self.viewers = 0
+        self.demand_until = 0.0  # time.monotonic() until which snapshots were asked for
         self.lock = threading.Lock()
 
-    def put(self, jpeg: bytes) -> None:
+    def put(self, jpeg: bytes, ts: float) -> None:
         with self.lock:
             self.jpeg = jpeg
+            self.ts = ts
             self.seq += 1
 
     def get(self) -> tuple[int, bytes | None]:
         with self.lock:
             return self.seq, self.jpeg
 
+    def snapshot(self) -> tuple[int, bytes | None, float]:
+        with self.lock:
+            return self.seq, self.jpeg, self.ts
+
     def watch(self, delta: int) -> None:
         with self.lock:
             self.viewers += delta
+
+    def demand(self, seconds: float = 0.0) -> None:
+        with self.lock:
+            self.demand_until = max(self.demand_until, time.monotonic() + (seconds or SNAPSHOT_DEMAND_S))
+
+    @property
+    def wanted(self) -> bool:  # read without the lock: a stale answer costs one frame at most
+        return self.viewers > 0 or (self.demand_until > 0.0 and time.monotonic() < self.demand_until)
 
 
 class CameraWorker:
@@ -128,7 +149,7 @@ class CameraWorker:
         self.decision: dict[str, Any] | None = None
         self.started_at = time.time()
         self._last_error_at: float | None = None
-        self.last_published_label: str | None = None  # the service's MQTT "previous"
+        self.last_published_label: str | None = None  # "previous" of the service's decision events
         self.video: VideoSink | None = None
         if options.save_dir is not None:
             self.video = VideoSink(Path(options.save_dir) / f"{cam_id}.mp4")
@@ -255,6 +276,8 @@ class CameraWorker:
                     self.error = f"inference failed: {e}"
                     self._last_error_at = time.monotonic()
                 log.warning("camera %s: inference failed: %s", self.id, e)
+                if self.on_event is not None:  # an error row for the frame (a NaN answer is never a label)
+                    self.on_event(error_event(info, f"inference failed: {e}", camera=self.id))
                 self._stop.wait(0.5)  # a broken model must not spin a core
                 continue
             t2 = time.perf_counter()
@@ -269,7 +292,7 @@ class CameraWorker:
                 drawn = True
             else:
                 drawn = False
-            if self.stream.viewers and (t2 - last_encode) * self.options.stream_fps >= 1.0:
+            if self.stream.wanted and (t2 - last_encode) * self.options.stream_fps >= 1.0:
                 last_encode = t2
                 self._encode(frame, decision, order, drawn)
             t3 = time.perf_counter()
@@ -319,7 +342,7 @@ class CameraWorker:
         bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if order == "RGB" else frame
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(self.options.jpeg_quality)])
         if ok:
-            self.stream.put(buf.tobytes())
+            self.stream.put(buf.tobytes(), time.time())
 
     # -- reading the state -----------------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
-"""The service object: one model, N cameras, the batcher, the sinks (JSONL, MQTT, SSE) and their lifecycle.
+"""The service object: one model, N cameras, the batcher, the sinks (JSONL, MQTT, SSE, actions) and their lifecycle.
 
 The HTTP layer (`app.py`, `routes/`) only reads from it and hands it work; tests and `server.run_server`
 start and stop it. `stop()` is the clean end a SIGTERM asks for: cameras stop (their sources closed, so a
 read blocked on a dead camera returns), in-flight inferences finish, each camera's JSONL gets a final
-`stop` record after its last frame event, videos are closed, MQTT sends what is queued and then "offline".
+`stop` record after its last frame event, videos are closed, `--on-decision` commands finish and webhooks
+deliver what is queued (within `ActionOptions.flush_s`), MQTT sends what is queued and then "offline".
 """
 
 from __future__ import annotations
@@ -13,24 +14,31 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from waste_edge import __version__
+from waste_edge._outputs import check_apart
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.collect import CollectConfig, Collector
+from waste_edge.runtime.decision import UNCERTAIN
+from waste_edge.runtime.decision_event import DecisionEvent
 from waste_edge.runtime.sinks import JsonlSink
 from waste_edge.runtime.sources import SourceError, parse_spec
+from waste_edge.serve.actions import ActionOptions, DecisionActions
 from waste_edge.serve.batcher import InferenceBatcher
 from waste_edge.serve.camera_worker import DOWN_STATES, CameraOptions, CameraWorker
 from waste_edge.serve.events import EventBus
+from waste_edge.serve.limits import HttpOptions
 from waste_edge.serve.model_holder import LoadedModel, ModelHolder, load_model
-from waste_edge.serve.mqtt import DECISION_SCHEMA, SUMMARY_SCHEMA, MqttPublisher, parse_mqtt_url
+from waste_edge.serve.ha_discovery import NEEDS_MQTT, HaDiscovery
+from waste_edge.serve.mqtt import SUMMARY_SCHEMA, MqttPublisher, parse_mqtt_url
 
 log = logging.getLogger(__name__)
 
-_NAMED = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31})=(.+)$")
+CAMERA_ID = r"[A-Za-z][A-Za-z0-9_-]{0,31}"  # what a camera may be named (cam0, door, belt-2): safe in topics, URLs, file names
+_NAMED = re.compile(rf"^({CAMERA_ID})=(.+)$")
 
 
 @dataclass
@@ -56,6 +64,9 @@ class ServeConfig:
     classify_workers: int = 2
     classify_queue: int = 128
     collect: CollectConfig | None = None  # --collect: save each camera's uncertain frames there (Review view, adapt)
+    models_dir: Path | None = None  # --models-dir: what POST /api/v1/model may serve, where adapt writes (default COLLECT/models)
+    http: HttpOptions = field(default_factory=HttpOptions)  # connection and body limits, allowed hosts and origins
+    actions: ActionOptions = field(default_factory=ActionOptions)  # --on-decision, --webhook, --mqtt-discovery
     # `waste_edge.adapt.adapter.adapt`, handed in by the CLI: serve may import only the runtime (DESIGN.md).
     adapter: Callable[..., Any] | None = None
 
@@ -80,6 +91,8 @@ class Service:
     def __init__(self, config: ServeConfig, model: LoadedModel | None = None) -> None:
         self.config = config
         specs = camera_specs(config.devices)
+        if config.collect is not None:  # a looping folder source must never read back its own collected frames
+            check_apart(config.collect.folder, [spec for _, spec in specs], option="--collect")
         self.holder = ModelHolder(model or load_model(config.model, config.backend, config.threads), backend=config.backend, threads=config.threads)
         clf = self.holder.current.classifier
         self.classes, self.display_names = list(clf.classes), list(clf.display_names)
@@ -89,6 +102,8 @@ class Service:
         self.bus = EventBus()
         self.mqtt = MqttPublisher(parse_mqtt_url(config.mqtt), queue_size=config.mqtt_queue) if config.mqtt else None
         self._jsonl = JsonlSink(config.jsonl) if config.jsonl is not None else None
+        self._jsonl_health = self._jsonl.health if self._jsonl is not None else None  # kept after the sink closes
+        self.actions = DecisionActions(config.actions)
         self._jsonl_lock = threading.Lock()
         opts = config.camera
         if config.save is not None:
@@ -97,6 +112,12 @@ class Service:
             self.workers[cam_id] = CameraWorker(cam_id, spec, self.batcher, self.classes, self.display_names, opts,
                                                 on_event=self._write_event, on_decision=self._on_decision,
                                                 on_frame=self._on_frame)
+        self.discovery: HaDiscovery | None = None
+        if config.actions.mqtt_discovery is not None:
+            if self.mqtt is None:
+                raise WasteEdgeError(NEEDS_MQTT)
+            self.discovery = HaDiscovery(self.mqtt, list(self.workers), [*self.classes, UNCERTAIN], dict(zip(self.classes, self.display_names)),
+                                         config.actions.mqtt_discovery)
         # One collector per camera (its own rate limit, near-duplicate memory and file-name slug), one folder.
         self.collectors: dict[str, Collector] = {}
         if config.collect is not None:
@@ -148,6 +169,7 @@ class Service:
                                        "frames": s["counters"]["frames"], "counters": s["counters"], "labels": s["labels"]})
                 self._jsonl.close()
                 self._jsonl = None
+        self.actions.close()  # the cameras have stopped: no decision comes after this
         if self.mqtt is not None:
             self._publish_summaries()
             self.mqtt.stop()
@@ -170,15 +192,15 @@ class Service:
             collector.offer(frame, result.probs, decision.confidence, index=info.index, channel_order=worker.channel_order)
 
     def _on_decision(self, worker: CameraWorker, decision: dict[str, Any]) -> None:
+        """A camera's decided label changed (its thread): the one place every decision sink is fed."""
+        previous = worker.last_published_label
+        worker.last_published_label = decision["label"]
+        event = DecisionEvent(worker.id, decision["label"], decision["display_name"], decision["confidence"], decision["probabilities"],
+                              previous, decision["frame"], self.holder.current.sha256, decision["ts"])
         self.bus.publish({"type": "decision", "camera": worker.id, **decision})
         if self.mqtt is not None:
-            previous = worker.last_published_label
-            worker.last_published_label = decision["label"]
-            self.mqtt.publish(f"{worker.id}/decision", {
-                "schema": DECISION_SCHEMA, "camera": worker.id, "label": decision["label"], "display_name": decision["display_name"],
-                "confidence": decision["confidence"], "probabilities": decision["probabilities"], "previous": previous,
-                "frame": decision["frame"], "model": self.holder.current.sha256,
-            })
+            self.mqtt.publish(f"{worker.id}/decision", event.fields())
+        self.actions.on_decision(event)
 
     def _summaries(self) -> None:
         interval = self.config.mqtt_summary_s
@@ -199,6 +221,18 @@ class Service:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
+    def _sink_healths(self) -> list[Any]:
+        """`SinkHealth` of the JSONL sink and of every camera's video (runtime/sinks.py)."""
+        videos = [w.video.health for w in self.workers.values() if w.video is not None]
+        return ([self._jsonl_health] if self._jsonl_health is not None else []) + videos
+
+    def losses(self) -> list[str]:
+        """One line per output that could not write everything (JSONL, videos, collected frames): the stop summary."""
+        lines = [line for h in self._sink_healths() if (line := h.summary())]
+        lines += [f"collect {c.folder} ({cam}): {c.stats.write_errors} frames could not be saved"
+                  for cam, c in self.collectors.items() if c.stats.write_errors]
+        return lines
+
     def health(self) -> list[str]:
         """Why the service is not healthy (empty: healthy)."""
         reasons = []
@@ -208,6 +242,7 @@ class Service:
                 reasons.append(f"camera {w.id} {state}" + (f": {w.error}" if w.error else ""))
             elif w.inference_failing:
                 reasons.append(f"model failed on camera {w.id}: {w.error}")
+        reasons += self.holder.problems()
         if self.stopping.is_set():
             reasons.append("stopping")
         return reasons
@@ -222,7 +257,10 @@ class Service:
             "cameras": [w.status() for w in self.workers.values()],
             "batching": self.batcher.status(),
             "mqtt": self.mqtt.status() if self.mqtt is not None else None,
+            "mqtt_discovery": asdict(self.discovery.status()) if self.discovery is not None else None,
+            **asdict(self.actions.status()),  # "on_decision", "webhooks"
             "jsonl": str(self.config.jsonl) if self.config.jsonl is not None else None,
+            "sinks": [h.to_dict() for h in self._sink_healths()],
             "events_subscribers": self.bus.subscribers,
             "classify": {"pending": self.classify_pending, "workers": self.config.classify_workers,
                          "max_body_bytes": self.config.max_body_bytes, "max_pixels": self.config.max_pixels},
