@@ -108,10 +108,8 @@ def test_default_model_measured_on_waste_sample_test_is_what_its_card_says(waste
 # default, ONEDNN_MAX_CPU_ISA=SSE41), the TRAIN embeddings moved by up to 4e-6 relative and the head's sha256 changed,
 # but the probabilities by only 4.8e-7. The calibration ranges move alike, and they matter more: every activation
 # range moved by 4e-6 relative (random signs, 4 draws) changed the rounding of some activations and the TEST
-# probabilities by up to 0.042 / 0.048 / 0.058 / 0.061. The bound is 2.5x the largest. The default scheme now rounds
-# the ranges outward to 6 significant bits (export/quantize.py `snap_ranges`), so such a shift leaves them as they
-# are unless a grid point falls between the two builds' values; the bound stays for that rare case. A label can only
-# differ where the shipped probability is within the bound of 0.5 (the u8s8-7bit-bc default model: 2 TEST photos).
+# probabilities by up to 0.042 / 0.048 / 0.058 / 0.061. The bound is 2.5x the largest. A label can only differ
+# where the shipped probability is within the bound of 0.5 (the u8s8-7bit default model has one such TEST photo).
 REBUILD_MAX_ABS_DP = 0.15
 
 

@@ -82,10 +82,10 @@ class Int8Scheme:
 # The first is the default; the others are measured alternatives (README), kept for comparison and for users
 # who know their deployment CPU.
 INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (
-    Int8Scheme("u8s8-7bit-bc", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True, float_stem=True,
-               bias_correction=True, range_bits=6, note="7-bit weights (8-bit depthwise), bias correction, float stem: no saturation on any CPU"),
     Int8Scheme("u8s8-7bit", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True,
                note="7-bit weights, 8-bit on depthwise convs: no saturation on any CPU"),
+    Int8Scheme("u8s8-7bit-bc", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True,
+               bias_correction=True, range_bits=6, note="7-bit weights (8-bit depthwise), bias correction: no saturation; on emulated Arm not exact (|dp| 1.7e-2)"),
     Int8Scheme("u8s8-7bit-all", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=False, portable=True,
                note="7-bit weights everywhere, plain reduce_range: portable, less accurate"),
     Int8Scheme("u8s8", "QUInt8", "QInt8", reduce_range=False, depthwise_8bit=False, portable=False,
@@ -94,6 +94,12 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (
                note="unsigned weights: 16-bit multiply path, no saturation, several times slower"),
     Int8Scheme("s8s8", "QInt8", "QInt8", reduce_range=False, depthwise_8bit=False, portable=False,
                note="signed activations: saturates on x86 without VNNI too, and slower there"),
+    # Bias correction (and the float stem) win accuracy (benchmarks/int8_levers.py), but the default model rebuilt
+    # with them answered differently on emulated Arm (make test-arm64: probabilities up to 1.7e-2 apart without the
+    # stem, 7.5e-2 and 1 label of 40 with it; cause not found yet), while u8s8-7bit agrees there to 6 decimals.
+    # The integers cannot saturate on any CPU; until the Arm difference is understood they are not the default.
+    Int8Scheme("u8s8-7bit-bc-stem", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True, float_stem=True,
+               bias_correction=True, range_bits=6, note="u8s8-7bit-bc with a float stem: more accurate, answers differ slightly between CPUs"),
 )}
 DEFAULT_INT8_SCHEME = next(iter(INT8_SCHEMES))
 
