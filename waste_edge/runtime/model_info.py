@@ -52,17 +52,16 @@ def _rounded(values: Any) -> list[Any]:
 
 
 def _int8_exactness(extra: dict[str, Any]) -> str:
-    """Which CPUs compute this INT8 model's integers exactly, from what the export proved, and what this CPU uses."""
-    here = cpu_info()
-    this = f"this CPU: {here.model}, {here.int8_gemm}"
+    """Which CPUs compute this INT8 model's integers exactly, from what the export proved (the same on every machine:
+    `info` on a board prints the card as on the host; what this CPU uses is a line of its own)."""
     exact = extra.get("int8_exact_on_every_cpu")
     if exact is True:
         worst = extra.get("int8_worst_pair_sum")
         return ("every CPU: no u8 x s8 pair sum of its weights can pass 32767" + (f" (worst {worst})" if worst else "")
-                + f", so x86 without VNNI (AVX2, AVX-512) computes the same integers as VNNI, AMX and Arm; {this}")
+                + ", so x86 without VNNI (AVX2, AVX-512) computes the same integers as VNNI, AMX and Arm")
     if exact is False:
-        return f"CPUs that accumulate in int32 only (VNNI, AMX, Arm): on x86 without VNNI its u8 x s8 pair sums can saturate; {this}"
-    return f"not recorded in this model (exported before the check); {this}"
+        return "CPUs that accumulate in int32 only (VNNI, AMX, Arm): on x86 without VNNI its u8 x s8 pair sums can saturate"
+    return "not recorded in this model (exported before the check)"
 
 
 def model_summary(info: dict[str, Any]) -> str:
@@ -94,6 +93,8 @@ def model_summary(info: dict[str, Any]) -> str:
         lines.append(f"int8       : {extra.get('int8_method', '')} quantisation, scheme {extra['int8_scheme']}{recipe}, "
                      f"largest GEMM weight {extra.get('int8_weight_peak')}")
         lines.append(f"exact on   : {_int8_exactness(extra)}")
+        here = cpu_info()
+        lines.append(f"this cpu   : {here.model}, {here.int8_gemm}")
     metrics = card.get("metrics")
     for name, m in (metrics.items() if isinstance(metrics, dict) else ()):
         if isinstance(m, dict) and _is_number(m.get("accuracy")):
