@@ -365,17 +365,17 @@ def latency(paths: dict[str, Path], frame: np.ndarray, rounds: int, calls: int =
 
 def levers() -> list[Lever]:
     today = INT8_SCHEMES[TODAY]
-    both = INT8_SCHEMES["u8s8-7bit-bc-stem"]  # bias correction + float stem (+ ranges to 6 bits): the most accurate portable recipe
+    both = INT8_SCHEMES["u8s8-7bit-bc-stem"]  # bias correction + float stem: the most accurate portable recipe
     bc, stem = replace(today, name="bc", bias_correction=True), replace(today, name="stem", float_stem=True)
     return [
-        Lever(TODAY, "today's default: 7-bit GEMM weights (8-bit depthwise), MinMax on 200 images", today),
+        Lever(TODAY, "the default before this study: 7-bit GEMM weights (8-bit depthwise), MinMax on 200 images", today),
         Lever("calib-50", "calibration set size: 50 images", today, calib=50),
         Lever("calib-400", "calibration set size: 400 images", today, calib=400),
         Lever("percentile", "calibration method: Percentile 99.999", replace(today, name="percentile", calibration="percentile")),
         Lever("entropy", "calibration method: Entropy (KL)", replace(today, name="entropy", calibration="entropy")),
         Lever("bias-correction", "bias correction (Nagel et al. 2019): b -= dW . E[x]", bc),
         Lever("float-stem", "mixed precision: the stem (3x3 conv on raw pixels) in fp32", stem),
-        Lever(both.name, "bias correction + float stem, ranges to 6 bits", both),
+        Lever(both.name, "bias correction + float stem", both),
         Lever(f"{both.name}+percentile", "bias correction + float stem with Percentile calibration", replace(both, name="p", calibration="percentile")),
         Lever("8bit-bound", "simulated: 8-bit GEMM weights (not portable: saturates on AVX2 without VNNI) with bias correction + "
               "float stem: what 7 bits cost", replace(both, name="8bit", reduce_range=False, portable=False), simulate=lambda m, s: m),

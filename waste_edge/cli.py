@@ -676,10 +676,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true", default=None, help="INT8 variant (method chosen per encoder)")
     p.add_argument("--calib", type=Path, default=None, help="folder of real images to calibrate --int8 (needed for conv encoders)")
     p.add_argument("--int8-scheme", default=None, metavar="SCHEME",
-                   help="integer types and recipe of --int8: u8s8-7bit (default: 7-bit weights; the same answers on every CPU "
-                        "tested, Arm included), u8s8-7bit-bc (plus bias correction: more accurate; on emulated Arm not "
-                        "exact), u8s8-7bit-bc-stem (plus a float stem), u8u8, or u8s8 / s8s8 (8-bit weights: "
-                        "saturate on x86 CPUs without VNNI, so results depend on the CPU)")
+                   help="integer types and recipe of --int8: u8s8-7bit-bc (default: 7-bit weights and bias correction; the same "
+                        "answers on every CPU tested, Arm included), u8s8-7bit (without bias correction: less accurate), "
+                        "u8s8-7bit-bc-stem (plus a float stem: more accurate, answers differ slightly between CPUs), u8u8, "
+                        "or u8s8 / s8s8 (8-bit weights: saturate on x86 CPUs without VNNI, so results depend on the CPU)")
     p.add_argument("--channel-order", choices=["BGR", "RGB"], type=str.upper, default=None, help="channel order of the input frames (default: BGR, as OpenCV decodes)")
     p.add_argument("--workspace", type=_float_in(0.0, 1024.0, open_lo=True), default=None, help="TensorRT builder workspace in GiB (engine only)")
     p.add_argument("--with-embedding", action="store_true", default=None, help="also output `embedding`, the features the head sees (what `waste-edge adapt` refits the head on; free when unused), and write <out stem>.rehearsal.npz beside the model")

@@ -65,12 +65,11 @@ class Int8Scheme:
     float_stem: bool = False  # static: the first convolution (and its padding) stays float; see `_stem_nodes`
     bias_correction: bool = False  # static: int32 biases corrected by -dW . E[x] (export/bias_correction.py)
     calibration: str = "minmax"  # static: how activation ranges are set from the calibration images
-    range_bits: int | None = None  # static: calibrated ranges rounded outward to this many significant bits (`snap_ranges`)
 
     @property
     def recipe(self) -> str:
         """The static-quantisation levers in one line (model metadata, `waste-edge info`)."""
-        parts = [f"{self.calibration} calibration" + (f" (ranges to {self.range_bits} bits)" if self.range_bits else "")]
+        parts = [f"{self.calibration} calibration"]
         return ", ".join(parts + ["float stem"] * self.float_stem + ["bias correction"] * self.bias_correction)
 
     def quant_types(self) -> tuple[Any, Any]:
@@ -79,13 +78,13 @@ class Int8Scheme:
         return getattr(QuantType, self.activations), getattr(QuantType, self.weights)
 
 
-# The first is the default; the others are measured alternatives (README), kept for comparison and for users
-# who know their deployment CPU.
+# The first is the default (bias correction: the accuracy of fp32 on TEST, exact on x86 and emulated Arm); the others
+# are measured alternatives (README), kept for comparison and for users who know their deployment CPU.
 INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (
+    Int8Scheme("u8s8-7bit-bc", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True,
+               bias_correction=True, note="7-bit weights (8-bit depthwise), bias correction: no saturation on any CPU"),
     Int8Scheme("u8s8-7bit", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True,
                note="7-bit weights, 8-bit on depthwise convs: no saturation on any CPU"),
-    Int8Scheme("u8s8-7bit-bc", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True,
-               bias_correction=True, range_bits=6, note="7-bit weights (8-bit depthwise), bias correction: no saturation; on emulated Arm not exact (|dp| 1.7e-2)"),
     Int8Scheme("u8s8-7bit-all", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=False, portable=True,
                note="7-bit weights everywhere, plain reduce_range: portable, less accurate"),
     Int8Scheme("u8s8", "QUInt8", "QInt8", reduce_range=False, depthwise_8bit=False, portable=False,
@@ -94,12 +93,14 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (
                note="unsigned weights: 16-bit multiply path, no saturation, several times slower"),
     Int8Scheme("s8s8", "QInt8", "QInt8", reduce_range=False, depthwise_8bit=False, portable=False,
                note="signed activations: saturates on x86 without VNNI too, and slower there"),
-    # Bias correction (and the float stem) win accuracy (benchmarks/int8_levers.py), but the default model rebuilt
-    # with them answered differently on emulated Arm (make test-arm64: probabilities up to 1.7e-2 apart without the
-    # stem, 7.5e-2 and 1 label of 40 with it; cause not found yet), while u8s8-7bit agrees there to 6 decimals.
-    # The integers cannot saturate on any CPU; until the Arm difference is understood they are not the default.
+    # The float stem wins more accuracy (benchmarks/int8_levers.py) but is not exact across CPUs: its float conv's
+    # last bits differ between x86 and Arm and move the QuantizeLinear after it at near-ties (make test-arm64:
+    # probabilities 7.5e-2 apart, 1 label of 40). Calibrated ranges are used as they are, never rounded: ranges
+    # rounded to few significant bits (tried, removed) make the scale ratios of a residual Add simple fractions (16/27, 95/108), so about 1 % of its
+    # sums land exactly on .5, which ONNX Runtime's QLinearAdd rounds one way on x86 and the other on Arm
+    # (benchmarks/README.md "INT8 levers": 441 of 903 ties differed on Cortex-A72; unrounded ranges: 0 ties, 0 differ).
     Int8Scheme("u8s8-7bit-bc-stem", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True, float_stem=True,
-               bias_correction=True, range_bits=6, note="u8s8-7bit-bc with a float stem: more accurate, answers differ slightly between CPUs"),
+               bias_correction=True, note="u8s8-7bit-bc with a float stem: more accurate, answers differ slightly between CPUs"),
 )}
 DEFAULT_INT8_SCHEME = next(iter(INT8_SCHEMES))
 
@@ -293,12 +294,9 @@ def quantize_static_pixels(
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "TensorQuantOverrides": overrides} | calib_options,
             )
 
+        # The ranges as calibrated, not rounded to a coarser grid: rounded ranges make a residual Add's scale ratios
+        # simple fractions, whose sums tie at .5 and round differently on x86 and Arm (INT8_SCHEMES).
         run(reader, ranges)  # calibrates (or reads the cache) and writes the ranges
-        if sch.range_bits:
-            from onnxruntime.quantization import load_tensors_data, save_tensors_data
-
-            save_tensors_data(snap_ranges(load_tensors_data(ranges), sch.range_bits), Path(tmp) / "snapped.json")
-            run(None, Path(tmp) / "snapped.json")
         model = onnx.load(dst)
     if sch.bias_correction:
         from waste_edge.export.bias_correction import correct_biases
@@ -318,25 +316,6 @@ def quantize_static_pixels(
 def _chunk_dividing(n: int, most: int) -> int:
     """The largest chunk size <= `most` that divides `n` (onnxruntime's strided calibration needs an exact split)."""
     return next(k for k in range(min(most, max(n, 1)), 0, -1) if n % k == 0)
-
-
-def snap_ranges(tensors: Any, bits: int) -> Any:
-    """Calibrated ranges rounded outward to `bits` significant bits (lowest down, highest up), in place.
-
-    Why: the ranges come from float32 activations, which differ in their last bits between CPUs (another SIMD width
-    or summation order; measured up to 4e-6 relative). Moved by that much, every activation scale changed, some
-    activations rounded to the neighbouring integer, and TEST probabilities moved by up to 0.07, enough to flip a
-    borderline photo. On a grid of `bits` significant bits (steps of 2^-bits to 2^(1-bits) of the value) two builds
-    land on the same range unless a grid point falls between them (about 1 range in 4,000 at 6 bits, so about 3 % of
-    rebuilds differ in one of the encoder's ~120 range ends), and then give the same integers; a range grows by at
-    most 2^(1-bits) (6 bits: 1/32, at most 0.27 dB more quantisation noise)."""
-    for data in tensors.values():
-        for attr, rounding in (("lowest", np.floor), ("highest", np.ceil)):
-            v = np.asarray(getattr(data, attr), dtype=np.float64)
-            _, exponent = np.frexp(np.abs(v))
-            step = np.ldexp(1.0, exponent - bits)  # exact powers of two: the same grid on every machine
-            setattr(data, attr, np.where(v == 0, 0.0, rounding(v / step) * step).astype(np.float32))
-    return tensors
 
 
 def _stem_nodes(fp32: onnx.ModelProto) -> list[str]:
@@ -440,6 +419,37 @@ class IntegerBound:
 def saturating_ops(model: onnx.ModelProto) -> list[IntegerBound]:
     """The integer ops of `model` whose worst case does not fit (empty: the integers are exact on every CPU)."""
     return [b for b in int8_integer_bounds(model) if not b.exact]
+
+
+def add_tie_fractions(model: onnx.ModelProto, within: float = 1e-6) -> dict[str, float]:
+    """For each quantised Add of a QDQ graph (DequantizeLinear x 2 -> Add -> QuantizeLinear: ONNX Runtime's
+    QLinearAdd), the fraction of all 256 x 256 uint8 input pairs whose requantised sum
+    (qa - za) * sa / sc + (qb - zb) * sb / sc + zc lies within `within` of a .5 tie.
+
+    Why: at a tie the result depends on the last bit of the kernel's float arithmetic, which differs between x86 and
+    Arm (MLAS QLinearAdd), so a tie may round up on one and down on the other. Generic scales make near-ties as rare
+    as chance (about 2 * within * 256); scales whose ratios are simple fractions (ranges rounded to few significant
+    bits did that: 16/27, 95/108) make about 1 pair in 100 a tie (benchmarks/README.md "INT8 levers")."""
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    q = np.arange(256, dtype=np.float64)
+    found = {}
+    for add in model.graph.node:
+        dqs = [producer.get(i) for i in add.input]
+        outs = [c for c in consumers.get(add.output[0], []) if c.op_type == "QuantizeLinear"]
+        if add.op_type != "Add" or len(dqs) != 2 or not outs or not all(d is not None and d.op_type == "DequantizeLinear" for d in dqs):
+            continue
+        (sa, za), (sb, zb), (sc, zc) = [(float(inits[n.input[1]]), float(inits[n.input[2]]) if len(n.input) > 2 else 0.0)
+                                        for n in (*dqs, outs[0])]
+        value = ((q[:, None] - za) * np.float64(sa) + (q[None, :] - zb) * np.float64(sb)) / np.float64(sc) + zc
+        found[add.name or add.output[0]] = float((np.abs(value - np.floor(value) - 0.5) < within).mean())
+    return found
 
 
 def int8_integer_bounds(model: onnx.ModelProto) -> list[IntegerBound]:
