@@ -94,11 +94,12 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (
     Int8Scheme("s8s8", "QInt8", "QInt8", reduce_range=False, depthwise_8bit=False, portable=False,
                note="signed activations: saturates on x86 without VNNI too, and slower there"),
     # The float stem wins more accuracy (benchmarks/int8_levers.py) but is not exact across CPUs: its float conv's
-    # last bits differ between x86 and Arm and move the QuantizeLinear after it at near-ties (make test-arm64:
-    # probabilities 7.5e-2 apart, 1 label of 40). Calibrated ranges are used as they are, never rounded: ranges
-    # rounded to few significant bits (tried, removed) make the scale ratios of a residual Add simple fractions (16/27, 95/108), so about 1 % of its
-    # sums land exactly on .5, which ONNX Runtime's QLinearAdd rounds one way on x86 and the other on Arm
-    # (benchmarks/README.md "INT8 levers": 441 of 903 ties differed on Cortex-A72; unrounded ranges: 0 ties, 0 differ).
+    # last bits differ between x86 and Arm and move the QuantizeLinear after it at near-ties (emulated Cortex-A72:
+    # 1-5 of its 401,408 values by 1 per photo, spreading from there). Calibrated ranges are used as they are, never rounded: ranges
+    # rounded to few significant bits (tried, removed) make the scale ratios of a residual Add simple fractions
+    # (16/27, 95/108), so about 1 % of its sums land on .5, which ONNX Runtime's QLinearAdd rounds one way on x86
+    # and the other on Arm (benchmarks/README.md "INT8 levers": 441 of 903 ties differed on Cortex-A72; unrounded
+    # ranges: no ties, no differences; `add_tie_fractions`).
     Int8Scheme("u8s8-7bit-bc-stem", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True, float_stem=True,
                bias_correction=True, note="u8s8-7bit-bc with a float stem: more accurate, answers differ slightly between CPUs"),
 )}
@@ -428,7 +429,7 @@ def add_tie_fractions(model: onnx.ModelProto, within: float = 1e-6) -> dict[str,
 
     Why: at a tie the result depends on the last bit of the kernel's float arithmetic, which differs between x86 and
     Arm (MLAS QLinearAdd), so a tie may round up on one and down on the other. Generic scales make near-ties as rare
-    as chance (about 2 * within * 256); scales whose ratios are simple fractions (ranges rounded to few significant
+    as chance (about 2 * within of the pairs); scales whose ratios are simple fractions (ranges rounded to few significant
     bits did that: 16/27, 95/108) make about 1 pair in 100 a tie (benchmarks/README.md "INT8 levers")."""
     from onnx import numpy_helper
 
