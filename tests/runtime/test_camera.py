@@ -48,10 +48,10 @@ def test_loop_over_a_video_classifies_every_frame_and_writes_events(clf, video, 
     assert [e["frame"] for e in events] == list(range(n))
     assert "".join(e["label"] for e in events) == PATTERN * 2
     for e in events:
-        assert set(e) == {"frame", "ts", "label", "confidence", "probabilities", "latency_ms", "dropped"}
+        assert list(e) == ["frame", "ts", "label", "confidence", "probabilities", "latency_ms", "dropped"]  # schema, in order
         assert set(e["probabilities"]) == {"B", "N"}
         assert e["confidence"] == pytest.approx(max(e["probabilities"].values()), abs=1e-5)
-        assert set(e["latency_ms"]) == {"read", "infer", "total"}
+        assert list(e["latency_ms"]) == ["read", "infer", "total"]
         assert e["latency_ms"]["total"] >= e["latency_ms"]["infer"]
         assert e["dropped"] == 0
     assert summary.labels == {"B": 8, "N": 8}
@@ -85,6 +85,7 @@ def test_loop_survives_a_camera_that_returns_none_freezes_sends_garbage_and_come
     events = read_jsonl(events_path)
     errors = [e for e in events if "error" in e]
     assert len(errors) == 2 and all("shape" in e["error"] for e in errors)
+    assert all(list(e) == ["frame", "ts", "error", "dropped"] for e in errors)  # the error event's schema, in order
     assert len(events) - len(errors) == 10
     assert events[-1]["label"] == "N"  # the camera that came back is the one being classified
     text = summary.summary()
@@ -124,6 +125,7 @@ def test_threshold_reports_uncertain(clf, tmp_path):
     assert [e["label"] for e in events] == [UNCERTAIN, "B"]  # grey.png < warm.png
     assert events[0]["confidence"] == pytest.approx(0.5, abs=1e-3)
     assert events[0]["path"].endswith("grey.png")
+    assert list(events[0]) == ["frame", "ts", "label", "confidence", "probabilities", "latency_ms", "dropped", "path"]
     assert summary.labels == {UNCERTAIN: 1, "B": 1}
 
 
