@@ -11,9 +11,11 @@ before anything is opened:
 - a file output that is an existing folder, a folder output that is an existing file;
 - two outputs of one run that are the same file.
 
-`guard_cli_outputs` applies it to any parsed command line by argument name (`--out`, `--save`, `--jsonl`,
-`--json`, `--md`, `--plot` are outputs; `--model`, `--run`, `--data`, `--device`, sources, ... are inputs),
-so every verb, including verbs added later with the same option names, is guarded by the same code.
+Inputs and outputs are marked where they are declared, by their type: a command-line option that writes
+parses to an `OutputFile` or `OutputFolder`, one that reads to an `InputPath`, `InputRun` or `InputSpec`
+(the argparse types `output_file`, `output_folder`, `input_path`, `input_run`, `input_spec`). `guard_cli_outputs`
+finds them in any parsed command line by that type, whatever the option is called, so a new output option
+cannot escape the guard (tests/test_cli_options.py refuses a path option declared with a plain type).
 Library entry points (predict's row writer, the camera's sinks) call `check_output` themselves.
 Standard library only.
 """
@@ -25,21 +27,60 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from waste_edge._io import IMAGE_SUFFIXES
+from waste_edge._io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from waste_edge.errors import WasteEdgeError
 
 # What a folder input is read for: images and videos (predict, camera, data check, parity, calibration).
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".ogv"})
 READ_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 # What a run directory is read for (card.json, head.json, metrics.json, a Keras model, weights): an output of
 # another verb there would replace part of the run. Exported models (.onnx, .engine) may be written there.
 RUN_SUFFIXES = frozenset({".json", ".keras", ".h5", ".safetensors", ".npz", ".txt", ".png", ".pt", ".pth"})
 
-# Command-line argument names: outputs, inputs, and the verbs whose --out / --save is a folder.
-OUTPUT_ARGS = ("out", "save", "jsonl", "json", "md", "plot")
-INPUT_ARGS = ("sources", "device", "model", "run", "data", "dir", "reference", "calib", "split_file", "cache_from", "labels", "frames")
-FOLDER_OUTPUTS = {("train", "out"), ("eval", "out"), ("demo", "out"), ("serve", "save"), ("data", "out"), ("adapt", "out")}
-FILE_OUT_SUBVERBS = {"split"}  # `data split --out` is a CSV file, unlike `data download --out`
+_ConcretePath = type(Path())
+
+
+class OutputFile(_ConcretePath):  # type: ignore[misc, valid-type]
+    """A file a verb writes ("-": stdout where the option allows it)."""
+
+
+class OutputFolder(_ConcretePath):  # type: ignore[misc, valid-type]
+    """A folder a verb writes into (a run directory, a report folder)."""
+
+
+class InputPath(_ConcretePath):  # type: ignore[misc, valid-type]
+    """A file or folder a verb reads."""
+
+
+class InputRun(InputPath):
+    """A run directory a verb reads: no output may land there under a name the run is read for (RUN_SUFFIXES)."""
+
+
+class InputSpec(str):
+    """Something a verb reads that may be a path, a glob, a `NAME=PATH` camera, a URL or a camera index."""
+
+
+def output_file(text: str) -> OutputFile:
+    return OutputFile(text)
+
+
+def output_folder(text: str) -> OutputFolder:
+    return OutputFolder(text)
+
+
+def input_path(text: str) -> InputPath:
+    return InputPath(text)
+
+
+def input_run(text: str) -> InputRun:
+    return InputRun(text)
+
+
+def input_spec(text: str) -> InputSpec:
+    return InputSpec(text)
+
+
+for _f, _name in ((output_file, "file"), (output_folder, "folder"), (input_path, "path"), (input_run, "run directory"), (input_spec, "source")):
+    _f.__name__ = _name  # what argparse calls the type in its messages
 
 
 class OutputPathError(WasteEdgeError):
@@ -128,24 +169,29 @@ def check_distinct(outputs: Iterable[tuple[str, Path]]) -> None:
         seen[key] = f"{option}"
 
 
+def _marked(value: Any, kinds: tuple[type, ...]) -> Iterator[Any]:
+    if isinstance(value, kinds):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _marked(v, kinds)
+
+
 def guard_cli_outputs(args: Any) -> None:
-    """`check_output` for every output argument of a parsed command line against every input argument."""
-    verb = getattr(args, "cmd", None)
+    """`check_output` for every output of a parsed command line against every input, both found by type."""
     ns = vars(args)
+    inputs = [(name, v) for name, value in ns.items() for v in _marked(value, (InputPath, InputSpec))]
     checked: list[tuple[str, Path]] = []
-    for name in OUTPUT_ARGS:
-        value = ns.get(name)
-        if value is None or isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
-            continue
-        folder = (verb, name) in FOLDER_OUTPUTS and not (verb == "data" and ns.get("data_cmd") in FILE_OUT_SUBVERBS)
-        option = "--" + name.replace("_", "-")
-        path = check_output(value, [], folder=folder, option=option)
-        for source in INPUT_ARGS:
-            if source in ns:
-                check_output(value, [ns[source]], folder=folder, option=option,
-                             picked_up=RUN_SUFFIXES if source == "run" else READ_SUFFIXES)
-        if path is not None:
-            checked.append(("--" + name, path))
+    for name, value in ns.items():
+        for out in _marked(value, (OutputFile, OutputFolder)):
+            folder = isinstance(out, OutputFolder)
+            option = "--" + name.replace("_", "-")
+            path = check_output(out, [], folder=folder, option=option)
+            for _, source in inputs:
+                check_output(out, [source], folder=folder, option=option,
+                             picked_up=RUN_SUFFIXES if isinstance(source, InputRun) else READ_SUFFIXES)
+            if path is not None:
+                checked.append((option, path))
     check_distinct(checked)
 
 

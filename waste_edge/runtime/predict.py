@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from waste_edge._io import write_whole
+from waste_edge._options import common
 from waste_edge._outputs import check_output, csv_cell, is_broken_pipe
 from waste_edge.data.decode import DecodeError, load_rgb_array
 from waste_edge.errors import WasteEdgeError
@@ -313,6 +314,20 @@ def open_predict_output(out: str | Path | None, classes: Sequence[str], total: i
     """The row writer and the progress bar of a predict job (single-process or Ray)."""
     writer = RowWriter(out, classes)
     return writer, tqdm(total=total, unit="img", desc="predict", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Classify image files, folders (recursively), globs and videos (frame by frame). One row per image or
+    video frame: path, frame, label (class name, e.g. B), confidence, p_<class>; an unreadable file becomes a
+    row with an error, never a crash. Rows are flushed batch by batch, so a killed run keeps its work.
+
+    `predict`'s own settings (besides the model group and the sources)."""
+
+    out: str | None = common("--out", None, metavar="FILE.csv|FILE.jsonl", help="output table (default: CSV on stdout)")
+    batch_size: int = common("--batch-size", 16, help="images per inference batch (default: %(default)s)")
+    workers: int = common("--workers", 2, help="image decoding threads (default: %(default)s)")
+    quiet: bool = common("--quiet", False, help="no progress bar")
 
 
 def run_predict(

@@ -11,6 +11,9 @@ import asyncio
 import threading
 from typing import Any
 
+from waste_edge.runtime.observations import DecisionChange, DecisionState
+from waste_edge.runtime.pipeline import Sink
+
 
 class Subscription:
     def __init__(self, bus: "EventBus", loop: asyncio.AbstractEventLoop, size: int) -> None:
@@ -65,3 +68,20 @@ class EventBus:
                 sub.loop.call_soon_threadsafe(sub._put, event)
             except RuntimeError:  # its loop has closed
                 self._remove(sub)
+
+
+class SseDecisions(Sink):
+    """Each decision change of a camera as an SSE `decision` event: {type, camera, label, display_name, ...}."""
+
+    name = "sse"
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+
+    def on_decision(self, change: DecisionChange) -> None:
+        self.bus.publish(decision_event(change.camera, change.state))
+
+
+def decision_event(camera: str, state: DecisionState) -> dict[str, Any]:
+    """The SSE `decision` event of a camera's decision (sent on each change, and the current ones to a new page)."""
+    return {"type": "decision", "camera": camera, **state.to_dict()}

@@ -4,7 +4,7 @@ Every inference (a camera batch, a classify request) takes the current model wit
 it as in use; `swap()` loads the new model first (outside the lock, so frames keep flowing while it
 loads), checks that it answers with the same classes, then replaces the reference in one step. The old
 model is closed once its last in-flight call returns, so a swap drops no frame and frees the old session.
-`info` (path, sha256, description) is what `/api/v1/status` reports.
+`info()` (path, sha256, description) is what `/api/v1/status` reports.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from waste_edge._io import file_sha256
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.classifier import Classifier
+from waste_edge.serve.snapshots import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -29,21 +30,11 @@ class LoadedModel:
     loaded_at: float
     description: str = field(default="")
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ModelInfo:
         meta = self.classifier.metadata
-        return {
-            "path": str(self.path),
-            "name": self.path.name,
-            "sha256": self.sha256,
-            "loaded_at": round(self.loaded_at, 3),
-            "classes": list(self.classifier.classes),
-            "display_names": list(self.classifier.display_names),
-            "encoder": meta.encoder,
-            "variant": meta.variant,
-            "backend": self.classifier.backend,
-            "provider": self.classifier.provider,
-            "description": self.description,
-        }
+        return ModelInfo(str(self.path), self.path.name, self.sha256, round(self.loaded_at, 3), tuple(self.classifier.classes),
+                         tuple(self.classifier.display_names), meta.encoder, meta.variant, self.classifier.backend,
+                         self.classifier.provider, self.description)
 
 
 def load_model(path: str | Path | None, backend: str = "auto", threads: int | None = None) -> LoadedModel:

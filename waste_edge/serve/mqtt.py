@@ -30,10 +30,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.observations import DECISION_SCHEMA, DecisionChange
+from waste_edge.runtime.pipeline import Sink
+from waste_edge.serve.snapshots import CameraSnapshot, MqttStatus
 
 log = logging.getLogger(__name__)
 
-DECISION_SCHEMA = "waste-edge.decision/1"
+__all__ = ["DECISION_SCHEMA", "SUMMARY_SCHEMA", "MqttPublisher", "MqttDecisions", "MqttStatus", "parse_mqtt_url", "summary_message"]
+
 SUMMARY_SCHEMA = "waste-edge.summary/1"
 ONLINE, OFFLINE = "online", "offline"
 MAX_INFLIGHT = 32  # messages handed to paho and not yet acknowledged
@@ -71,6 +75,16 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         raise WasteEdgeError(f"{url}: the topic prefix may not contain MQTT wildcards (# or +)")
     return MqttTarget(parts.hostname, port, prefix, unquote(parts.username) if parts.username else None,
                       unquote(parts.password) if parts.password else None, tls)
+
+
+def summary_message(camera: CameraSnapshot, model_sha256: str) -> dict[str, Any]:
+    """The `waste-edge.summary/1` document of one camera (the publisher adds `seq` and `ts` in front)."""
+    return {
+        "schema": SUMMARY_SCHEMA, "camera": camera.id, "state": camera.state, "decision": camera.decision.label if camera.decision else None,
+        "fps": camera.fps, "frames": camera.counters.frames, "last_hour": dict(camera.last_hour),
+        "latency_ms": camera.latency_ms().get("total", {}), "dropped": camera.counters.dropped, "reconnects": camera.counters.reconnects,
+        "model": model_sha256,
+    }
 
 
 class MqttPublisher:
@@ -195,17 +209,19 @@ class MqttPublisher:
         if was and not self._stopping:
             log.warning("mqtt: lost %s (%s); reconnecting with back-off, queueing up to %d messages", self.target.redacted, reason, self.queue_size)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> MqttStatus:
         with self._cond:
-            return {
-                "broker": self.target.redacted,
-                "prefix": self.target.prefix,
-                "connected": self._connected,
-                "queued": len(self._queue),
-                "queue_size": self.queue_size,
-                "unacknowledged": self._unacked(),
-                "sent": self.sent,
-                "dropped": self.dropped,
-                "connects": self.connects,
-                "last_error": self.last_error,
-            }
+            return MqttStatus(self.target.redacted, self.target.prefix, self._connected, len(self._queue), self.queue_size, self._unacked(),
+                              self.sent, self.dropped, self.connects, self.last_error)
+
+
+class MqttDecisions(Sink):
+    """Publishes each decision change of a camera to PREFIX/CAMERA/decision (`waste-edge.decision/1`, retained)."""
+
+    name = "mqtt"
+
+    def __init__(self, publisher: MqttPublisher) -> None:
+        self.publisher = publisher
+
+    def on_decision(self, change: DecisionChange) -> None:
+        self.publisher.publish(f"{change.camera}/decision", change.to_message())

@@ -1,9 +1,14 @@
-"""The service object: one model, N cameras, the batcher, the sinks (JSONL, MQTT, SSE) and their lifecycle.
+"""The service object: one model, N cameras (each a frame loop with its sinks), the batcher, and their lifecycle.
 
-The HTTP layer (`app.py`, `routes/`) only reads from it and hands it work; tests and `server.run_server`
-start and stop it. `stop()` is the clean end a SIGTERM asks for: cameras stop (their sources closed, so a
-read blocked on a dead camera returns), in-flight inferences finish, each camera's JSONL gets a final
-`stop` record after its last frame event, videos are closed, MQTT sends what is queued and then "offline".
+Each camera is a `CameraWorker` running `runtime.pipeline.FramePipeline` with the service's sinks: frame
+collection, the annotated video, the MJPEG stream (pixel sinks), then the inference histogram, the shared
+JSONL file, MQTT decision messages and SSE decision events. What the service reports (/api/v1/status,
+/healthz, /metrics, the MQTT summaries, the JSONL stop records) is built from one typed `ServiceSnapshot`.
+
+The HTTP layer (`app.py`, `routes/`) reads snapshots and hands work in; tests and `server.run_server` start
+and stop it. `stop()` is the clean end a SIGTERM asks for: cameras stop (their sources closed, so a read
+blocked on a dead camera returns), in-flight inferences finish, each camera's JSONL gets a final `stop`
+record after its last frame event, videos are closed, MQTT sends what is queued and then "offline".
 """
 
 from __future__ import annotations
@@ -13,51 +18,30 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
 
 from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
-from waste_edge.runtime.collect import CollectConfig, Collector
-from waste_edge.runtime.sinks import JsonlSink
+from waste_edge.runtime.collector import CollectFrames, Collector
+from waste_edge.runtime.pipeline import Sink
+from waste_edge.runtime.sinks import AnnotatedVideo, JsonlEvents, JsonlSink, VideoSink
 from waste_edge.runtime.sources import SourceError, parse_spec
 from waste_edge.serve.batcher import InferenceBatcher
-from waste_edge.serve.camera_worker import DOWN_STATES, CameraOptions, CameraWorker
-from waste_edge.serve.events import EventBus
+from waste_edge.serve.camera_worker import CameraWorker
+from waste_edge.serve.classify import ClassifyGate
+from waste_edge.serve.config import ServeConfig
+from waste_edge.serve.events import EventBus, SseDecisions
+from waste_edge.serve.mjpeg import MjpegStream, StreamFrame
 from waste_edge.serve.model_holder import LoadedModel, ModelHolder, load_model
-from waste_edge.serve.mqtt import DECISION_SCHEMA, SUMMARY_SCHEMA, MqttPublisher, parse_mqtt_url
+from waste_edge.serve.mqtt import MqttDecisions, MqttPublisher, parse_mqtt_url, summary_message
+from waste_edge.serve.snapshots import ClassifyStatus, CollectStatus, ServiceSnapshot
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ServeConfig", "Service", "camera_specs"]
+
 _NAMED = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31})=(.+)$")
-
-
-@dataclass
-class ServeConfig:
-    devices: list[str] = field(default_factory=list)  # source specs, optionally NAME=SPEC
-    model: str | Path | None = None
-    backend: str = "auto"
-    threads: int | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    token: str | None = None
-    mqtt: str | None = None
-    mqtt_queue: int = 1000
-    mqtt_summary_s: float = 60.0
-    jsonl: str | Path | None = None
-    save: Path | None = None
-    camera: CameraOptions = field(default_factory=CameraOptions)
-    batch: str = "auto"
-    max_batch: int = 8
-    batch_wait_ms: float = 2.0
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    classify_workers: int = 2
-    classify_queue: int = 128
-    collect: CollectConfig | None = None  # --collect: save each camera's uncertain frames there (Review view, adapt)
-    # `waste_edge.adapt.adapter.adapt`, handed in by the CLI: serve may import only the runtime (DESIGN.md).
-    adapter: Callable[..., Any] | None = None
 
 
 def camera_specs(devices: list[str]) -> list[tuple[str, str]]:
@@ -78,43 +62,57 @@ def camera_specs(devices: list[str]) -> list[tuple[str, str]]:
 
 class Service:
     def __init__(self, config: ServeConfig, model: LoadedModel | None = None) -> None:
+        from waste_edge.serve.metrics import InferenceTimes, ServiceMetrics  # prometheus-client: the [serve] extra
+
         self.config = config
         specs = camera_specs(config.devices)
-        self.holder = ModelHolder(model or load_model(config.model, config.backend, config.threads), backend=config.backend, threads=config.threads)
+        m = config.model
+        self.holder = ModelHolder(model or load_model(m.model, m.backend, m.threads), backend=m.backend, threads=m.threads)
         clf = self.holder.current.classifier
         self.classes, self.display_names = list(clf.classes), list(clf.display_names)
         self.workers: dict[str, CameraWorker] = {}
-        self.batcher = InferenceBatcher(self.holder, mode=config.batch, max_batch=config.max_batch, wait_ms=config.batch_wait_ms,
+        self.batcher = InferenceBatcher(self.holder, mode=config.batching, max_batch=config.max_batch, wait_ms=config.batch_wait_ms,
                                         expected=lambda: sum(1 for w in self.workers.values() if w.running))
         self.bus = EventBus()
         self.mqtt = MqttPublisher(parse_mqtt_url(config.mqtt), queue_size=config.mqtt_queue) if config.mqtt else None
+        self.metrics = ServiceMetrics(self.snapshot)
         self._jsonl = JsonlSink(config.jsonl) if config.jsonl is not None else None
         self._jsonl_lock = threading.Lock()
-        opts = config.camera
-        if config.save is not None:
-            opts = CameraOptions(**{**opts.__dict__, "save_dir": Path(config.save)})
-        for cam_id, spec in specs:
-            self.workers[cam_id] = CameraWorker(cam_id, spec, self.batcher, self.classes, self.display_names, opts,
-                                                on_event=self._write_event, on_decision=self._on_decision,
-                                                on_frame=self._on_frame)
+        self.streams: dict[str, StreamFrame] = {}
         # One collector per camera (its own rate limit, near-duplicate memory and file-name slug), one folder.
         self.collectors: dict[str, Collector] = {}
-        if config.collect is not None:
-            current = self.holder.current
-            for cam_id in self.workers:
-                self.collectors[cam_id] = Collector(config.collect, classes=self.classes, model_sha256=current.sha256,
-                                                    model_name=current.path.name, camera=cam_id)
+        for cam_id, spec in specs:
+            self.streams[cam_id] = StreamFrame(config.stream_fps)
+            self.workers[cam_id] = CameraWorker(
+                cam_id, spec, infer=self.batcher.infer, classes=self.classes, display_names=self.display_names, decision=config.decision,
+                source=config.source, sinks=self._sinks(cam_id, InferenceTimes(self.metrics, cam_id)), stream=self.streams[cam_id],
+                open_backoff=config.open_backoff)
         self.adapt_lock = threading.Lock()  # one adaptation at a time
         self.classify_pool = ThreadPoolExecutor(max_workers=max(1, config.classify_workers), thread_name_prefix="waste-edge classify")
-        self.classify_pending = 0
-        self.classify_lock = threading.Lock()
+        self.classify_gate = ClassifyGate(config.classify_queue)
         self.stopping = threading.Event()
         self.started_at = time.time()
         self._summary_thread = threading.Thread(target=self._summaries, name="waste-edge summaries", daemon=True)
         self._stopped = False
-        from waste_edge.serve.metrics import ServiceMetrics  # prometheus-client: the [serve] extra
 
-        self.metrics = ServiceMetrics(self)
+    def _sinks(self, cam_id: str, metrics_sink: Sink) -> list[Sink]:
+        """A camera's sinks, in the order they see a frame: pixels first (collection before any overlay), then records."""
+        cfg = self.config
+        sinks: list[Sink] = []
+        if cfg.collect is not None:
+            current = self.holder.current
+            collector = self.collectors[cam_id] = Collector(cfg.collect, classes=self.classes, model_sha256=current.sha256,
+                                                            model_name=current.path.name, camera=cam_id)
+            sinks.append(CollectFrames(collector, model_name=lambda: self.holder.current.path.name))
+        if cfg.save_dir is not None:
+            sinks.append(AnnotatedVideo(VideoSink(Path(cfg.save_dir) / f"{cam_id}.mp4")))
+        sinks += [MjpegStream(self.streams[cam_id], cfg.jpeg_quality), metrics_sink]
+        if self._jsonl is not None:
+            sinks.append(JsonlEvents(self._jsonl, with_camera=True, lock=self._jsonl_lock, owns=False))
+        if self.mqtt is not None:
+            sinks.append(MqttDecisions(self.mqtt))
+        sinks.append(SseDecisions(self.bus))
+        return sinks
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -140,93 +138,49 @@ class Service:
         for c in self.collectors.values():
             c.close()
         self.classify_pool.shutdown(wait=True, cancel_futures=True)
+        snap = self.snapshot()
         if self._jsonl is not None:
             with self._jsonl_lock:
-                for w in self.workers.values():
-                    s = w.status()
-                    self._jsonl.write({"camera": w.id, "event": "stop", "ts": round(time.time(), 3), "state": s["state"],
-                                       "frames": s["counters"]["frames"], "counters": s["counters"], "labels": s["labels"]})
+                for cam in snap.cameras:
+                    self._jsonl.write({"camera": cam.id, "event": "stop", "ts": round(time.time(), 3), "state": cam.state,
+                                       "frames": cam.counters.frames, "counters": cam.counters.to_dict(), "labels": dict(cam.labels)})
                 self._jsonl.close()
                 self._jsonl = None
         if self.mqtt is not None:
-            self._publish_summaries()
+            self._publish_summaries(snap)
             self.mqtt.stop()
         self.holder.close()
 
-    # -- camera callbacks (camera threads) -------------------------------------------------------------------
-
-    def _write_event(self, event: dict[str, Any]) -> None:
-        with self._jsonl_lock:
-            if self._jsonl is not None:
-                self._jsonl.write(event)
-
-    def _on_frame(self, worker: CameraWorker, frame: Any, info: Any, decision: Any, result: Any) -> None:
-        """Per classified frame (camera thread): metrics; the place where frame collection plugs in."""
-        self.metrics.observe_frame(worker.id, result.infer_ms / 1e3)
-        collector = self.collectors.get(worker.id)
-        if collector is not None:
-            if collector.model_sha256 != result.model_sha256:  # the frame was classified by a swapped-in model
-                collector.set_model(result.model_sha256, self.holder.current.path.name)
-            collector.offer(frame, result.probs, decision.confidence, index=info.index, channel_order=worker.channel_order)
-
-    def _on_decision(self, worker: CameraWorker, decision: dict[str, Any]) -> None:
-        self.bus.publish({"type": "decision", "camera": worker.id, **decision})
-        if self.mqtt is not None:
-            previous = worker.last_published_label
-            worker.last_published_label = decision["label"]
-            self.mqtt.publish(f"{worker.id}/decision", {
-                "schema": DECISION_SCHEMA, "camera": worker.id, "label": decision["label"], "display_name": decision["display_name"],
-                "confidence": decision["confidence"], "probabilities": decision["probabilities"], "previous": previous,
-                "frame": decision["frame"], "model": self.holder.current.sha256,
-            })
+    # -- MQTT summaries ----------------------------------------------------------------------------------------
 
     def _summaries(self) -> None:
         interval = self.config.mqtt_summary_s
         while self.mqtt is not None and interval > 0 and not self.stopping.wait(interval):
-            self._publish_summaries()
+            self._publish_summaries(self.snapshot())
 
-    def _publish_summaries(self) -> None:
+    def _publish_summaries(self, snap: ServiceSnapshot) -> None:
         assert self.mqtt is not None
-        for w in self.workers.values():
-            s = w.status()
-            self.mqtt.publish(f"{w.id}/summary", {
-                "schema": SUMMARY_SCHEMA, "camera": w.id, "state": s["state"],
-                "decision": s["decision"]["label"] if s["decision"] else None, "fps": s["fps"],
-                "frames": s["counters"]["frames"], "last_hour": s["last_hour"],
-                "latency_ms": s["latency_ms"].get("total", {}), "dropped": s["counters"]["dropped"],
-                "reconnects": s["counters"]["reconnects"], "model": self.holder.current.sha256,
-            })
+        for cam in snap.cameras:
+            self.mqtt.publish(f"{cam.id}/summary", summary_message(cam, snap.model.sha256))
 
     # -- reading ---------------------------------------------------------------------------------------------
 
-    def health(self) -> list[str]:
-        """Why the service is not healthy (empty: healthy)."""
-        reasons = []
-        for w in self.workers.values():
-            state = w.state
-            if state in DOWN_STATES:
-                reasons.append(f"camera {w.id} {state}" + (f": {w.error}" if w.error else ""))
-            elif w.inference_failing:
-                reasons.append(f"model failed on camera {w.id}: {w.error}")
-        if self.stopping.is_set():
-            reasons.append("stopping")
-        return reasons
+    def snapshot(self) -> ServiceSnapshot:
+        """Everything the service reports, at one moment (status, health, metrics, summaries)."""
+        cfg = self.config
+        collect = None
+        if cfg.collect is not None:
+            collect = CollectStatus(str(cfg.collect.folder), cfg.collect.below,
+                                    tuple((cam, replace(c.stats)) for cam, c in self.collectors.items()))
+        return ServiceSnapshot(
+            version=__version__, uptime_s=round(time.time() - self.started_at, 3), model=self.holder.current.info(),
+            model_swaps=self.holder.swaps, classes=tuple(self.classes), cameras=tuple(w.snapshot() for w in self.workers.values()),
+            batching=self.batcher.status(), mqtt=self.mqtt.status() if self.mqtt is not None else None,
+            jsonl=str(cfg.jsonl) if cfg.jsonl is not None else None, events_subscribers=self.bus.subscribers,
+            classify=ClassifyStatus(self.classify_gate.pending, cfg.classify_workers, cfg.max_body_bytes, cfg.max_pixels),
+            collect=collect, stopping=self.stopping.is_set(),
+        )
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "version": __version__,
-            "uptime_s": round(time.time() - self.started_at, 3),
-            "model": self.holder.current.info(),
-            "model_swaps": self.holder.swaps,
-            "classes": self.classes,
-            "cameras": [w.status() for w in self.workers.values()],
-            "batching": self.batcher.status(),
-            "mqtt": self.mqtt.status() if self.mqtt is not None else None,
-            "jsonl": str(self.config.jsonl) if self.config.jsonl is not None else None,
-            "events_subscribers": self.bus.subscribers,
-            "classify": {"pending": self.classify_pending, "workers": self.config.classify_workers,
-                         "max_body_bytes": self.config.max_body_bytes, "max_pixels": self.config.max_pixels},
-            "collect": ({"folder": str(self.config.collect.folder), "below": self.config.collect.below,
-                         "cameras": {cam: c.stats.to_dict() for cam, c in self.collectors.items()}} if self.config.collect else None),
-            "healthy": not self.health(),
-        }
+    def stream(self, camera: str) -> StreamFrame | None:
+        """The MJPEG frame holder of a camera (None: no such camera)."""
+        return self.streams.get(camera)

@@ -11,13 +11,13 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from waste_edge.errors import WasteEdgeError
 from waste_edge.serve.auth import require_token
-from waste_edge.serve.review import ReviewError, adapt_and_swap, frame_path, label_frames, review_queue
+from waste_edge.serve.review import AdaptRunning, ReviewError, adapt_and_swap, frame_path, label_frames, review_queue
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
 
 def _error(e: WasteEdgeError, status: int = 422) -> JSONResponse:
-    return JSONResponse({"detail": str(e)}, status_code=409 if "already running" in str(e) else status)
+    return JSONResponse({"detail": str(e)}, status_code=409 if isinstance(e, AdaptRunning) else status)
 
 
 @router.get("/api/v1/review")
@@ -69,4 +69,4 @@ async def swap_model(request: Request, body: dict[str, Any] = Body(...)) -> Any:
         new = await asyncio.get_running_loop().run_in_executor(None, request.app.state.service.holder.swap, path)
     except (WasteEdgeError, OSError) as e:
         return JSONResponse({"detail": str(e)}, status_code=422)
-    return {"model": new.info()}
+    return {"model": new.info().to_dict()}

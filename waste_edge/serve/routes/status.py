@@ -17,12 +17,12 @@ router = APIRouter()
 def status(request: Request) -> dict[str, Any]:
     """Model (path, sha256, classes, backend), cameras (state, decision, fps, latency percentiles, counters,
     last-hour counts), batching, MQTT and classify figures."""
-    return request.app.state.service.status()
+    return request.app.state.service.snapshot().to_dict()
 
 
 @router.get("/healthz")
 def healthz(request: Request) -> Response:
-    reasons = request.app.state.service.health()
+    reasons = request.app.state.service.snapshot().health()
     if reasons:
         return JSONResponse({"status": "unhealthy", "reasons": reasons}, status_code=503)
     return JSONResponse({"status": "ok"})

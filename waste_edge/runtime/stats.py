@@ -1,14 +1,18 @@
-"""Rolling numbers a live page shows: label counts of the last hour, frames/s, latency percentiles.
+"""Rolling numbers of a frame loop: label counts of the last hour, frames/s, latency percentiles.
 
-Each is O(1) per frame (the camera threads update them) and cheap to read (the status route reads them
-under the same small lock); nothing grows with uptime, because the service runs for months.
+Each is O(1) per frame (the loop's thread updates them) and cheap to read. They are not thread-safe on their
+own: `runtime.pipeline.PipelineStats` guards them with one lock, so the service's HTTP threads read a
+consistent snapshot while a camera thread writes. A `LatencyWindow` is bounded (the last N frames, what a
+live page shows of a service that runs for months) or unbounded (every frame of a `camera` run, whose end
+summary reports the percentiles of the whole run).
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from array import array
 from collections import deque
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -65,26 +69,44 @@ class RateMeter:
         return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
-class LatencyWindow:
-    """The last `size` latencies per stage (ms); percentiles on demand."""
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """Latency percentiles of one stage, in milliseconds."""
 
-    def __init__(self, stages: Sequence[str], size: int = 1000) -> None:
-        self._values = {s: deque(maxlen=size) for s in stages}
-        self._lock = threading.Lock()
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+
+    def rounded(self) -> dict[str, float]:
+        """The status / MQTT form: p50, p90, p99 to the microsecond."""
+        return {"p50": round(self.p50, 3), "p90": round(self.p90, 3), "p99": round(self.p99, 3)}
+
+    def full(self) -> dict[str, float]:
+        """The `camera` summary form: p50, p90, p99 and mean, unrounded."""
+        return {"p50": self.p50, "p90": self.p90, "p99": self.p99, "mean": self.mean}
+
+
+class LatencyWindow:
+    """Latencies per stage (ms): the last `size` frames, or every frame when `size` is None."""
+
+    def __init__(self, stages: Sequence[str], size: int | None = 1000) -> None:
+        self.stages = tuple(stages)
+        self._values: dict[str, deque[float] | array] = {s: (deque(maxlen=size) if size else array("d")) for s in self.stages}
         self.last_total_ms = 0.0
 
     def add(self, **ms: float) -> None:
-        with self._lock:
-            for stage, v in ms.items():
-                self._values[stage].append(v)
-            self.last_total_ms = ms.get("total", self.last_total_ms)
+        for stage, v in ms.items():
+            self._values[stage].append(v)
+        self.last_total_ms = ms.get("total", self.last_total_ms)
 
-    def percentiles(self) -> dict[str, dict[str, float]]:
-        with self._lock:
-            snap = {s: np.fromiter(v, dtype=np.float64, count=len(v)) for s, v in self._values.items()}
+    def percentiles(self) -> dict[str, Percentiles]:
+        """Stages with at least one value, in the order they were declared."""
         out = {}
-        for stage, arr in snap.items():
-            if arr.size:
-                p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-                out[stage] = {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
+        for stage, values in self._values.items():
+            if not len(values):
+                continue
+            arr = np.frombuffer(values, dtype=np.float64) if isinstance(values, array) else np.fromiter(values, np.float64, len(values))
+            p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+            out[stage] = Percentiles(float(p50), float(p90), float(p99), float(arr.mean()))
         return out

