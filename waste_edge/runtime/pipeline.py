@@ -48,7 +48,7 @@ from waste_edge.runtime.observations import (
 )
 from waste_edge.runtime.overlay import draw_overlay
 from waste_edge.runtime.sources import FrameInfo, FrameSource
-from waste_edge.runtime.stats import HourCounts, LatencyWindow, Percentiles, RateMeter
+from waste_edge.runtime.stats import HourCounts, LatencyWindow, Percentiles, RateMeter, percentiles
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +196,11 @@ class PipelineStats:
         self.last_error_at: float | None = None
 
     def snapshot(self, sink_failures: dict[str, int]) -> PipelineSnapshot:
-        with self.lock:
-            return PipelineSnapshot(
-                self.frames, self.skipped, self.inference_errors, self.changes, tuple(self.labels.items()),
-                tuple(self.hour.totals().items()), self.rate.rate(), tuple(self.latency.percentiles().items()), self.decision,
-                self.last_frame_at, self.last_error, self.last_error_at, tuple(sink_failures.items()))
+        with self.lock:  # copies only: the percentiles are computed after the loop has its lock back
+            counts = (self.frames, self.skipped, self.inference_errors, self.changes, tuple(self.labels.items()))
+            hour, fps, latency = tuple(self.hour.totals().items()), self.rate.rate(), self.latency.values()
+            state = (self.decision, self.last_frame_at, self.last_error, self.last_error_at)
+        return PipelineSnapshot(*counts, hour, fps, tuple(percentiles(latency).items()), *state, tuple(sink_failures.items()))
 
 
 # -- the loop ------------------------------------------------------------------------------------------------

@@ -100,13 +100,21 @@ class LatencyWindow:
             self._values[stage].append(v)
         self.last_total_ms = ms.get("total", self.last_total_ms)
 
+    def values(self) -> dict[str, np.ndarray]:
+        """A copy of the values per stage (cheap: take it under the caller's lock, compute outside it)."""
+        return {stage: (np.array(v, dtype=np.float64) if isinstance(v, array) else np.fromiter(v, np.float64, len(v)))
+                for stage, v in self._values.items()}
+
     def percentiles(self) -> dict[str, Percentiles]:
         """Stages with at least one value, in the order they were declared."""
-        out = {}
-        for stage, values in self._values.items():
-            if not len(values):
-                continue
-            arr = np.frombuffer(values, dtype=np.float64) if isinstance(values, array) else np.fromiter(values, np.float64, len(values))
+        return percentiles(self.values())
+
+
+def percentiles(values: dict[str, np.ndarray]) -> dict[str, Percentiles]:
+    """p50 / p90 / p99 / mean per stage of `LatencyWindow.values()`; stages without values are left out."""
+    out = {}
+    for stage, arr in values.items():
+        if arr.size:
             p50, p90, p99 = np.percentile(arr, [50, 90, 99])
             out[stage] = Percentiles(float(p50), float(p90), float(p99), float(arr.mean()))
-        return out
+    return out

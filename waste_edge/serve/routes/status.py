@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
@@ -14,10 +12,10 @@ router = APIRouter()
 
 
 @router.get("/api/v1/status", dependencies=[Depends(require_token)])
-def status(request: Request) -> dict[str, Any]:
+def status(request: Request) -> Response:
     """Model (path, sha256, classes, backend), cameras (state, decision, fps, latency percentiles, counters,
     last-hour counts), batching, MQTT and classify figures."""
-    return request.app.state.service.snapshot().to_dict()
+    return JSONResponse(request.app.state.service.snapshot().to_dict())  # plain JSON: no per-field encoder walk
 
 
 @router.get("/healthz")
