@@ -13,7 +13,7 @@ import json
 import pytest
 
 from tests.runtime.tiny_model import make_fused_model
-from tests.serve.conftest import ServeProcess, alternating_video, wait_for
+from tests.serve.conftest import ServeProcess, alternating_video, read_sse, wait_for
 from tests.serve.test_mqtt import Subscriber
 
 pytestmark = pytest.mark.usefixtures("serve_extra")
@@ -46,20 +46,6 @@ METRICS = {  # family name: type, as the `# TYPE` lines of /metrics say
 }
 
 
-def _sse(client, want: int) -> dict[str, list[dict]]:
-    events: dict[str, list[dict]] = {}
-    with client.stream("GET", "/api/v1/events") as r:
-        kind = None
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.setdefault(kind, []).append(json.loads(line[6:]))
-            if "decision" in events and len(events.get("stats", [])) >= want:
-                return events
-    return events
-
-
 def test_serve_wire_formats(mosquitto, tmp_path):
     import httpx
 
@@ -81,7 +67,7 @@ def test_serve_wire_formats(mosquitto, tmp_path):
             assert list(status["batching"]) == BATCHING and list(status["mqtt"]) == MQTT_STATUS
             assert list(status["classify"]) == ["pending", "workers", "max_body_bytes", "max_pixels"]
             assert status["collect"] is None and status["jsonl"] == str(events)
-            sse = _sse(c, 2)
+            sse = read_sse(c)
             assert list(sse["decision"][0]) == SSE_DECISION and sse["decision"][0]["camera"] == "door"
             assert list(sse["stats"][-1]) == SSE_STATS and list(sse["stats"][-1]["model"]) == ["sha256", "name"]
             assert list(sse["stats"][-1]["cameras"][0]) == CAMERA

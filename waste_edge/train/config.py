@@ -26,15 +26,8 @@ def _augment(text: str) -> tuple[str, ...]:
 
 
 def _freeze_until(text: str) -> int | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a block index >= 0 or none, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a block index >= 0 or none, got {text}")
-    return value
+    """A block index, or none (train everything)."""
+    return None if text.strip().lower() == "none" else int_in(0, 1000)(text)
 
 
 @dataclass
