@@ -37,7 +37,7 @@ class EvalOptions:
     """`eval`: a run directory re-evaluated on any dataset split."""
 
     data: Path = common("--data", required=True, help="dataset to evaluate on")
-    split: str = option("test", "--split", choices=["train", "val", "test", "all"], help="split to evaluate (default: %(default)s)")
+    split: str = option("test", "--split", metavar="SPLIT", help="split to evaluate: train, val, test or all (default: %(default)s)")
     out: Path | None = common("--out", None, type=output_folder, help="folder for the report files (default: <run>/eval-<split>)")
     batch_size: int = common("--batch-size", 32, help="images per encoder batch (default: %(default)s)")
     workers: int = common("--workers", 2)
