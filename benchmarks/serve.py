@@ -130,11 +130,20 @@ def bench_classify(clients: int, requests: int) -> dict:
             "p99_ms": round(q[98], 1), "max_ms": round(max(lat), 1), "serve_exit": code, "loadavg_before": before, "loadavg_after": after}
 
 
-def camera_run(video: Path, cameras: int, mode: str, warmup: float, seconds: float) -> dict:
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of process `pid` itself, and of its children it has reaped (e.g. hook commands)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def status_window(args: list[str], warmup: float, seconds: float) -> dict:
+    """`serve ARGS`: once every camera has classified a frame and `warmup` s passed, /api/v1/status at the start
+    (s0, t0) and the end (s1, t1) of a `seconds` window, the serve process's CPU seconds in the window (its own,
+    `cpu_s`, and its reaped children's, `children_cpu_s`), then SIGTERM and its exit status (`exit`)."""
     import httpx
 
-    args = [a for i in range(cameras) for a in ("--device", f"cam{i}={video}")]
-    serve = Serve([*args, "--loop", "--batching", mode])
+    serve = Serve(args)
     try:
         get = lambda: httpx.get(serve.url + "/api/v1/status", timeout=60).json()  # noqa: E731
         deadline = time.monotonic() + 120
@@ -143,11 +152,18 @@ def camera_run(video: Path, cameras: int, mode: str, warmup: float, seconds: flo
                 raise SystemExit("cameras did not start")
             time.sleep(0.5)
         time.sleep(warmup)
-        s0, t0 = get(), time.monotonic()
+        cpu0, s0, t0 = process_cpu_s(serve.proc.pid), get(), time.monotonic()
         time.sleep(seconds)
-        s1, t1 = get(), time.monotonic()
+        s1, t1, cpu1 = get(), time.monotonic(), process_cpu_s(serve.proc.pid)
     finally:
-        serve.stop()
+        code = serve.stop()
+    return {"s0": s0, "t0": t0, "s1": s1, "t1": t1, "exit": code, "cpu_s": cpu1[0] - cpu0[0], "children_cpu_s": cpu1[1] - cpu0[1]}
+
+
+def camera_run(video: Path, cameras: int, mode: str, warmup: float, seconds: float) -> dict:
+    args = [a for i in range(cameras) for a in ("--device", f"cam{i}={video}")]
+    w = status_window([*args, "--loop", "--batching", mode], warmup, seconds)
+    s0, t0, s1, t1 = w["s0"], w["t0"], w["s1"], w["t1"]
     per_cam = [(b["counters"]["frames"] - a["counters"]["frames"]) / (t1 - t0) for a, b in zip(s0["cameras"], s1["cameras"])]
     b = s1["batching"]
     return {"cameras": cameras, "mode": mode, "fps_per_camera": [round(x, 2) for x in per_cam], "mean_fps_per_camera": round(statistics.mean(per_cam), 2),
@@ -285,12 +301,16 @@ def main() -> int:
         print(f"one camera: serve vs camera, {args.pairs} interleaved pairs (loadavg {loadavg()})", flush=True)
         doc["one_camera"] = {**bench_one_camera(args.pairs, args.video_seconds, warmup=30), "command": command}
     doc["loadavg_end"] = loadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(str(args.out) + ".json").write_text(json.dumps(doc, indent=1) + "\n")
-    md = markdown(doc)
-    Path(str(args.out) + ".md").write_text(md)
-    print(md)
+    write_results(args.out, doc, markdown(doc))
     return 0
+
+
+def write_results(out: Path, doc: dict, md: str) -> None:
+    """OUT.json (the runs) and OUT.md (the table), and the table on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(str(out) + ".json").write_text(json.dumps(doc, indent=1) + "\n")
+    Path(str(out) + ".md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":

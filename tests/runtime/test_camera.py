@@ -257,3 +257,27 @@ def test_camera_help_teaches(capsys):
     out, _ = capsys.readouterr()
     for flag in ("--device", "--model", "--backend", "--no-show", "--save", "--jsonl", "--smooth", "--threshold", "--max-frames", "example:"):
         assert flag in out
+
+
+def test_camera_cli_on_decision_runs_the_newest_decision_and_counts_the_rest(model, video, tmp_path, capsys):
+    import shlex
+    import sys
+
+    from tests.runtime.test_hooks import SCRIPT
+
+    rec = tmp_path / "rec.jsonl"
+    cmd = shlex.join([sys.executable, str(SCRIPT), "record", str(rec)])
+    rc = main(["camera", "--device", str(video), "--model", str(model), "--no-show", "--on-decision", cmd])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    runs = read_jsonl(rec)
+    changes = 9  # PATTERN twice: B N B N B | N B N B
+    line = next(l for l in out.splitlines() if l.startswith("on-decision:"))
+    assert line.startswith(f"on-decision: {changes} decision changes: {len(runs)} ok, 0 failed, 0 timed out, 0 could not start, "
+                           f"{changes - len(runs)} skipped for a newer one, 0 left at exit"), line
+    for r in runs:  # changes alternate B, N, B, ...: odd seq is B; the first one has no previous label
+        seq, env = json.loads(r["stdin"])["seq"], r["env"]
+        assert env["WASTE_EDGE_LABEL"] == ("B" if seq % 2 else "N") and env["WASTE_EDGE_CAMERA"] == "cam0"
+        assert env["WASTE_EDGE_PREVIOUS"] == ("" if seq == 1 else "N" if seq % 2 else "B")
+    assert json.loads(runs[-1]["stdin"])["seq"] == changes and runs[-1]["env"]["WASTE_EDGE_LABEL"] == "B", "the last decision always runs"
+    assert all(len(json.loads(r["stdin"])["model"]) == 64 for r in runs)

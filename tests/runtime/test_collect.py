@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -105,7 +104,7 @@ def test_offer_never_blocks_when_the_writer_is_stuck(tmp_path, monkeypatch):
 
     def slow_save(self, item):
         started.set()
-        release.wait(30)  # a disk that hangs (NFS, a dying SD card)
+        release.wait(120)  # a disk that hangs (NFS, a dying SD card)
         real_save(self, item)
 
     monkeypatch.setattr(Collector, "_save", slow_save)
@@ -113,11 +112,10 @@ def test_offer_never_blocks_when_the_writer_is_stuck(tmp_path, monkeypatch):
     col = collector(tmp_path, queue_size=2, dedup_bits=-1)
     col.offer(frames[0], np.array([0.5, 0.5]), 0.5)
     assert started.wait(5)
-    t0 = time.perf_counter()
     queued = sum(col.offer(f, np.array([0.5, 0.5]), 0.5) for f in frames[1:])
-    elapsed = time.perf_counter() - t0
-    assert queued == 2 and col.stats.dropped == 47  # the queue took 2, the rest were dropped and counted
-    assert elapsed < 5.0  # 49 offers against a stuck writer returned (a blocking put would hang here)
+    # The queue took 2, the rest were dropped and counted. No clock needed: a blocking put would wait for the stuck
+    # writer (released only below, or after 120 s), and the counts would then say more than 2 were queued.
+    assert queued == 2 and col.stats.dropped == 47 and not release.is_set()
     release.set()
     stats = col.close()
     assert stats.saved == 3 and len(list_frames(tmp_path)) == 3
@@ -158,10 +156,11 @@ def video(tmp_path_factory):
 
 
 def test_camera_loop_collects_frames_without_the_overlay(clf, video, tmp_path):
-    # every frame is "uncertain"; a queue as long as the video, so a busy machine's slow writer drops none
+    # Every frame is "uncertain". A queue for all 12: a video file feeds the loop faster than a camera, and on a loaded
+    # machine the writer falls behind and drops (by design, never blocking the camera): that is tested above, not here.
     with collector(tmp_path / "c", below=1.0, queue_size=16) as col, open_source(video) as src:
         summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=False, save=tmp_path / "annotated.avi")), collector=col)
-    assert summary.frames == 12 and col.stats.uncertain == 12
+    assert summary.frames == 12 and col.stats.uncertain == 12 and col.stats.dropped == 0
     saved = list_frames(tmp_path / "c")
     assert len(saved) == col.stats.saved >= 10  # distinct frames: at most a couple judged near duplicates
     cap = cv2.VideoCapture(str(video))

@@ -180,13 +180,15 @@ def test_live_source_survives_empty_reads_freeze_and_failed_reopens():
 @pytest.mark.timeout(30)
 def test_close_returns_promptly_even_while_a_read_is_frozen():
     unfreeze = threading.Event()
-    src = open_source(0, capture_factory=lambda: FakeCapture(["frame", "freeze"], unfreeze=unfreeze), stall_timeout=0.2, backoff=(5.0, 5.0))
+    # A 60 s backoff: a close that waited for the reconnect (or for the frozen read) would take a minute; one that does
+    # not takes the 0.4 s sleep. The 20 s bound sits far from both, so machine load cannot decide it.
+    src = open_source(0, capture_factory=lambda: FakeCapture(["frame", "freeze"], unfreeze=unfreeze), stall_timeout=0.2, backoff=(60.0, 60.0))
     try:
         assert src.read() is not None
         t0 = time.monotonic()
         time.sleep(0.4)  # now frozen for longer than the stall timeout
         src.close()
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 20
         assert src.read() is None
     finally:
         unfreeze.set()

@@ -142,7 +142,7 @@ def test_camera_worker_reports_reconnecting_then_connected_then_stalled(models):
         wait_for(lambda: w.snapshot().counters.frames >= 10, 30, "frames after the open succeeded")
         assert w.snapshot().state == "connected" and w.opens == 1 and w.error == ""
         assert decisions and decisions[0].label == "B" and decisions[0].previous is None
-        assert decisions[0].to_message()["schema"] == "waste-edge.decision/1"
+        assert decisions[0].fields()["schema"] == "waste-edge.decision/1"
         wait_for(lambda: w.state in ("stalled", "reconnecting"), 10, "the frozen camera to show")
     finally:
         freeze.set()

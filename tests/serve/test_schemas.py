@@ -23,8 +23,8 @@ SERVE_LATENCY = ["read", "queue", "infer", "total"]
 COUNTERS = ["frames", "skipped_bad_frames", "inference_errors", "decision_changes", "dropped", "read_failures", "stalls",
             "reconnects", "skipped_files"]
 STOP_RECORD = ["camera", "event", "ts", "state", "frames", "counters", "labels"]
-STATUS = ["version", "uptime_s", "model", "model_swaps", "classes", "cameras", "batching", "mqtt", "jsonl", "events_subscribers",
-          "classify", "collect", "healthy"]
+STATUS = ["version", "uptime_s", "model", "model_swaps", "classes", "cameras", "batching", "mqtt", "mqtt_discovery", "on_decision",
+          "webhooks", "jsonl", "events_subscribers", "classify", "collect", "healthy"]
 CAMERA = ["id", "source", "kind", "state", "error", "inference_failing", "decision", "fps", "latency_ms", "last_frame_age_s",
           "counters", "labels", "last_hour", "stream_viewers"]
 DECISION_STATE = ["label", "display_name", "confidence", "probabilities", "frame", "ts", "since"]

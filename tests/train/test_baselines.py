@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -127,14 +126,18 @@ def test_full_frames_match_reference_pipeline(tiny_data, tmp_path):
 def test_imagenet_offline_fails_fast_naming_the_alternatives(monkeypatch, tmp_path, capsys, tiny_data):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
 
+    attempts = []
+
     def offline(*args, **kwargs):
+        attempts.append(args)
         raise OSError(101, "Network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", offline)
-    t0 = time.perf_counter()
     rc = main(["train", "baseline", "--arch", "vgg16", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--weights", "imagenet"])
     err = capsys.readouterr().err
-    assert rc == 1 and time.perf_counter() - t0 < 10
+    # Fast means no retry loop and no training before the error (counted, not timed: TensorFlow alone takes seconds
+    # to start on a loaded machine).
+    assert rc == 1 and len(attempts) <= 2, attempts
     assert "--weights none" in err and "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in err
     assert not (tmp_path / "run" / "model.keras").exists()
 

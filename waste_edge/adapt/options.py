@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from waste_edge._options import common, option
 from waste_edge._outputs import input_path
@@ -22,6 +23,16 @@ class AdaptOptions:
     knowledge (the rehearsal set shipped beside the model, and regularisation toward the old head), and write a
     COPY of the model with the new head's constants (fp32 and INT8 models; the input is never modified). The new
     model's metadata records the base model's sha256, the labels per class, the method and the time."""
+
+    EPILOG: ClassVar[str] = (
+        "methods: auto (rehearsal+prior when <model>.rehearsal.npz exists, else prior), rehearsal+prior, rehearsal, prior, "
+        "labels-only (forgets the old domain; for comparison).\n"
+        "labels.csv: one row per frame, file,label (B, N, a display name such as biodegradable, or skip); a BOM, CRLF, "
+        "spaces and comments are accepted, unusable rows are reported and skipped.\n"
+        "example:\n"
+        "  waste-edge camera --device 0 --model lite0-int8.onnx --collect bin-7/\n"
+        "  printf 'file,label\\n20250101-120000-123-0000-0.jpg,N\\n' > bin-7/labels.csv   # or the service's Review page\n"
+        "  waste-edge adapt --model lite0-int8.onnx --data bin-7/ --out lite0-int8-bin7.onnx")
 
     data: Path = common("--data", required=True, help="collection folder with labels.csv")
     out: Path = common("--out", required=True, help="the adapted model to write (.onnx; never the input model)")

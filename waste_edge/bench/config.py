@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from waste_edge._options import MAX_BATCH, common, float_in, int_in, like, option
 from waste_edge._outputs import input_run
@@ -76,6 +77,14 @@ class BenchConfig:
     fails becomes a row with the reason; the other rows go on.
 
     What to measure and how (see the module docstring for the defaults)."""
+
+    EPILOG: ClassVar[str] = (
+        "examples:\n"
+        "  waste-edge bench --model runs/lite0/model-fp32.onnx --model runs/lite0/model-int8.onnx --reference runs/lite0 --camera\n"
+        "  waste-edge bench --model vit-int8.onnx --reference runs/vit --batches 1,16 --json out.json --md out.md --plot out.png\n"
+        "  waste-edge bench --model vit-int8.onnx --reference runs/vit --data data/TEST --check-alone   # speed + accuracy\n"
+        "  waste-edge bench --model vit-int8.onnx --session-config session.intra_op.allow_spinning=0      # a lever\n"
+        "  waste-edge bench --model vit-fp16.onnx --backends cuda,tensorrt --batches 1,256 --seconds 10")
 
     models: list[Path] | None = like(ModelOptions, "model", None, action="append", help=f"{MODEL_HELP}; repeat for several")
     references: list[Path] = option(MISSING, "--reference", default_factory=list, action="append", type=input_run, metavar="RUN_DIR",

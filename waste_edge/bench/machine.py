@@ -13,25 +13,7 @@ import subprocess
 from typing import Any
 
 from waste_edge._io import library_versions
-
-_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16", "neon", "asimddp")
-
-
-def _cpu_model() -> tuple[str, list[str]]:
-    name, flags = platform.processor() or platform.machine(), []
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "Model", "Hardware") and name in ("", platform.machine(), platform.processor()):
-                    name = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    have = set(value.split())
-                    flags = [f for f in _FLAGS if f in have]
-    except OSError:
-        pass
-    return name, flags
+from waste_edge.runtime.cpu import cpu_info
 
 
 def gpu_names() -> list[str]:
@@ -49,12 +31,12 @@ def gpu_names() -> list[str]:
 def machine_info() -> dict[str, Any]:
     import onnxruntime as ort
 
-    cpu, flags = _cpu_model()
+    cpu = cpu_info()
     info: dict[str, Any] = {
         "hostname": platform.node(),
         "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_flags": flags,
+        "cpu": cpu.model,
+        "cpu_flags": list(cpu.flags),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
     }

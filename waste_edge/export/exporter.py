@@ -109,8 +109,8 @@ def build_fused_onnx(
         torch.set_num_threads(threads)
     details["normalization"] = norm
     if opts.int8:
-        from waste_edge.export.quantize import (DEFAULT_INT8_SCHEME, SATURATION_FREE_MAX_WEIGHT, QuantizationError, choose_int8_method, get_int8_scheme,
-                                                int8_gemm_weight_peak, quantize_dynamic_encoder, quantize_static_encoder)
+        from waste_edge.export.quantize import (DEFAULT_INT8_SCHEME, QuantizationError, choose_int8_method, get_int8_scheme, int8_gemm_weight_peak,
+                                                quantize_dynamic_encoder, quantize_static_encoder, saturating_ops)
 
         method = choose_int8_method(enc_model)
         scheme = get_int8_scheme(opts.int8_scheme or DEFAULT_INT8_SCHEME)
@@ -130,10 +130,12 @@ def build_fused_onnx(
             pre_rgb = build_preprocess_model(spec, "RGB", opset=opts.opset)  # calibration photos come in any size
             enc_model, calib_info = quantize_static_encoder(enc_model, pre_rgb, opts.calib, progress=progress, log=log, scheme=scheme.name)
             details.update(calib_info)
-        peak = int8_gemm_weight_peak(enc_model)
-        details["int8_weight_peak"] = peak
-        if scheme.portable and scheme.weights == "QInt8" and peak is not None and peak > SATURATION_FREE_MAX_WEIGHT:
-            raise QuantizationError(f"INT8 scheme {scheme.name!r} left a weight at {peak} > {SATURATION_FREE_MAX_WEIGHT}: a u8 x s8 pair sum can saturate, results would depend on the CPU")
+        details["int8_weight_peak"] = int8_gemm_weight_peak(enc_model)
+        unsafe = saturating_ops(enc_model)
+        if scheme.portable and unsafe:
+            worst = max(unsafe, key=lambda b: b.worst_pair)
+            raise QuantizationError(f"INT8 scheme {scheme.name!r} left {len(unsafe)} op(s) whose integer sums can saturate (e.g. {worst.node}: "
+                                    f"a pair sum up to {worst.worst_pair} > 32767): results would depend on the CPU")
     elif opts.half:
         from waste_edge.export.half import convert_encoder_fp16
 

@@ -136,8 +136,17 @@ def export_encoder(encoder: Encoder, *, opset: int = 18, log: Any = None) -> tup
             continue
         if log:
             log(f"encoder exported with the {'dynamo' if dynamo else 'TorchScript'} exporter (normalisation {norm})")
-        return _normalise_opset(model, opset), norm
+        return _normalise_opset(_without_exporter_records(model), opset), norm
     raise ExportError(f"cannot export encoder {encoder.id} to ONNX: " + "; ".join(errors))
+
+
+def _without_exporter_records(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the exporter's per-node debug records (Python stack traces with the checkout's absolute paths, FX node
+    text): they made a model's bytes depend on the folder the repository was cloned into, so a rebuild elsewhere
+    could never be bit-identical. Nothing reads them."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    return model
 
 
 def _normalise_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:

@@ -261,8 +261,80 @@ def int8_gemm_weight_peak(model: onnx.ModelProto) -> int | None:
     return max(peaks) if peaks else None
 
 
+INT16_MAX = 2**15 - 1
+INT32_MAX = 2**31 - 1
+ACTIVATION_MAX = 255  # the largest |raw activation| a u8 x s8 kernel multiplies (uint8; int8 ones are within 128)
+
+
+@dataclass(frozen=True)
+class IntegerBound:
+    """The worst case of one integer GEMM / convolution of a model, from its int8 weights and the range of its
+    activations alone: no machine runs anything, so the verdict holds on every CPU.
+
+    `gemm`: ONNX Runtime's u8 x s8 GEMM on x86 without VNNI multiplies raw uint8 activations (0..255; zero points are
+    corrected afterwards in int32) by int8 weights with VPMADDUBSW, which adds two products of the SAME output channel
+    into a saturating int16. Which two depends on the kernel's packing, so the bound takes the worst two weights of
+    the channel: 255 * (|w|max1 + |w|max2) <= 32767 proves no pairing can saturate.
+    `widened`: depthwise convolutions and uint8 weights. MLAS's depthwise kernels (qdwconv.cpp: SSE2 and NEON;
+    qdwconv_avx2.cpp) subtract the zero points in int16, form each product exactly in 32 bits and add in int32;
+    the u8 x u8 GEMM widens to int16 and adds pairs with VPMADDWD into int32. Only the int32 accumulator can
+    overflow. Both kinds also bound the accumulator: 255 * sum|w| of one output channel <= 2^31 - 1."""
+
+    node: str
+    kind: str  # "gemm" | "widened"
+    depth: int  # products added into one output (K)
+    worst_pair: int  # gemm: the largest |w_i a_i + w_j a_j| of one channel; widened: the largest |w a|
+    worst_sum: int  # the largest |accumulator| of one channel
+
+    @property
+    def exact(self) -> bool:
+        return self.worst_sum <= INT32_MAX and (self.kind != "gemm" or self.worst_pair <= INT16_MAX)
+
+
+def saturating_ops(model: onnx.ModelProto) -> list[IntegerBound]:
+    """The integer ops of `model` whose worst case does not fit (empty: the integers are exact on every CPU)."""
+    return [b for b in int8_integer_bounds(model) if not b.exact]
+
+
+def int8_integer_bounds(model: onnx.ModelProto) -> list[IntegerBound]:
+    """One IntegerBound per integer GEMM / convolution of `model` (QDQ or QOperator format); [] when it has none."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {out: n for n in model.graph.node for out in n.output}
+    bounds = []
+    for node in model.graph.node:
+        if node.op_type in _INT_GEMM_WEIGHT_INPUT and len(node.input) > _INT_GEMM_WEIGHT_INPUT[node.op_type]:
+            name = node.input[_INT_GEMM_WEIGHT_INPUT[node.op_type]]
+        elif node.op_type in _FLOAT_GEMM_OPS and node.input[1] in producer and producer[node.input[1]].op_type == "DequantizeLinear":
+            name = producer[node.input[1]].input[0]
+        else:
+            continue
+        if name not in inits or inits[name].data_type not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+            continue
+        w = numpy_helper.to_array(inits[name]).astype(np.int64)
+        # One row per output channel: Conv weights are [N, C/group, kh, kw]; MatMul / Gemm-like weights are [K, N].
+        # Gemm with transB stores [N, K] like a Conv.
+        per_row = node.op_type in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose") or _attr(node, "transB", 0) == 1
+        rows = w.reshape(w.shape[0], -1) if per_row else w.reshape(w.shape[0], -1).T
+        if inits[name].data_type == onnx.TensorProto.UINT8:
+            rows = rows - 128  # uint8 weights are symmetric around 128 here; the exact zero point only shrinks the bound
+        mag = np.abs(rows)
+        depthwise = rows.shape[1] == int(np.prod(w.shape[2:])) and _group(node) > 1
+        widened = depthwise or inits[name].data_type == onnx.TensorProto.UINT8
+        top2 = -np.sort(-mag, axis=1)[:, :2] if mag.shape[1] > 1 else np.pad(mag, ((0, 0), (0, 1)))
+        pair = int((top2[:, 0] if widened else top2.sum(1)).max()) * ACTIVATION_MAX
+        bounds.append(IntegerBound(node.name or name, "widened" if widened else "gemm", int(rows.shape[1]), pair,
+                                   int(mag.sum(1).max()) * ACTIVATION_MAX))
+    return bounds
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == name), default)
+
+
 def _group(node: onnx.NodeProto) -> int:
-    return next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+    return _attr(node, "group", 1)
 
 
 def _weight_channels(conv: onnx.NodeProto, inits: dict[str, onnx.TensorProto], producer: dict[str, onnx.NodeProto]) -> int | None:

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, ClassVar, Iterable, TYPE_CHECKING
 
 from waste_edge._io import file_sha256
 from waste_edge._options import option, positive_int
@@ -28,12 +28,14 @@ from waste_edge.runtime.classifier import Classifier
 from waste_edge.runtime.decision import UNCERTAIN, DecisionOptions
 from waste_edge.runtime.pipeline import FramePipeline, Sink, direct_infer
 from waste_edge.runtime.sinks import AnnotatedVideo, JsonlEvents, JsonlSink, LiveWindow, OutputOptions, VideoSink, open_window
-from waste_edge.runtime.sources import FrameSource
+from waste_edge.runtime.sources import DEVICE_FORMS, FrameSource
 
 if TYPE_CHECKING:
     from waste_edge.runtime.collector import Collector
 
 log = logging.getLogger(__name__)
+
+CAMERA_ID = "cam0"  # how decision events name the one camera of this verb (as `serve` names its first)
 __all__ = ["UNCERTAIN", "CameraConfig", "CameraSummary", "run_camera"]
 
 
@@ -43,6 +45,11 @@ class CameraConfig:
     frame (drops are counted); a stalled or unplugged camera is reopened with backoff while the loop keeps
     running. The window shows label, confidence, FPS and latency; press q or Esc, or Ctrl-C, to stop. A summary
     (frames, drops, p50/p90/p99 latency, mean FPS) is printed at the end."""
+
+    EPILOG: ClassVar[str] = (
+        f"{DEVICE_FORMS}\nBelow --threshold the label reads 'uncertain'. JSONL events: frame, ts, label, confidence, "
+        "probabilities, latency_ms {read, infer, total}, dropped.\n"
+        "example: waste-edge camera --device 0 --model lite0-int8.onnx --smooth 5 --jsonl events.jsonl")
 
     output: OutputOptions = field(default_factory=OutputOptions)  # window, annotated video, JSONL
     decision: DecisionOptions = field(default_factory=DecisionOptions)  # smoothing and threshold
@@ -140,7 +147,7 @@ def run_camera(
         extra.insert(0, CollectFrames(collector))
     sha = collector.model_sha256 if collector is not None else (file_sha256(classifier.path) if extra else None)
     pipeline = FramePipeline(classes=classifier.classes, display_names=classifier.display_names, infer=direct_infer(classifier, sha),
-                             decision=cfg.decision, sinks=[*extra, *opened, timing], camera=source.name, max_frames=cfg.max_frames,
+                             decision=cfg.decision, sinks=[*extra, *opened, timing], camera=CAMERA_ID, max_frames=cfg.max_frames,
                              stop=stop)
     t_start = time.perf_counter()
     try:

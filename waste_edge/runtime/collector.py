@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import cv2
 import numpy as np
@@ -53,6 +53,8 @@ COLLECT_HELP = ("Save frames whose decision confidence is below --collect-below 
 @dataclass
 class CollectConfig:
     """Collection of uncertain frames (the collection option group of `camera` and `serve`)."""
+
+    GROUP: ClassVar[tuple[str, str | None]] = ("collection of uncertain frames", COLLECT_HELP)
 
     folder: Path = option(None, "--collect", type=output_folder, metavar="DIR", help="collection folder (created if missing)")
     below: float = option(0.8, "--collect-below", type=probability, metavar="P",

@@ -10,7 +10,7 @@ is `runtime.pipeline.FramePipeline`, the loop of `camera`, `demo` and every came
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
@@ -24,6 +24,8 @@ UNCERTAIN = "uncertain"
 @dataclass(frozen=True)
 class DecisionOptions:
     """How a stream of per-frame probabilities becomes a decision (the decision option group)."""
+
+    GROUP: ClassVar[tuple[str, str | None]] = ("decision (smoothing and threshold)", None)
 
     smooth: int = option(1, "--smooth", type=int_in(1, 1000), metavar="N",
                          help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")

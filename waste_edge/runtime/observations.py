@@ -1,12 +1,12 @@
-"""What a frame loop observes, as typed, immutable snapshots: one frame, one skipped frame, one decision change.
+"""What a frame loop observes, as typed, immutable snapshots: one frame, one skipped frame, a camera's decision.
 
 `runtime.pipeline.FramePipeline` makes them; its sinks (`runtime.sinks`, the service's MQTT / SSE / metrics
-sinks, the actuation hooks) read them. The wire formats built from them live here too, each once:
+sinks, the actuation hooks) read them. A decision change is `runtime.decision_event.DecisionEvent`, which
+renders the `waste-edge.decision/1` document. The other wire formats built from them live here, each once:
 
 * `FrameResult.event()` / `FrameSkipped.event()`: the JSONL event of a classified / skipped frame (the
   `camera --jsonl` schema; `serve --jsonl` adds `camera` first and `queue` to the latency split);
-* `DecisionState.to_dict()`: a camera's current decision as `/api/v1/status` and the SSE `decision` event show it;
-* `DecisionChange.to_message()`: the `waste-edge.decision/1` document (MQTT adds `seq` and `ts` in front).
+* `DecisionState.to_dict()`: a camera's current decision as `/api/v1/status` and the SSE `decision` event show it.
 
 A snapshot holds no lock and no reference to the loop, so a reader on another thread may keep it as long as it
 likes. The one exception is `FrameResult.image`: the pixels of the frame, valid only during the sink call.
@@ -21,9 +21,6 @@ import numpy as np
 
 from waste_edge.runtime.decision import Decision
 from waste_edge.runtime.sources import FrameInfo
-
-DECISION_SCHEMA = "waste-edge.decision/1"
-
 
 @dataclass(frozen=True, slots=True)
 class Inference:
@@ -134,24 +131,3 @@ class DecisionState:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "display_name": self.display_name, "confidence": self.confidence,
                 "probabilities": dict(self.probabilities), "frame": self.frame, "ts": self.ts, "since": self.since}
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionChange:
-    """The decided label of a camera changed (the first decision counts as a change, with `previous` None)."""
-
-    camera: str
-    state: DecisionState
-    previous: str | None
-    model_sha256: str | None
-
-    @property
-    def label(self) -> str:
-        return self.state.label
-
-    def to_message(self) -> dict[str, Any]:
-        """The `waste-edge.decision/1` document: what MQTT publishes and decision hooks receive."""
-        s = self.state
-        return {"schema": DECISION_SCHEMA, "camera": self.camera, "label": s.label, "display_name": s.display_name,
-                "confidence": s.confidence, "probabilities": dict(s.probabilities), "previous": self.previous,
-                "frame": s.frame, "model": self.model_sha256}

@@ -7,7 +7,7 @@ hysteresis, then the confidence threshold; `runtime/decision.py`), keeps the num
 hands typed snapshots (`runtime/observations.py`) to its sinks.
 
 Sinks are small objects with one interface (`Sink`): `on_frame(FrameResult)`, `on_skip(FrameSkipped)`,
-`on_decision(DecisionChange)`, `close()`; each hook is optional. Two kinds, by when they run:
+`on_decision(DecisionEvent)`, `close()`; each hook is optional. Two kinds, by when they run:
 
 * pixel sinks (`reads_pixels = True`: video, window, MJPEG stream, frame collection) run first, while the
   frame's buffer is valid; their time counts in the frame's `total` latency, as drawing and writing video
@@ -37,8 +37,8 @@ import numpy as np
 from waste_edge._outputs import is_broken_pipe
 from waste_edge.runtime.decision import Decider, Decision, DecisionOptions
 from waste_edge.runtime.frames import FrameError
+from waste_edge.runtime.decision_event import DecisionEvent
 from waste_edge.runtime.observations import (
-    DecisionChange,
     DecisionState,
     FrameImage,
     FrameResult,
@@ -95,8 +95,8 @@ class Sink:
     def on_skip(self, skipped: FrameSkipped) -> None:
         """A frame the model could not take."""
 
-    def on_decision(self, change: DecisionChange) -> None:
-        """The decided label changed (called before `on_frame` of the same frame)."""
+    def on_decision(self, event: DecisionEvent) -> None:
+        """The decided label changed (called before `on_frame` of the same frame); the first decision counts."""
 
     def close(self) -> None:
         """The loop has ended: flush and release."""
@@ -135,10 +135,10 @@ class SinkSet:
             except Exception as e:
                 self._failed(s, "on_skip", e)
 
-    def decision(self, change: DecisionChange) -> None:
+    def decision(self, event: DecisionEvent) -> None:
         for s in self.sinks:
             try:
-                s.on_decision(change)
+                s.on_decision(event)
             except StopPipeline as e:
                 self.stop_reason = self.stop_reason or e.reason
             except Exception as e:
@@ -244,7 +244,6 @@ class FramePipeline:
         stages = ("read", "queue", "infer", "total") if queue_stage else ("read", "infer", "total")
         self.stats = PipelineStats(self.decider.labels, stages, latency_window)
         self._canvas: np.ndarray | None = None
-        self._skips_logged = 0
 
     @property
     def labels(self) -> list[str]:
@@ -282,7 +281,7 @@ class FramePipeline:
             self.stats.skipped += 1
             n = self.stats.skipped
         if n <= 3 or n % 100 == 0:
-            log.warning("%s: frame %d skipped (%s); %d so far", self.camera or source_name, frame_info.index, error, n)
+            log.warning("%s: frame %d skipped (%s); %d so far", source_name, frame_info.index, error, n)
         self.sinks.skip(FrameSkipped(self.camera, frame_info, str(error)))
 
     def _inference_failed(self, e: Exception) -> None:
@@ -292,7 +291,7 @@ class FramePipeline:
             self.stats.last_error_at = time.monotonic()
         log.warning("%s: inference failed: %s", self.camera or "camera", e)
 
-    def _decide(self, inf: Inference, frame_index: int, now: float) -> tuple[Decision, DecisionChange | None]:
+    def _decide(self, inf: Inference, frame_index: int, now: float) -> tuple[Decision, DecisionEvent | None]:
         """The decision of one frame, recorded in the numbers; the change it makes, if any."""
         decision = self.decider.update(inf.probs)
         probs = tuple((c, round(float(p), 6)) for c, p in zip(self.classes, inf.probs))
@@ -302,16 +301,17 @@ class FramePipeline:
             changed = prev is None or prev.label != decision.label
             stamp = round(now, 3)
             state = st.decision = DecisionState(decision.label, decision.shown, round(decision.confidence, 6), probs, frame_index,
-                                                stamp, stamp if changed or prev is None else prev.since)
+                                                stamp, stamp if changed else prev.since)  # type: ignore[union-attr]
             st.frames += 1
-            st.changes += changed
+            st.changes += int(changed)
             st.labels[decision.label] += 1
             st.hour.add(decision.label, now)
             st.rate.tick()
             st.last_frame_at = time.monotonic()
         if not changed:
             return decision, None
-        return decision, DecisionChange(self.camera, state, prev.label if prev is not None else None, inf.model_sha256)
+        return decision, DecisionEvent(self.camera, state.label, state.display_name, state.confidence, dict(probs),
+                                       prev.label if prev is not None else None, frame_index, inf.model_sha256 or "", now)
 
     def run(self, source: FrameSource) -> str:
         """Classify frames of `source` until it ends (END_OF_SOURCE), `max_frames` (MAX_FRAMES), `stop()` (STOPPED),
@@ -320,6 +320,7 @@ class FramePipeline:
         period = 1.0 / source.fps if self.realtime and source.fps and not source.live else 0.0
         next_due = time.monotonic()
         stop, sinks, stats = self.stop_event, self.sinks, self.stats
+        sinks.stop_reason = None
         try:
             while True:
                 if stop.is_set():

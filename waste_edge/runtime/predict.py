@@ -22,7 +22,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, NamedTuple, Sequence
+from typing import Any, ClassVar, IO, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -323,6 +323,12 @@ class PredictOptions:
     row with an error, never a crash. Rows are flushed batch by batch, so a killed run keeps its work.
 
     `predict`'s own settings (besides the model group and the sources)."""
+
+    EPILOG: ClassVar[str] = (
+        "examples:\n"
+        "  waste-edge predict photos/ clip.mp4 --model lite0-int8.onnx --out predictions.csv\n"
+        "  waste-edge predict photos/ --out predictions.csv --ray                     # Ray Data, local or joined cluster\n"
+        "  waste-edge predict /nfs/photos --out p.csv --ray 10.0.0.5:6379 --ray-workers 64")
 
     out: str | None = common("--out", None, metavar="FILE.csv|FILE.jsonl", help="output table (default: CSV on stdout)")
     batch_size: int = common("--batch-size", 16, help="images per inference batch (default: %(default)s)")

@@ -2,7 +2,7 @@
 
 Two layers. The writers (`JsonlSink`, `VideoSink`, `WindowSink`) know a format: whole JSON lines, a video
 container, an OpenCV window; each is opened once and written per frame, and none parses or allocates more
-than the event itself. The loop's sinks (`JsonlEvents`, `AnnotatedVideo`, `LiveWindow`, `DecisionDocuments`:
+than the event itself. The loop's sinks (`JsonlEvents`, `AnnotatedVideo`, `LiveWindow`, `Decisions`:
 `runtime.pipeline.Sink`) know what of a frame goes there. The window needs a display and an OpenCV build with
 GUI support (opencv-python, not -headless); when either is missing the loop runs headless and says so once.
 """
@@ -25,7 +25,8 @@ from waste_edge._io import write_whole
 from waste_edge._options import option
 from waste_edge._outputs import check_output, output_file
 from waste_edge.errors import WasteEdgeError
-from waste_edge.runtime.observations import DecisionChange, FrameResult, FrameSkipped
+from waste_edge.runtime.decision_event import DecisionEvent, DecisionSink
+from waste_edge.runtime.observations import FrameResult, FrameSkipped
 from waste_edge.runtime.pipeline import Sink, StopPipeline
 
 log = logging.getLogger(__name__)
@@ -242,18 +243,21 @@ class LiveWindow(Sink):
         self.window.close()
 
 
-class DecisionDocuments(Sink):
-    """Hands every decision change, as its `waste-edge.decision/1` document, to `target.on_decision(doc)`: how a
-    self-contained decision consumer (an actuation hook, a webhook, an MQTT topic) joins a frame loop."""
+class Decisions(Sink):
+    """Hands every decision change to a `runtime.decision_event.DecisionSink` (`target.on_decision(event)`): how a
+    self-contained decision consumer (the --on-decision hook, webhooks, the service's actions) joins a frame loop.
 
-    def __init__(self, target: Any, name: str | None = None) -> None:
+    `owns`: close the target with the loop (else its owner closes it, e.g. once for all of a service's cameras)."""
+
+    def __init__(self, target: DecisionSink, *, owns: bool = True, close_timeout: float = 10.0, name: str | None = None) -> None:
         self.target = target
+        self.owns = owns
+        self.close_timeout = close_timeout
         self.name = name or type(target).__name__
 
-    def on_decision(self, change: DecisionChange) -> None:
-        self.target.on_decision(change.to_message())
+    def on_decision(self, event: DecisionEvent) -> None:
+        self.target.on_decision(event)
 
     def close(self) -> None:
-        close = getattr(self.target, "close", None)
-        if close is not None:
-            close()
+        if self.owns:
+            self.target.close(self.close_timeout)

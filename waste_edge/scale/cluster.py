@@ -15,7 +15,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 from waste_edge._io import Log, tcp_unreachable
 from waste_edge._options import float_in, int_in, option
@@ -39,6 +39,8 @@ class RayOptions:
     RAY_AUTH_MODE=token and the cluster's token, as for any Ray client). Inputs and model must be readable at
     the same paths on every node. Results are written in Parquet shards as they complete; after an
     interruption, the same command skips the completed shards."""
+
+    GROUP: ClassVar[tuple[str, str | None]] = ("Ray (pip install 'waste-edge[ray]')", None)
 
     address: str = option("auto", "--ray", nargs="?", const="auto", metavar="auto|HOST:PORT",
                           help="run on a Ray cluster with Ray Data (see below)")  # auto | local | HOST:PORT | ray://HOST:PORT

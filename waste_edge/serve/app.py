@@ -9,10 +9,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from waste_edge import __version__
-from waste_edge.serve.routes import classify, events, page, review, status, streams
+from waste_edge.serve.routes import classify, events, page, review, snapshots, status, streams
 from waste_edge.serve.service import Service
 
-ROUTERS = [page.router, status.router, classify.router, events.router, streams.router, review.router]
+ROUTERS = [page.router, status.router, classify.router, events.router, streams.router, snapshots.router, review.router]
 
 
 def create_app(service: Service, token: str | None = None) -> FastAPI:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from waste_edge._options import float_in, int_in, option
 from waste_edge._outputs import output_folder
 from waste_edge.runtime.classifier import ModelOptions
 from waste_edge.runtime.collector import CollectConfig
 from waste_edge.runtime.decision import DecisionOptions
-from waste_edge.runtime.sources import SourceOptions
+from waste_edge.runtime.sources import DEVICE_FORMS, SourceOptions
+from waste_edge.serve.actions import ActionOptions
 
 BATCH_MODES = ("auto", "on", "off")
 
@@ -32,11 +33,24 @@ class ServeConfig:
     Everything `serve` is told. Fields declared with `option()` are its own flags; the groups it shares with
     other verbs (model, decision, source, collection, --jsonl) are fields of their own types."""
 
+    EPILOG: ClassVar[str] = (
+        f"{DEVICE_FORMS} NAME=SOURCE names the camera (default cam0, cam1, ...). Without --device only the classify API runs.\n"
+        "MQTT topics under PREFIX (mqtt://HOST:PORT/PREFIX): PREFIX/status (online/offline, retained, last will), "
+        "PREFIX/CAMERA/decision (JSON per decision change), PREFIX/CAMERA/summary (JSON every --mqtt-summary s).\n"
+        "examples:\n"
+        "  waste-edge serve --device 0 --smooth 5 --threshold 0.7\n"
+        "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token \"$TOKEN\" \\\n"
+        "      --mqtt mqtt://broker:1883/factory/bin3 --jsonl /var/lib/waste-edge/events.jsonl\n"
+        "  waste-edge serve --device bin=0 --on-decision 'python3 deploy/raspberry-pi/flap.py' \\\n"
+        "      --webhook http://nodered.local:1880/waste --mqtt mqtt://homeassistant.local/waste-edge --mqtt-discovery\n"
+        "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8080/api/v1/classify")
+
     devices: list[str] = field(default_factory=list)  # source specs, optionally NAME=SPEC
     model: ModelOptions = field(default_factory=ModelOptions)
     decision: DecisionOptions = field(default_factory=DecisionOptions)
     source: SourceOptions = field(default_factory=SourceOptions)  # stall timeout, loop, realtime (its device is unused)
     collect: CollectConfig | None = None  # --collect: save each camera's uncertain frames there (Review view, adapt)
+    actions: ActionOptions = field(default_factory=ActionOptions)  # --on-decision, --webhook, --mqtt-discovery
     jsonl: str | Path | None = None
     host: str = option("127.0.0.1", "--host", help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
     port: int = option(8080, "--port", type=int_in(0, 65535), help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")

@@ -11,7 +11,8 @@ import asyncio
 import threading
 from typing import Any
 
-from waste_edge.runtime.observations import DecisionChange, DecisionState
+from waste_edge.runtime.decision_event import DecisionEvent
+from waste_edge.runtime.observations import DecisionState
 from waste_edge.runtime.pipeline import Sink
 
 
@@ -78,8 +79,11 @@ class SseDecisions(Sink):
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
 
-    def on_decision(self, change: DecisionChange) -> None:
-        self.bus.publish(decision_event(change.camera, change.state))
+    def on_decision(self, event: DecisionEvent) -> None:
+        ts = round(event.ts, 3)  # a change: the decision is new since this frame
+        self.bus.publish({"type": "decision", "camera": event.camera, "label": event.label, "display_name": event.display_name,
+                          "confidence": event.confidence, "probabilities": dict(event.probabilities), "frame": event.frame,
+                          "ts": ts, "since": ts})
 
 
 def decision_event(camera: str, state: DecisionState) -> dict[str, Any]:

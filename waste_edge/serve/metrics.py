@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 
 from waste_edge.runtime.observations import FrameResult
 from waste_edge.runtime.pipeline import Sink
-from waste_edge.serve.snapshots import ServiceSnapshot
+from waste_edge.serve.snapshots import ActionsStatus, ServiceSnapshot
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -72,6 +72,37 @@ class _SnapshotCollector:
             conn = GaugeMetricFamily("waste_edge_mqtt_connected", "1 while connected to the broker")
             conn.add_metric([], 1.0 if m.connected else 0.0)
             yield from (sent, drop, queued, conn)
+        yield from _action_metrics(snap.actions)
+
+
+_HOOK_OUTCOMES = ("succeeded", "failed", "timed_out", "start_errors", "superseded", "abandoned")
+
+
+def _action_metrics(s: ActionsStatus) -> Iterator[Metric]:
+    """--on-decision runs by outcome, --webhook deliveries per URL (redacted): the counters of their status snapshots."""
+    if s.on_decision is not None:
+        h = s.on_decision
+        runs = CounterMetricFamily("waste_edge_on_decision_runs", "--on-decision decision changes by outcome "
+                                   "(superseded: replaced by a newer decision while the command ran)", labels=["outcome"])
+        for outcome in _HOOK_OUTCOMES:
+            runs.add_metric([outcome], getattr(h, outcome))
+        running = GaugeMetricFamily("waste_edge_on_decision_running", "--on-decision commands running now")
+        running.add_metric([], h.running)
+        yield from (runs, running)
+    if s.webhooks:
+        fams = {k: CounterMetricFamily(f"waste_edge_webhook_{k}", doc, labels=["url"]) for k, doc in (
+            ("delivered", "Webhook messages answered with 2xx"), ("retries", "Webhook attempts after a message's first"),
+            ("dropped", "Webhook messages dropped from the full queue (oldest first)"),
+            ("failed", "Webhook messages given up (refused with 4xx / 3xx, or out of attempts)"),
+            ("unsent", "Webhook messages still queued when the service stopped"))}
+        queued = GaugeMetricFamily("waste_edge_webhook_queued", "Webhook messages waiting (in flight included)", labels=["url"])
+        up = GaugeMetricFamily("waste_edge_webhook_up", "1 while the last webhook attempt was delivered", labels=["url"])
+        for w in s.webhooks:
+            for k, fam in fams.items():
+                fam.add_metric([w.url], getattr(w, k))
+            queued.add_metric([w.url], w.queued + (1 if w.in_flight else 0))
+            up.add_metric([w.url], 1.0 if w.up else 0.0)
+        yield from (*fams.values(), queued, up)
 
 
 class ServiceMetrics:

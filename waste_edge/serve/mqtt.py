@@ -13,7 +13,8 @@ exactly where a message was lost. While the broker is away, messages wait in a b
 (`queue_size`); when it is full the OLDEST waiting message is dropped and counted (`dropped`), so after
 a long outage a consumer gets the latest `queue_size` messages, not stale ones. Messages already handed
 to paho are kept by paho and re-sent after a reconnect (QoS 1: at least once). paho reconnects with
-exponential back-off (1 s doubling to 30 s).
+exponential back-off (1 s doubling to 30 s). Home Assistant discovery (`ha_discovery.py`) describes these
+topics to HA; it hooks into every (re)connect with `add_connect_listener`.
 """
 
 from __future__ import annotations
@@ -26,17 +27,18 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from waste_edge.errors import WasteEdgeError
-from waste_edge.runtime.observations import DECISION_SCHEMA, DecisionChange
+from waste_edge.runtime.decision_event import DECISION_SCHEMA, DecisionEvent
 from waste_edge.runtime.pipeline import Sink
 from waste_edge.serve.snapshots import CameraSnapshot, MqttStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DECISION_SCHEMA", "SUMMARY_SCHEMA", "MqttPublisher", "MqttDecisions", "MqttStatus", "parse_mqtt_url", "summary_message"]
+__all__ = ["DECISION_SCHEMA", "SUMMARY_SCHEMA", "MqttDecisions", "MqttPublisher", "MqttStatus", "MqttTarget", "parse_mqtt_url",
+           "summary_message"]
 
 SUMMARY_SCHEMA = "waste-edge.summary/1"
 ONLINE, OFFLINE = "online", "offline"
@@ -104,6 +106,7 @@ class MqttPublisher:
         self.connects = 0
         self.last_error = ""
         self._inflight: deque[Any] = deque()
+        self._connect_listeners: list[Callable[[Any], None]] = []
         client_id = f"waste-edge-{socket.gethostname()}-{os.getpid()}"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True)
         if target.username:
@@ -117,6 +120,10 @@ class MqttPublisher:
         self.client.on_disconnect = self._on_disconnect
         self.keepalive = keepalive
         self._sender = threading.Thread(target=self._send_loop, name="waste-edge mqtt", daemon=True)
+
+    def add_connect_listener(self, listener: Callable[[Any], None]) -> None:
+        """Call `listener(client)` on paho's thread after every (re)connect, once "online" is queued (HA discovery)."""
+        self._connect_listeners.append(listener)
 
     def topic(self, *parts: str) -> str:
         return "/".join([self.target.prefix, *parts])
@@ -199,6 +206,11 @@ class MqttPublisher:
             self.last_error = ""
             self._cond.notify_all()
         log.info("mqtt: connected to %s", self.target.redacted)
+        for listener in self._connect_listeners:
+            try:
+                listener(client)
+            except Exception:  # a listener must not break paho's network thread
+                log.exception("mqtt: connect listener failed")
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         with self._cond:
@@ -223,5 +235,5 @@ class MqttDecisions(Sink):
     def __init__(self, publisher: MqttPublisher) -> None:
         self.publisher = publisher
 
-    def on_decision(self, change: DecisionChange) -> None:
-        self.publisher.publish(f"{change.camera}/decision", change.to_message())
+    def on_decision(self, event: DecisionEvent) -> None:
+        self.publisher.publish(f"{event.camera}/decision", event.fields())

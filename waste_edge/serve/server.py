@@ -104,6 +104,13 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
     if config.mqtt:
         assert service.mqtt is not None
         print(f"mqtt: {service.mqtt.target.redacted} (topics {service.mqtt.target.prefix}/...)", file=out, flush=True)
+    if service.discovery is not None:
+        d = service.discovery
+        print(f"mqtt discovery: {d.prefix}/sensor/{d.node_id}/... ({len(d.configs)} entities for Home Assistant)", file=out, flush=True)
+    if service.actions.hook is not None:
+        print(f"on-decision: {service.actions.hook.command} (timeout {service.actions.hook.timeout:g} s)", file=out, flush=True)
+    for w in service.actions.webhooks:
+        print(f"webhook: {w.redacted}" + (f" (signed, secret from {w.secret.source})" if w.secret else ""), file=out, flush=True)
     service.start()
     server_cls = _server_class()
     uv_config = uvicorn.Config(create_app(service, config.token), log_level="warning", access_log=False, lifespan="off",
@@ -124,4 +131,7 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
         sock.close()
     frames = ", ".join(f"{cam.id} {cam.counters.frames} frames" for cam in service.snapshot().cameras)
     print(f"stopped ({stop_reason[0] if stop_reason else 'server exited'})" + (f": {frames}" if frames else ""), file=out, flush=True)
+    actions = service.actions.status()
+    for line in ([actions.on_decision.summary()] if actions.on_decision else []) + [w.summary() for w in actions.webhooks]:
+        print(line, file=out, flush=True)
     return 0

@@ -2,13 +2,15 @@
 
 Each camera is a `CameraWorker` running `runtime.pipeline.FramePipeline` with the service's sinks: frame
 collection, the annotated video, the MJPEG stream (pixel sinks), then the inference histogram, the shared
-JSONL file, MQTT decision messages and SSE decision events. What the service reports (/api/v1/status,
-/healthz, /metrics, the MQTT summaries, the JSONL stop records) is built from one typed `ServiceSnapshot`.
+JSONL file, MQTT decision messages, SSE decision events and the decision actions (`--on-decision`,
+`--webhook`: `serve/actions.py`). What the service reports (/api/v1/status, /healthz, /metrics, the MQTT
+summaries, the JSONL stop records) is built from one typed `ServiceSnapshot`.
 
 The HTTP layer (`app.py`, `routes/`) reads snapshots and hands work in; tests and `server.run_server` start
 and stop it. `stop()` is the clean end a SIGTERM asks for: cameras stop (their sources closed, so a read
 blocked on a dead camera returns), in-flight inferences finish, each camera's JSONL gets a final `stop`
-record after its last frame event, videos are closed, MQTT sends what is queued and then "offline".
+record after its last frame event, videos are closed, `--on-decision` commands finish and webhooks deliver
+what is queued (within `ActionOptions.flush_s`), MQTT sends what is queued and then "offline".
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from pathlib import Path
 from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.collector import CollectFrames, Collector
+from waste_edge.runtime.decision import UNCERTAIN
 from waste_edge.runtime.pipeline import Sink
-from waste_edge.runtime.sinks import AnnotatedVideo, JsonlEvents, JsonlSink, VideoSink
+from waste_edge.runtime.sinks import AnnotatedVideo, Decisions, JsonlEvents, JsonlSink, VideoSink
 from waste_edge.runtime.sources import SourceError, parse_spec
+from waste_edge.serve.actions import DecisionActions
 from waste_edge.serve.batcher import InferenceBatcher
 from waste_edge.serve.camera_worker import CameraWorker
 from waste_edge.serve.classify import ClassifyGate
 from waste_edge.serve.config import ServeConfig
 from waste_edge.serve.events import EventBus, SseDecisions
+from waste_edge.serve.ha_discovery import NEEDS_MQTT, HaDiscovery
 from waste_edge.serve.mjpeg import MjpegStream, StreamFrame
 from waste_edge.serve.model_holder import LoadedModel, ModelHolder, load_model
 from waste_edge.serve.mqtt import MqttDecisions, MqttPublisher, parse_mqtt_url, summary_message
@@ -39,9 +44,10 @@ from waste_edge.serve.snapshots import ClassifyStatus, CollectStatus, ServiceSna
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServeConfig", "Service", "camera_specs"]
+__all__ = ["CAMERA_ID", "ServeConfig", "Service", "camera_specs"]
 
-_NAMED = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31})=(.+)$")
+CAMERA_ID = r"[A-Za-z][A-Za-z0-9_-]{0,31}"  # what a camera may be named (cam0, door, belt-2): safe in topics, URLs, file names
+_NAMED = re.compile(rf"^({CAMERA_ID})=(.+)$")
 
 
 def camera_specs(devices: list[str]) -> list[tuple[str, str]]:
@@ -78,6 +84,7 @@ class Service:
         self.metrics = ServiceMetrics(self.snapshot)
         self._jsonl = JsonlSink(config.jsonl) if config.jsonl is not None else None
         self._jsonl_lock = threading.Lock()
+        self.actions = DecisionActions(config.actions)
         self.streams: dict[str, StreamFrame] = {}
         # One collector per camera (its own rate limit, near-duplicate memory and file-name slug), one folder.
         self.collectors: dict[str, Collector] = {}
@@ -87,6 +94,12 @@ class Service:
                 cam_id, spec, infer=self.batcher.infer, classes=self.classes, display_names=self.display_names, decision=config.decision,
                 source=config.source, sinks=self._sinks(cam_id, InferenceTimes(self.metrics, cam_id)), stream=self.streams[cam_id],
                 open_backoff=config.open_backoff)
+        self.discovery: HaDiscovery | None = None
+        if config.actions.mqtt_discovery is not None:
+            if self.mqtt is None:
+                raise WasteEdgeError(NEEDS_MQTT)
+            self.discovery = HaDiscovery(self.mqtt, list(self.workers), [*self.classes, UNCERTAIN], dict(zip(self.classes, self.display_names)),
+                                         config.actions.mqtt_discovery)
         self.adapt_lock = threading.Lock()  # one adaptation at a time
         self.classify_pool = ThreadPoolExecutor(max_workers=max(1, config.classify_workers), thread_name_prefix="waste-edge classify")
         self.classify_gate = ClassifyGate(config.classify_queue)
@@ -111,7 +124,7 @@ class Service:
             sinks.append(JsonlEvents(self._jsonl, with_camera=True, lock=self._jsonl_lock, owns=False))
         if self.mqtt is not None:
             sinks.append(MqttDecisions(self.mqtt))
-        sinks.append(SseDecisions(self.bus))
+        sinks += [SseDecisions(self.bus), Decisions(self.actions, owns=False)]  # the actions are closed once, in stop()
         return sinks
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -146,6 +159,7 @@ class Service:
                                        "frames": cam.counters.frames, "counters": cam.counters.to_dict(), "labels": dict(cam.labels)})
                 self._jsonl.close()
                 self._jsonl = None
+        self.actions.close()  # the cameras have stopped: no decision comes after this
         if self.mqtt is not None:
             self._publish_summaries(snap)
             self.mqtt.stop()
@@ -176,6 +190,7 @@ class Service:
             version=__version__, uptime_s=round(time.time() - self.started_at, 3), model=self.holder.current.info(),
             model_swaps=self.holder.swaps, classes=tuple(self.classes), cameras=tuple(w.snapshot() for w in self.workers.values()),
             batching=self.batcher.status(), mqtt=self.mqtt.status() if self.mqtt is not None else None,
+            mqtt_discovery=self.discovery.status() if self.discovery is not None else None, actions=self.actions.status(),
             jsonl=str(cfg.jsonl) if cfg.jsonl is not None else None, events_subscribers=self.bus.subscribers,
             classify=ClassifyStatus(self.classify_gate.pending, cfg.classify_workers, cfg.max_body_bytes, cfg.max_pixels),
             collect=collect, stopping=self.stopping.is_set(),

