@@ -6,7 +6,7 @@ SHIM := ../shared/env/torchvision_cpu_shim.py
 EXTRAS ?= all
 PYTEST_ARGS ?=
 
-.PHONY: test install demo default-model bench clean
+.PHONY: test test-arm64 install demo default-model bench clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml constraints.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -25,6 +25,13 @@ install: $(VENV)/.installed-$(EXTRAS)
 
 test: install
 	OMP_NUM_THREADS=2 $(VPY) -m pytest -q $(PYTEST_ARGS)
+
+# linux/arm64 (Raspberry Pi 4/5, Jetson) under emulation: as root, build or reuse the Debian bookworm arm64 root
+# (scripts/arm64.sh, cached in .arm64/), install this checkout's wheel with the [serve] extra, then compare predict,
+# info, camera and serve with the host on the shipped default model (tests/arm64). Emulated: no speed figures.
+test-arm64: install
+	scripts/arm64.sh setup --extra serve
+	WASTE_EDGE_ARM64=1 OMP_NUM_THREADS=2 $(VPY) -m pytest -q -s -p no:cacheprovider tests/arm64 $(PYTEST_ARGS)
 
 # The main job on the embedded default model. From a fresh clone: a .venv with the base package only
 # (numpy, onnxruntime, opencv-python-headless, pillow, tqdm; no torch), then camera 0 or a generated video.

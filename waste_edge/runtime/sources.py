@@ -1,4 +1,5 @@
-"""Frame sources: camera index, video file, RTSP/HTTP URL, GStreamer pipeline, image folder or glob.
+"""Frame sources: camera index, video file, RTSP/HTTP URL, GStreamer pipeline, image folder or glob, and the
+Raspberry Pi camera module (`picamera2`, through the Picamera2 library, imported only when asked for).
 
 Every source is read by a background thread so decoding overlaps inference. The two kinds differ in what
 they do when the consumer is slower than the producer:
@@ -50,7 +51,8 @@ GLOB_CHARS = frozenset("*?[")
 
 
 DEVICE_FORMS = ("--device forms: 0 (camera index), /dev/video0, rtsp://user:pass@host/stream, http://host/mjpg, "
-                "a GStreamer pipeline ending in appsink, video.mp4, a folder of images, 'shots/**/*.jpg'.")
+                "a GStreamer pipeline ending in appsink, video.mp4, a folder of images, 'shots/**/*.jpg', "
+                "picamera2[:N][:WxH] (Raspberry Pi camera module; deploy/raspberry-pi.md).")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class SourceOptions:
     """Where frames come from and how a source is kept alive (the source option group of `camera` and `serve`)."""
 
     device: str = option("0", "--device", type=input_spec,
-                         help="camera index, URL, GStreamer pipeline, video, image folder or glob (default: %(default)s)")
+                         help="camera index, URL, GStreamer pipeline, video, image folder, glob or picamera2 (default: %(default)s)")
     stall_timeout: float = option(5.0, "--stall-timeout", type=float_in(0.0, 3600.0, open_lo=True), metavar="S",
                                   help="seconds without a frame before a live source is reopened (default: %(default)s)")
     loop: bool = option(False, "--loop", action="store_true", help="replay video files and image folders from the start when they end")
@@ -106,7 +108,7 @@ class FrameSource(ABC):
     """Iterator of (frame, FrameInfo); `close()` (or a `with` block) stops its reader."""
 
     name: str
-    kind: str  # camera | url | gstreamer | video | images | custom
+    kind: str  # camera | url | gstreamer | video | images | picamera2 | custom
     live: bool
     channel_order: str  # order of the frames it yields: BGR from OpenCV, RGB from image files
     fps: float | None
@@ -427,6 +429,8 @@ def _open_hint(kind: str) -> str:
         return ": check the URL, the network and the credentials"
     if kind == "video":
         return ": not a video OpenCV can decode"
+    if kind == PICAMERA2:
+        return ": is the camera module connected (`rpicam-hello --list-cameras`) and free (no other program using it)?"
     return ""
 
 
@@ -465,7 +469,8 @@ def media_files(spec: str | Path, *, videos: bool = False) -> list[Path] | None:
 
 
 def parse_spec(spec: str | int | Path) -> tuple[str, Any]:
-    """(kind, target) for a source spec: camera index, URL, GStreamer pipeline, video, image(s), folder, glob."""
+    """(kind, target) for a source spec: camera index, URL, GStreamer pipeline, video, image(s), folder, glob,
+    or `picamera2[:N][:WxH]` (the Raspberry Pi camera module; target: a `Picamera2Spec`)."""
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
         return "camera", int(spec)
     text = str(spec).strip()
@@ -473,8 +478,10 @@ def parse_spec(spec: str | int | Path) -> tuple[str, Any]:
         raise SourceError("empty source: give a camera index (0), a URL, a video, an image folder or a glob")
     if text.isdigit():
         return "camera", int(text)
-    if text.startswith("/dev/video"):
+    if text.startswith(("/dev/video", "/dev/v4l/")):  # /dev/v4l/by-id/...: a USB camera's name that survives reboots
         return "camera", text
+    if text.lower() == PICAMERA2 or text.lower().startswith(PICAMERA2 + ":"):
+        return PICAMERA2, parse_picamera2(text)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in URL_SCHEMES:
         return "url", text
@@ -531,7 +538,8 @@ def open_source(
     """Open a frame source and start its reader thread.
 
     spec: camera index (0 or "0"), /dev/videoN, rtsp:// or http(s):// URL, GStreamer pipeline (contains
-    '!'), video file, image file, image folder (recursive) or glob ("shots/**/*.jpg").
+    '!'), video file, image file, image folder (recursive), glob ("shots/**/*.jpg"), or picamera2[:N][:WxH]
+    (the Raspberry Pi camera module N, default 0 at 640x480; needs the Picamera2 library).
     live: override the drop-oldest behaviour (default: cameras, URLs and pipelines are live, files are not).
     capture_factory: zero-argument callable returning a `cv2.VideoCapture`-like object; called for the
     first open and for every reopen (tests pass fakes that return None, freeze and come back).
@@ -547,18 +555,22 @@ def open_source(
         kind, target = "custom", str(spec)
     if kind == "camera":
         name = f"camera {target}"
+    elif kind == PICAMERA2:
+        name = target.name
     elif kind == "url":
         name = redact_url(target)
     elif kind == "images":
         name = str(spec)
     else:
         name = str(target)
-    is_live = live if live is not None else kind in ("camera", "url", "gstreamer", "custom")
+    is_live = live if live is not None else kind in ("camera", "url", "gstreamer", PICAMERA2, "custom")
     if capture_factory is not None:
         factory = capture_factory
     elif kind == "images":
         files = list(target)
         factory = lambda: _ImageFiles(files)  # noqa: E731
+    elif kind == PICAMERA2:
+        factory = picamera2_factory(target, timeout_s=max(stall_timeout, 1.0))
     else:
         factory = _cv2_factory(kind, target, int(max(stall_timeout, 1.0) * 1000))
     return ThreadedSource(
@@ -573,3 +585,141 @@ def open_source(
         backoff=backoff,
         reuse_buffers=reuse_buffers,
     )
+
+
+# -- the Raspberry Pi camera module ------------------------------------------------------------------------------
+# The camera module (CSI ribbon cable) is driven by libcamera, not V4L2, so OpenCV's VideoCapture cannot read it;
+# Raspberry Pi's Picamera2 library can. Picamera2 ships with Raspberry Pi OS (apt: python3-picamera2) and is
+# imported only when a picamera2 source is opened, so nothing else needs it. Its frames go through the same
+# ThreadedSource as a USB camera: newest frame only, stall and reconnect handling, the same camera loop.
+
+PICAMERA2 = "picamera2"
+PICAMERA2_SIZE = (640, 480)  # what a USB camera gives by default; the default model centre-crops 448 of it
+_PICAMERA2_SPEC = re.compile(r"picamera2(?::(?P<num>\d+))?(?::(?P<w>\d+)x(?P<h>\d+))?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Picamera2Spec:
+    camera_num: int = 0  # Picamera2's camera number (0 = the first camera; a Compute Module or Pi 5 may have two)
+    size: tuple[int, int] = PICAMERA2_SIZE  # (width, height) of the frames
+
+    @property
+    def name(self) -> str:
+        return f"picamera2 {self.camera_num}"
+
+
+def parse_picamera2(text: str) -> Picamera2Spec:
+    """`picamera2`, `picamera2:1`, `picamera2:0:1280x720` -> Picamera2Spec; anything else is a SourceError."""
+    m = _PICAMERA2_SPEC.fullmatch(text.strip())
+    if m is None:
+        raise SourceError(f"{text}: expected picamera2, picamera2:N or picamera2:N:WIDTHxHEIGHT (e.g. picamera2:0:1280x720)")
+    size = (int(m["w"]), int(m["h"])) if m["w"] else PICAMERA2_SIZE
+    if not (32 <= size[0] <= 8192 and 32 <= size[1] <= 8192 and size[0] % 2 == 0 and size[1] % 2 == 0):
+        raise SourceError(f"{text}: the frame size must be even numbers from 32 to 8192 (e.g. 640x480)")
+    return Picamera2Spec(int(m["num"] or 0), size)
+
+
+def import_picamera2() -> Any:
+    """The Picamera2 class, imported now; a SourceError that says how to install it when it cannot be."""
+    try:
+        from picamera2 import Picamera2  # type: ignore[import-not-found]  # only on Raspberry Pi OS
+    except ImportError as e:
+        raise SourceError(
+            f"--device picamera2 needs the Picamera2 library, which this Python cannot import ({e}): on Raspberry Pi OS "
+            "`sudo apt install python3-picamera2` and create the venv with --system-site-packages (deploy/raspberry-pi.md)"
+        ) from None
+    except ValueError as e:  # "numpy.dtype size changed": the apt simplejpeg was built for numpy 1.x, the venv has 2.x
+        raise SourceError(
+            f"Picamera2 is installed but cannot be imported next to numpy {np.__version__} ({e}): "
+            "run `pip install --force-reinstall simplejpeg` in this venv (deploy/raspberry-pi.md)"
+        ) from None
+    return Picamera2
+
+
+class Picamera2Capture:
+    """One started Picamera2 camera behind the `Capture` protocol.
+
+    The main stream is configured as RGB888, which libcamera lays out as [B, G, R] per pixel: OpenCV's order, so
+    the frames need no conversion and the source's channel_order is BGR like every other camera's.
+    `capture_array` waits at most `timeout_s` (a camera that stops delivering raises, which the reader counts as
+    a failed read and answers with a reopen, as for a USB camera); it returns a fresh copy of the camera buffer,
+    so the reader's reusable buffer is not used.
+    """
+
+    def __init__(self, camera: Any, size: tuple[int, int], timeout_s: float) -> None:
+        self._camera = camera
+        self._timeout_s = float(timeout_s)
+        self._open = False
+        try:
+            camera.configure(camera.create_video_configuration(main={"size": tuple(size), "format": "RGB888"}))
+            camera.start()
+        except Exception:
+            self._close_camera()
+            raise
+        self._open = True
+        self._fps = _picamera2_fps(camera)
+
+    def read(self, image: Any = None) -> tuple[bool, np.ndarray | None]:
+        if not self._open:
+            return False, None
+        frame = self._camera.capture_array("main", wait=self._timeout_s)
+        if frame is None or frame.ndim != 3 or frame.shape[2] != 3:
+            return False, None  # not the RGB888 stream configured above: counted as a failed read
+        return True, frame
+
+    def isOpened(self) -> bool:
+        return self._open
+
+    def release(self) -> None:
+        self._open = False
+        self._close_camera()
+
+    def get(self, prop: int) -> float:
+        return float(self._fps or 0.0) if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def _close_camera(self) -> None:
+        camera, self._camera = self._camera, None
+        if camera is None:
+            return
+        for step in ("stop", "close"):  # close() stops too, but stop first so a failing close still ends the stream
+            try:
+                getattr(camera, step)()
+            except Exception as e:  # a camera unplugged mid-run fails here too; the reopen must still go ahead
+                log.warning("picamera2: %s failed: %s", step, e)
+
+
+def _picamera2_fps(camera: Any) -> float | None:
+    """Frames per second from the configured FrameDurationLimits (microseconds), when the camera reports them."""
+    try:
+        limits = camera.camera_config["controls"]["FrameDurationLimits"]
+        return _positive(1e6 / float(limits[0]))
+    except Exception:
+        return None
+
+
+def picamera2_factory(spec: Picamera2Spec, *, timeout_s: float = 5.0, camera_class: Callable[..., Any] | None = None) -> CaptureFactory:
+    """A capture factory for the camera module `spec`: each call opens, configures and starts the camera.
+
+    camera_class: the Picamera2 class (tests pass a fake); default: imported from picamera2 on the first open.
+    """
+
+    def open_capture() -> Capture:
+        cls = camera_class or import_picamera2()
+        try:
+            camera = cls(spec.camera_num)
+        except IndexError:  # Picamera2 indexes its list of cameras with camera_num
+            found = _count_cameras(cls)
+            raise SourceError(f"no Raspberry Pi camera number {spec.camera_num} (found {found}){_open_hint(PICAMERA2)}") from None
+        except RuntimeError as e:
+            cause = f": {e.__cause__}" if e.__cause__ is not None else ""
+            raise SourceError(f"cannot open {spec.name}: {e}{cause}{_open_hint(PICAMERA2)}") from None
+        return Picamera2Capture(camera, spec.size, timeout_s)
+
+    return open_capture
+
+
+def _count_cameras(cls: Any) -> int | str:
+    try:
+        return len(cls.global_camera_info())
+    except Exception:
+        return "none"

@@ -26,9 +26,10 @@ BATCH_MODES = ("auto", "on", "off")
 class ServeConfig:
     """Classify N sources (cameras, RTSP/HTTP streams, videos, image folders) with one model in one process,
     batching their frames into shared inference calls when that is faster, and serve a live page (/), MJPEG
-    streams (/stream/CAMERA.mjpg), JSON status (/api/v1/status), photo classification (POST /api/v1/classify),
-    Server-Sent Events (/api/v1/events), /healthz and /metrics. SIGTERM or Ctrl-C stops the sources, flushes
-    JSONL / video / MQTT and exits 0. Needs the [serve] extra.
+    streams (/stream/CAMERA.mjpg), snapshots (/api/v1/cameras/CAMERA/latest.jpg), JSON status (/api/v1/status),
+    photo classification (POST /api/v1/classify), Server-Sent Events (/api/v1/events), /healthz and /metrics.
+    SIGTERM or Ctrl-C stops the sources, flushes JSONL / video / --on-decision / webhooks / MQTT and exits 0.
+    Needs the [serve] extra.
 
     Everything `serve` is told. Fields declared with `option()` are its own flags; the groups it shares with
     other verbs (model, decision, source, collection, --jsonl) are fields of their own types."""
