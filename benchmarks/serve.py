@@ -235,7 +235,8 @@ def bench_one_camera(pairs: int, seconds: float, warmup: int) -> dict:
 
 def markdown(doc: dict) -> str:
     lines = ["# `waste-edge serve` on this CPU", "",
-             f"Machine: {doc['machine'].get('cpu')}, {doc['machine'].get('usable_cores')} cores; command `{doc['command']}`.", ""]
+             f"Machine: {doc['machine'].get('cpu')}, {doc['machine'].get('usable_cores')} cores; last command `{doc['command']}` "
+             "(each part's own command is in the JSON).", ""]
     c = doc.get("classify")
     if c:
         lines += [
@@ -258,7 +259,7 @@ def markdown(doc: dict) -> str:
         lines += ["", "Load average per run: " + "; ".join(f"{r['cameras']}x{r['mode']}#{r['rep']}: {r['loadavg']}" for r in doc["cameras"]), ""]
     one = doc.get("one_camera")
     if one:
-        lines += [f"## one camera: `serve` vs `camera`, {one['video']}, default model", "",
+        lines += [f"## one camera: `serve` vs `camera`, {one['video']}, default model (`{one['command']}`)", "",
                   "| pairs | camera frames/s | serve frames/s | serve / camera (median of pairs) | per pair |", "|---:|---:|---:|---:|---|",
                   f"| {one['pairs']} | {one['camera_fps']} | {one['serve_fps']} | {one['ratio_median']} | {', '.join(map(str, one['ratios']))} |",
                   "", "Load average per run: " + "; ".join(f"{r['kind']}: {r['loadavg']}" for r in one["runs"]), ""]
@@ -285,7 +286,8 @@ def main() -> int:
         args.clients, args.requests, args.reps, args.seconds, args.warmup = 10, 5, 1, 5.0, 2.0
     from waste_edge.bench.machine import machine_info
 
-    command = "python benchmarks/serve.py" + (" --quick" if args.quick else "") + ("" if len(args.parts) == 3 else " --parts " + " ".join(args.parts))
+    command = ("python benchmarks/serve.py" + (" --quick" if args.quick else "") + ("" if len(args.parts) == 3 else " --parts " + " ".join(args.parts))
+               + (f" --pairs {args.pairs}" if args.pairs != 4 else "") + (f" --video-seconds {args.video_seconds:g}" if args.video_seconds != 10.0 else ""))
     previous = Path(str(args.out) + ".json")
     # A run of some parts keeps the recorded results of the others (each part says which command measured it).
     doc = json.loads(previous.read_text()) if len(args.parts) < 3 and previous.is_file() else {}

@@ -32,7 +32,6 @@ from waste_edge.serve.snapshots import BatchingStatus
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class _Request:
     frame: np.ndarray
