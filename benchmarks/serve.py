@@ -54,9 +54,9 @@ def loadavg() -> str:
 class Serve:
     """`waste-edge serve --port 0 ARGS` in a subprocess; the URL from its 'serving on' line."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "waste_edge.cli", "serve", "--port", "0", *args], cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.err: list[str] = []
         threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
         for line in self.proc.stdout:

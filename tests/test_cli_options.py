@@ -22,7 +22,7 @@ PACKAGE = REPO / "waste_edge"
 MARKERS = (_outputs.output_file, _outputs.output_folder, _outputs.input_path, _outputs.input_run, _outputs.input_spec)
 # Options that take free text by design (names, addresses, secrets, layer names): none is a path.
 TEXT = {"encoder", "host", "token", "mqtt", "ray", "title", "weights", "fine_tune_from", "int8_scheme", "augment", "split",
-        "on_decision", "webhook", "webhook_secret", "mqtt_discovery"}
+        "on_decision", "webhook", "webhook_secret", "mqtt_discovery", "allow_host", "allow_origin"}
 
 
 def _verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):

@@ -7,7 +7,9 @@ One helper per job, so that a fix (a torn file on a full disk, a cache folder th
   temporary file lives in the target's folder (same file system, so `os.replace` is atomic) and is
   removed when the write fails;
 - content hashes (`hashlib.file_digest`), the cache folder, library versions, a quick TCP probe;
-- image listing in one order for every caller.
+- image listing in one order for every caller;
+- opening an input file only when it is a regular file (`open_regular`): a manifest row or a label that
+  names /dev/urandom, a FIFO or a socket would otherwise read forever or block before the first byte.
 
 Nothing here imports numpy, onnxruntime, PIL or torch: the runtime, data, train and export layers all
 import this module, and the edge install must stay small.
@@ -20,10 +22,13 @@ import json
 import os
 import platform
 import socket
+import stat
 import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable
+
+from waste_edge.errors import InputFileError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 # Video containers a source (camera, predict) opens as a video; the output guard treats them as inputs too.
@@ -96,10 +101,72 @@ def modern_keys(doc: dict[str, Any]) -> dict[str, Any]:
 # -- hashes, caches, versions, network -------------------------------------------------------------------
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, streamed (a 350 MB model never sits in memory twice)."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+def file_sha256(path: str | Path, *, max_bytes: int | None = None) -> str:
+    """Hex sha256 of a file's bytes, streamed (a 350 MB model never sits in memory twice); regular files only
+    (`open_regular`), at most `max_bytes` when given."""
+    return file_digest(path, hashlib.sha256, max_bytes=max_bytes)
+
+
+def file_digest(path: str | Path, make: Callable[[], Any], *, max_bytes: int | None = None) -> str:
+    """Hex digest (`make()`: a hashlib object) of a regular file's bytes, read in 1 MiB blocks, never more
+    than `max_bytes` + 1 (a file still growing past its limit is refused, not hashed forever)."""
+    h = make()
+    with open_regular(path, max_bytes=max_bytes) as fh:
+        read = 0
+        while block := fh.read(1 << 20):
+            read += len(block)
+            if max_bytes is not None and read > max_bytes:
+                raise InputFileError(f"{path}: grew past {max_bytes} bytes while being read")
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- input files -----------------------------------------------------------------------------------------
+
+_SPECIAL = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_kind(mode: int) -> str | None:
+    """What a non-regular file is ("a FIFO", "a character device", ...), None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _SPECIAL if test(mode)), "not a regular file")
+
+
+def open_regular(path: str | Path, *, max_bytes: int | None = None) -> IO[bytes]:
+    """Open an input for reading, binary, only if it is a regular file of at most `max_bytes` bytes.
+
+    `stat` before `open`: a FIFO would block the open itself, a device (/dev/urandom, /dev/zero) never ends and
+    its open may have effects (a tape rewinds, a watchdog starts). The open is non-blocking and its `fstat` is
+    checked again, so a FIFO swapped in between cannot block either. Raises `InputFileError` (an OSError and a
+    WasteEdgeError) with a one-line reason; a missing file raises FileNotFoundError as `open` does."""
+    st = os.stat(path)
+    kind = special_kind(st.st_mode)
+    if kind is not None:
+        raise InputFileError(f"{path}: not a regular file ({kind})")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise InputFileError(f"{path}: {st.st_size} bytes, more than the limit of {max_bytes} bytes for this kind of file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        kind = special_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise InputFileError(f"{path}: not a regular file ({kind})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | Path, *, max_bytes: int) -> bytes:
+    """The whole content of a regular file of at most `max_bytes` bytes (`open_regular`; a file that grew
+    past the limit since its `stat` is refused too)."""
+    with open_regular(path, max_bytes=max_bytes) as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputFileError(f"{path}: grew past {max_bytes} bytes while being read")
+    return data
 
 
 def cache_dir(*parts: str) -> Path:
@@ -142,12 +209,14 @@ def is_image_path(path: str | Path) -> bool:
 
 def list_files(root: str | Path, suffixes: Iterable[str] | None = None) -> list[Path]:
     """Files under `root` (recursively; hidden files and folders such as `.DS_Store` or `._x.jpg` skipped),
-    sorted, so every caller walks a folder in the same order; only those ending in `suffixes` when given."""
+    sorted, so every caller walks a folder in the same order; only those ending in `suffixes` when given.
+    Entries that are not regular files (a FIFO or a dangling link named x.jpg) are listed too: the reader
+    refuses them with a reason (`open_regular`), so none is dropped without a word."""
     base = Path(root)
     wanted = None if suffixes is None else frozenset(s.lower() for s in suffixes)
     return sorted(
         p for p in base.rglob("*")
-        if p.is_file() and (wanted is None or p.suffix.lower() in wanted)
+        if not p.is_dir() and (wanted is None or p.suffix.lower() in wanted)
         and not any(part.startswith(".") for part in p.relative_to(base).parts)
     )
 
@@ -174,10 +243,12 @@ def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     A missing file still raises FileNotFoundError, for callers that say what it should have been."""
     p = Path(path)
     try:
-        with open(p, "rb") as fh:
+        with open_regular(p) as fh:
             data = fh.read(max_bytes + 1)
     except FileNotFoundError:
         raise
+    except InputFileError as e:
+        raise JsonFileError(str(e)) from None
     except OSError as e:
         raise JsonFileError(f"{p}: cannot read: {e.strerror or e}") from None
     if len(data) > max_bytes:
@@ -194,8 +265,9 @@ def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
 
 def write_whole(fh, data: bytes, good: int) -> int:
     """Write `data` (whole records) to the unbuffered binary file `fh` whose first `good` bytes are whole
-    records; return the new count. On a failed write (disk full, quota) the file is cut back to `good` bytes
-    before the OSError propagates, so no partial record can look like a whole one to a CSV / JSONL reader."""
+    records; return the new count. On a failed write (disk full, quota) the file is cut back to `good` bytes and
+    the position set there before the OSError propagates, so no partial record can look like a whole one to a
+    CSV / JSONL reader, and a later write (a sink that recovers) continues right after the last whole record."""
     try:
         view = memoryview(data)
         while view:  # a raw write may take only part of the block
@@ -205,6 +277,7 @@ def write_whole(fh, data: bytes, good: int) -> int:
     except OSError:
         try:
             os.ftruncate(fh.fileno(), good)
+            os.lseek(fh.fileno(), good, os.SEEK_SET)  # else the next write leaves a hole of NUL bytes
         except (OSError, ValueError):
             pass
         raise

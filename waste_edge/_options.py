@@ -78,6 +78,7 @@ def fraction(text: str) -> float:
 MAX_BATCH = 1024
 MAX_THREADS = 256
 MAX_WORKERS = 64
+MAX_PIXELS = 178_956_970  # data.decode.MAX_PIXELS_CEILING: the most pixels any --max-pixels may allow (Pillow's bomb limit)
 batch_size = int_in(1, MAX_BATCH)
 threads = int_in(1, MAX_THREADS)
 workers = int_in(1, MAX_WORKERS)
@@ -97,6 +98,11 @@ class Option:
 
     def add_to(self, parser: Any, field_default: Any, **override: Any) -> argparse.Action:
         kwargs = {"default": field_default, "help": self.help, **self.kwargs, **override}
+        absent = getattr(kwargs.get("type"), "absent", None)  # what the option reads when left out (the default model)
+        if absent is not None:
+            from waste_edge._outputs import ABSENT
+
+            parser.set_defaults(**{ABSENT + self.dest: kwargs["type"](str(absent))})  # for the output guard only
         return parser.add_argument(*self.flags, dest=self.dest, **kwargs)
 
 
@@ -210,6 +216,8 @@ def _common_table() -> dict[str, Option]:
         opt("--lr", "learning rate (default: %(default)s)", type=float_in(0.0, 10.0, open_lo=True)),
         opt("--patience", "early-stopping patience in epochs (default: %(default)s)", type=int_in(1, 1000)),
         opt("--imgsz", "side of the square the network sees (default: %(default)s)", type=int_in(1, 16384)),
+        opt("--max-pixels", "largest image in pixels, read from its header before decoding (default: %(default)s)",
+            type=int_in(1, MAX_PIXELS), metavar="N"),
     ])
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from waste_edge import __version__
 from waste_edge._options import add_common, add_options, int_in, options_from, renamed
-from waste_edge._outputs import input_path, input_run, input_spec, output_file, output_folder
+from waste_edge._outputs import input_model, input_path, input_run, input_spec, output_file, output_folder
 from waste_edge.runtime.classifier import ModelOptions
 from waste_edge.runtime.collector import CollectConfig
 from waste_edge.runtime.decision import DecisionOptions
@@ -249,6 +249,9 @@ def _cmd_camera(args: argparse.Namespace) -> int:
         print(hook.status().summary(), file=out)
     if collect_stats is not None:
         print(f"{collect_stats.format()}\n{adapt_hint(args.collect, args.model)}", file=out)
+    if summary.lost:  # the loop ran on, but an output is not whole: say so in the status too
+        print(f"error: {len(summary.lost)} output(s) could not be written completely (see 'lost:' above)", file=sys.stderr)
+        return 1
     return 0  # Ctrl-C is the normal way to stop a camera: a clean stop, not a failure
 
 
@@ -268,14 +271,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from waste_edge.scale.predict import run_predict_ray
 
         summary = run_predict_ray(model.model, args.sources, o.out, options=_ray_options(args, model.threads), backend=model.backend,
-                                  batch_size=o.batch_size, decode_threads=o.workers, progress=not o.quiet, log=_log_err)
+                                  batch_size=o.batch_size, decode_threads=o.workers, progress=not o.quiet, log=_log_err, max_pixels=o.max_pixels)
     else:
         from waste_edge.runtime.classifier import Classifier
         from waste_edge.runtime.predict import run_predict
 
         with Classifier.open(model) as clf:
             print(f"model: {clf.describe()}", file=sys.stderr)
-            summary = run_predict(clf, args.sources, o.out, batch_size=o.batch_size, workers=o.workers, progress=not o.quiet)
+            summary = run_predict(clf, args.sources, o.out, batch_size=o.batch_size, workers=o.workers, progress=not o.quiet,
+                                  max_pixels=o.max_pixels)
     print(summary.summary(), file=sys.stderr if summary.out == "stdout" else sys.stdout)
     if summary.predictions == 0:
         print("error: no input could be classified (see the error column)", file=sys.stderr)
@@ -311,7 +315,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "breakdown of the worst image. Exit 1 when below the variant's tolerance (fp32: 100 %% agreement and "
         "max |dp| <= 1e-3; int8 / fp16: >= 99.5 %% agreement)."), _cmd_parity,
         "example: waste-edge parity runs/lite0/model-int8.onnx --run runs/lite0 --data data/waste-sample/TEST --json parity.json")
-    q.add_argument("model", type=input_path, help="exported model (.onnx or .engine)")
+    q.add_argument("model", type=input_model, help="exported model (.onnx or .engine)")
     q.add_argument("--run", required=True, type=input_run, help="the run directory it was exported from")
     add_common(q, "--data", required=True, help="folder of images (class sub-folders give accuracies too)")
     add_common(q, "--limit")
@@ -567,6 +571,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     from waste_edge.serve.actions import ACTIONS_HELP, WebhookOptions
     from waste_edge.serve.config import ServeConfig
+    from waste_edge.serve.limits import AccessOptions
 
     s = _verb(sub, "serve", "the long-running service: live web page, HTTP API, MJPEG, SSE, MQTT events, Prometheus metrics",
               ServeConfig, _cmd_serve)
@@ -576,10 +581,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     add_options(s, OutputOptions, only=["jsonl"], override={"jsonl": {"metavar": "PATH", "help": "one JSON event per classified frame "
                                                                       "(with its camera), and a final stop record per camera"}})
     add_options(s, DecisionOptions)
-    add_options(s, ServeConfig)
+    add_options(s, ServeConfig, exclude=["max_body_mb", "max_pixels"])
     add_options(s, CollectConfig)
     actions = add_options(s, HookOptions, title="acting on decisions", description=ACTIONS_HELP)
     add_options(actions, WebhookOptions)
+    access = add_options(s, AccessOptions)
+    add_options(access, ServeConfig, only=["max_body_mb", "max_pixels"])
     _retired(s, "--batch", "--batching", "auto|on|off: frames of several cameras in one inference call")
     _retired(s, "--save", "--save-dir", "annotated video per camera: DIR/CAMERA.mp4")
 
@@ -598,14 +605,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from waste_edge.serve.actions import WebhookOptions, resolve_actions
     from waste_edge.serve.config import ServeConfig
+    from waste_edge.serve.limits import AccessOptions
     from waste_edge.serve.server import run_server
 
     _log_to_stderr()
     logging.getLogger("waste_edge.serve").setLevel(logging.INFO)
+    token, http, warnings = options_from(AccessOptions, args).resolve()
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr, flush=True)
     config = options_from(
         ServeConfig, args, devices=list(args.device), model=options_from(ModelOptions, args), decision=options_from(DecisionOptions, args),
         source=options_from(SourceOptions, args, device="0"), collect=_collect_config(args), jsonl=args.jsonl,
-        adapter=_adapter_if_installed() if args.collect else None,
+        adapter=_adapter_if_installed() if args.collect else None, token=token, http=http, models_dir=args.models_dir,
         actions=resolve_actions(options_from(HookOptions, args), options_from(WebhookOptions, args), mqtt=args.mqtt, mqtt_summary_s=args.mqtt_summary),
     )
     return run_server(config)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,17 @@ def write_images(folder: Path, n: int = 5, size: int = 24) -> list[Path]:
         Image.fromarray(np.full((size, size, 3), (i * 40) % 256, np.uint8)).save(p)
         out.append(p)
     return out
+
+
+def write_video(path: Path, frames: int = 6) -> Path:
+    """A tiny mp4v video (32x32, grey levels rising)."""
+    import cv2
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
+    for i in range(frames):
+        w.write(np.full((32, 32, 3), i * 30, np.uint8))
+    w.release()
+    return path
 
 
 @pytest.fixture
@@ -108,3 +121,38 @@ def clf_tiny(model):
 
     with Classifier(model, threads=1) as c:
         yield c
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """`mount(size)`: a fresh tmpfs of that size (e.g. "64k", "8m") under tmp_path, unmounted at teardown; the
+    test is skipped cleanly where one cannot be mounted (not root, no mount)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
+        mnt.mkdir()
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            pytest.skip("mounting a tmpfs needs root")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """A filler file that takes all but about `leave` bytes of the file system under `folder`."""
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    filler = folder / "filler.bin"
+    try:
+        with open(filler, "wb", buffering=0) as fh:
+            fh.write(b"\0" * max(0, free - leave))
+    except OSError:  # the last block did not fit: the disk is full, as asked
+        pass
+    return filler

@@ -9,20 +9,11 @@ import os
 import shutil
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from tests.faults.conftest import assert_one_line_error, digest_tree, write_images
+from tests.faults.conftest import assert_one_line_error, digest_tree, write_images, write_video
 from waste_edge._outputs import OutputPathError, check_output
 
-
-def _video(path: Path, frames: int = 6) -> Path:
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
-    for i in range(frames):
-        w.write(np.full((32, 32, 3), i * 30, np.uint8))
-    w.release()
-    return path
 
 
 @pytest.fixture
@@ -30,7 +21,7 @@ def world(tmp_path, model):
     """An input world: a video, an image folder, a run directory, a manifest, links to them."""
     root = tmp_path / "in"
     root.mkdir()
-    _video(root / "clip.mp4")
+    write_video(root / "clip.mp4")
     write_images(root / "imgs", n=3)
     run = root / "run"
     run.mkdir()

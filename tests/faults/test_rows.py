@@ -90,16 +90,15 @@ def test_formula_class_names_neutralised(tmp_path, cli):
 
 
 def test_disk_full_jsonl_events_stay_whole_lines(tiny_disk):
-    """camera / serve --jsonl: the same whole-record rule as predict (one event per line, never half a line)."""
-    from waste_edge.runtime.sinks import JsonlSink, SinkError
+    """camera / serve --jsonl: the same whole-record rule as predict (one event per line, never half a line); the
+    events that do not fit are counted, not raised (the loop goes on: tests/faults/test_sinks.py)."""
+    from waste_edge.runtime.sinks import JsonlSink
 
     sink = JsonlSink(tiny_disk / "events.jsonl")
-    with pytest.raises(SinkError) as info:
-        for i in range(100_000):
-            sink.write({"frame": i, "label": "B", "confidence": 0.5, "note": "x" * 100})
+    written = [i for i in range(2_000) if sink.write({"frame": i, "label": "B", "confidence": 0.5, "note": "x" * 100})]
     sink.close()
-    assert "whole lines" in str(info.value) and "\n" not in str(info.value)
     text = (tiny_disk / "events.jsonl").read_text()
     assert text.endswith("\n")
     frames = [json.loads(line)["frame"] for line in text.splitlines()]
-    assert frames == list(range(len(frames))) and 0 < len(frames) == sink.lines
+    assert frames == written == list(range(len(frames))) and 0 < len(frames) == sink.lines
+    assert sink.health.lost == 2_000 - len(frames) and "No space left on device" in sink.health.summary()

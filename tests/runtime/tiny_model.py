@@ -48,14 +48,18 @@ def make_fused_model(
     input_name: str = INPUT_NAME,
     input_dtype: int = TensorProto.UINT8,
     with_embedding: bool = False,
+    nan_above: float | None = None,
 ) -> Path:
     """Write a tiny fused model to `path` and return it. `with_embedding`: the mean colour (the head's input) is
-    also the output `embedding`, as `export --with-embedding` does for a real encoder."""
+    also the output `embedding`, as `export --with-embedding` does for a real encoder. `nan_above`: the model
+    answers NaN for frames whose mean red (0-255) is above it: it passes probe frames (mid grey) and fails on
+    warm frames, as a model that goes wrong only on some inputs would."""
     k = len(classes)
     red, blue = (0, 2) if channel_order == "RGB" else (2, 0)
     w = np.zeros((3, k), dtype=np.float32)
-    w[red, 0], w[blue, 0] = scale / 255.0, -scale / 255.0
-    w[red, 1], w[blue, 1] = -scale / 255.0, scale / 255.0
+    with np.errstate(over="ignore"):  # scale=1e300: weights that overflow float32 (a head exported wrong) are a case too
+        w[red, 0], w[blue, 0] = scale / 255.0, -scale / 255.0
+        w[red, 1], w[blue, 1] = -scale / 255.0, scale / 255.0
     b = np.zeros(k, dtype=np.float32)
     h, wd = (input_size if input_size else ("H", "W"))
     n = batch if batch else "N"
@@ -67,12 +71,24 @@ def make_fused_model(
         # named with the stage prefixes a real export gives (pre/, head/): the benchmark's profile groups by them
         helper.make_node("Cast", [input_name], ["x"], name="pre/cast", to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["x"], [feats], name="pre/mean", axes=[1, 2], keepdims=0),
-        helper.make_node("Gemm", [feats, "W", "b"], ["logits"], name="head/gemm"),
+        helper.make_node("Gemm", [feats, "W", "b"], ["logits" if nan_above is None else "raw_logits"], name="head/gemm"),
         helper.make_node("Softmax", ["logits"], [OUTPUT_PROBABILITIES], name="head/softmax", axis=1),
         helper.make_node("ArgMax", [OUTPUT_PROBABILITIES], [OUTPUT_LABEL], name="head/argmax", axis=1, keepdims=0),
     ]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")]
+    if nan_above is not None:  # logits + 0 * sqrt(nan_above - red): NaN exactly where red > nan_above
+        inits += [numpy_helper.from_array(np.array([red], np.int64), "red_index"), numpy_helper.from_array(np.array(nan_above, np.float32), "nan_above"),
+                  numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+        nodes[2:2] = [
+            helper.make_node("Gather", [feats, "red_index"], ["red"], name="head/red", axis=1),
+            helper.make_node("Sub", ["nan_above", "red"], ["room"], name="head/room"),
+            helper.make_node("Sqrt", ["room"], ["root"], name="head/root"),
+            helper.make_node("Mul", ["root", "zero"], ["poison"], name="head/poison"),
+            helper.make_node("Add", ["raw_logits", "poison"], ["logits"], name="head/logits"),
+        ]
+        nodes.insert(2, nodes.pop(7))  # the Gemm first
     outputs = [probs, label] + ([helper.make_tensor_value_info(OUTPUT_EMBEDDING, TensorProto.FLOAT, [n, 3])] if with_embedding else [])
-    graph = helper.make_graph(nodes, "tiny_fused", [image], outputs, initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+    graph = helper.make_graph(nodes, "tiny_fused", [image], outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="waste-edge-tests")
     model.ir_version = 8
     if metadata:

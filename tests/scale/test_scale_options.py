@@ -126,3 +126,118 @@ def test_gpu_check_script_says_skipped_without_cuda(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["name"] == "extraction" and doc["status"] == "skipped" and "CUDA" in doc["notes"]
     assert set(doc) == {"name", "status", "figures", "untested", "notes"} and doc["figures"] == {}
+
+
+def _silent_listener():
+    """A TCP port that accepts connections and never answers: a web server's port, a dead head's reused port."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s
+
+
+@pytest.mark.parametrize("how", ["flag", "RAY_ADDRESS"])
+def test_a_port_that_is_not_a_ray_head_fails_in_seconds(how, tmp_path, monkeypatch, capsys):
+    """Ray's own retries hung past 120 s (and ignored SIGTERM) on a port where something else listens."""
+    pytest.importorskip("ray")
+    listener = _silent_listener()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    save_image(tmp_path / "in" / "a.png", synthetic_rgb("B", 1))
+    argv = ["predict", str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"), "--quiet", "--ray"]
+    if how == "flag":
+        argv.append(address)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    t0 = time.monotonic()
+    try:
+        rc = main(argv)
+    finally:
+        listener.close()
+    err = capsys.readouterr().err
+    assert rc == 1 and time.monotonic() - t0 < 30
+    assert f"error: no Ray cluster answers at {address}" in err and "not a Ray head node" in err and err.count("error:") == 1
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_root_cause_reads_the_workers_error_inside_rays_wrappers():
+    from waste_edge.scale.jobs import root_cause
+
+    class ActorDiedError(Exception):
+        pass
+
+    class SystemException(Exception):
+        pass
+
+    inner = ActorDiedError("The actor died because of an error raised in its creation task\n  File \"x.py\", line 1\n"
+                           "waste_edge.runtime.backends.base.BackendError: backend 'cuda' is not available here\n")
+    outer = SystemException("")
+    outer.__cause__ = inner
+    assert root_cause(outer) == "BackendError: backend 'cuda' is not available here"
+    assert root_cause(ValueError("bad\nlast line")) == "ValueError: last line"
+
+
+@pytest.mark.slow
+def test_an_actor_that_fails_is_one_line_and_exit_1_with_rays_output_in_its_log(tmp_path):
+    """Ray's error lines and tracebacks reached the user (on stdout too, the CSV's stream). An actor whose model cannot
+    load: exit 1, one `error:` line naming the worker's error, stdout only the table, Ray's output in its log file."""
+    pytest.importorskip("ray")
+    pytest.importorskip("pyarrow")
+    import os
+    import subprocess
+
+    import onnx
+    from onnx import helper
+
+    from tests.helpers import REPO
+    from tests.runtime.tiny_model import make_fused_model
+
+    model = make_fused_model(tmp_path / "m.onnx")
+    proto = onnx.load(str(model))
+    proto.graph.node.append(helper.make_node("NoSuchOp", ["probabilities"], ["junk"], domain="no.such.domain"))
+    onnx.save(proto, str(model))  # metadata readable (the driver), the graph is not (each actor's session)
+    save_image(tmp_path / "in" / "a.png", synthetic_rgb("B", 1))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WASTE_EDGE_CACHE": str(tmp_path / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run([sys.executable, "-m", "waste_edge.cli", "predict", str(tmp_path / "in"), "--model", str(model), "--ray", "local",
+                        "--quiet"], capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 1, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "the Ray job failed: OrtLoadError" in errors[0] and "no.such.domain" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and "(raylet)" not in r.stderr and "core_worker" not in r.stderr, r.stderr
+    assert r.stdout.splitlines() == ["path,frame,label,confidence,p_B,p_N,error"]
+    log = tmp_path / "cache" / "scale" / "ray-output.log"
+    assert log.is_file() and "Traceback" in log.read_text(errors="replace")
+
+
+def test_rays_loggers_write_where_they_did_once_its_output_log_is_closed(tmp_path, capsys):
+    """`route_ray_loggers` points Ray's handlers at the job's log; the log closes with the job, and Ray logs later
+    (its shutdown at exit, a second job in one process): each such line was a 'Logging error' traceback on a
+    closed file. After the block Ray's handlers, our own and anything holding the routed sys.stderr write to the
+    stream they wrote to before."""
+    import logging
+
+    from waste_edge.scale.cluster import ray_output_to_log, route_ray_loggers
+
+    ray_logger = logging.getLogger("ray")
+    propagate = ray_logger.propagate
+    handler = logging.StreamHandler(sys.stderr)  # what ray.init sets up
+    ray_logger.addHandler(handler)
+    ray_logger.setLevel(logging.INFO)
+    before_err = sys.stderr
+    try:
+        with ray_output_to_log(tmp_path / "ray-output.log") as log_file:
+            route_ray_loggers(log_file)
+            routed_err = sys.stderr
+            ray_logger.info("inside the job")
+        ray_logger.info("after the job")
+        print("held on to", file=routed_err)
+        assert handler.stream is before_err and sys.stderr is before_err and ray_logger.propagate == propagate
+    finally:
+        ray_logger.removeHandler(handler)
+        ray_logger.propagate = propagate
+        ray_logger.setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert "inside the job" in (tmp_path / "ray-output.log").read_text() and "inside the job" not in err
+    assert "after the job" in err and "held on to" in err and "Logging error" not in err and "closed file" not in err

@@ -24,7 +24,7 @@ COUNTERS = ["frames", "skipped_bad_frames", "inference_errors", "decision_change
             "reconnects", "skipped_files"]
 STOP_RECORD = ["camera", "event", "ts", "state", "frames", "counters", "labels"]
 STATUS = ["version", "uptime_s", "model", "model_swaps", "classes", "cameras", "batching", "mqtt", "mqtt_discovery", "on_decision",
-          "webhooks", "jsonl", "events_subscribers", "classify", "collect", "healthy"]
+          "webhooks", "jsonl", "sinks", "events_subscribers", "classify", "collect", "healthy", "http", "models_folder"]
 CAMERA = ["id", "source", "kind", "state", "error", "inference_failing", "decision", "fps", "latency_ms", "last_frame_age_s",
           "counters", "labels", "last_hour", "stream_viewers"]
 DECISION_STATE = ["label", "display_name", "confidence", "probabilities", "frame", "ts", "since"]

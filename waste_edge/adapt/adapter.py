@@ -24,6 +24,7 @@ import numpy as np
 
 from waste_edge import __version__
 from waste_edge._io import atomic_write_bytes, file_sha256
+from waste_edge._outputs import COLLECTION_SUFFIXES, check_output, model_sidecars
 from waste_edge.adapt.fit import FitConfig, FitResult, fit_head
 from waste_edge.adapt.graph import AdaptError, find_head, load_model, read_metadata, swap_head
 from waste_edge.runtime.collection import read_labels
@@ -68,8 +69,11 @@ class AdaptResult:
                 "rehearsal_out": str(self.rehearsal_out) if self.rehearsal_out else None}
 
 
-def check_paths(model: Path, out: Path) -> None:
-    """Refuse what would lose data or cannot work: a missing or non-ONNX model, `out` == the model."""
+def check_paths(model: Path, out: Path, data: Path | None = None, rehearsal: Path | None = None) -> None:
+    """Refuse what would lose data or cannot work: a missing or non-ONNX model, `out` (or the rehearsal set
+    written beside it) onto any input (the model, its sidecars, the rehearsal set, what the collection folder
+    holds), and an existing `out` that adapt did not write: re-running adapt to the same name replaces only
+    its own earlier result."""
     if model.suffix.lower() != ".onnx":
         raise AdaptError(f"{model}: adapt works on .onnx models (rebuild a TensorRT engine from the adapted .onnx)")
     if not model.is_file():
@@ -81,6 +85,27 @@ def check_paths(model: Path, out: Path) -> None:
         raise AdaptError(f"--out {out} is the input model: write the adapted model to a new file (the input is never overwritten)")
     if rehearsal_path(out).resolve() == rehearsal_path(model).resolve():
         raise AdaptError(f"--out {out} would overwrite the input's rehearsal set")
+    files = [model, *model_sidecars(model), rehearsal]
+    check_output(out, files, option="--out")
+    check_output(out, [data], option="--out", picked_up=COLLECTION_SUFFIXES)
+    beside = rehearsal_path(out)
+    if rehearsal is None or not (beside.exists() and beside.samefile(rehearsal)):  # the same file is left as it is
+        check_output(beside, [*files, data], option=f"--out {out}: its rehearsal set", picked_up=frozenset())
+    if out.exists():
+        _check_replaceable(out)
+
+
+def _check_replaceable(out: Path) -> None:
+    """An existing `out` is replaced only when adapt wrote it (its metadata records an adaptation)."""
+    from waste_edge.runtime.model_info import read_metadata
+
+    try:
+        adapted = read_metadata(out).adaptation is not None
+    except Exception:  # not a model, or not one of ours: not ours to replace
+        adapted = False
+    if not adapted:
+        raise AdaptError(f"--out {out}: exists and was not written by adapt (no adaptation record in its metadata); "
+                         "choose a new name or remove it first")
 
 
 def adapt(
@@ -106,9 +131,11 @@ def adapt(
 
     t0 = time.perf_counter()
     model, data, out = Path(model), Path(data), Path(out)
-    check_paths(model, out)
     if not data.is_dir():
         raise AdaptError(f"--data {data}: not a collection folder")
+    if use_rehearsal and rehearsal is None and rehearsal_path(model).is_file():
+        rehearsal = rehearsal_path(model)
+    check_paths(model, out, data, Path(rehearsal) if use_rehearsal and rehearsal is not None else None)
     say = log or (lambda _m: None)
     base_sha = file_sha256(model)
     proto = load_model(model)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from waste_edge._options import common, option
-from waste_edge._outputs import input_path
+from waste_edge._outputs import input_collection, input_path, output_model
 
 METHODS = ("auto", "rehearsal+prior", "rehearsal", "prior", "labels-only")
 
@@ -34,8 +34,8 @@ class AdaptOptions:
         "  printf 'file,label\\n20250101-120000-123-0000-0.jpg,N\\n' > bin-7/labels.csv   # or the service's Review page\n"
         "  waste-edge adapt --model lite0-int8.onnx --data bin-7/ --out lite0-int8-bin7.onnx")
 
-    data: Path = common("--data", required=True, help="collection folder with labels.csv")
-    out: Path = common("--out", required=True, help="the adapted model to write (.onnx; never the input model)")
+    data: Path = common("--data", required=True, type=input_collection, help="collection folder with labels.csv")
+    out: Path = common("--out", required=True, type=output_model, help="the adapted model to write (.onnx; never the input model)")
     method: str = option("auto", "--method", choices=METHODS, help="how the old knowledge is protected (default: %(default)s)")
     rehearsal_set: Path | None = option(None, "--rehearsal-set", type=input_path, metavar="NPZ",
                                         help="rehearsal set (default: <model stem>.rehearsal.npz beside the model, when present)")

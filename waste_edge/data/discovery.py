@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from waste_edge._io import list_files
+from waste_edge._io import list_files, special_kind
 from waste_edge.errors import WasteEdgeError
 
 SPLITS = ("train", "val", "test")
@@ -177,6 +177,8 @@ def discover(source: str | Path, *, test_size: float = 0.2, seed: int = 0) -> Da
     root = Path(source)
     if not root.exists():
         raise DatasetError(f"dataset not found: {root}")
+    if (kind := special_kind(root.stat().st_mode)) not in (None, "a folder"):
+        raise DatasetError(f"{root}: not a folder or a CSV manifest ({kind})")
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DatasetError(f"{root} is a file but not a CSV manifest (path,label[,split])")

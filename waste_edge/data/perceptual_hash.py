@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from waste_edge._io import atomic_write_bytes, cache_dir
-from waste_edge.data.decode import DecodeError, load_rgb
+from waste_edge._io import atomic_write_bytes, cache_dir, file_digest
+from waste_edge.data.decode import MAX_IMAGE_FILE_BYTES, DecodeError, input_file_reason, load_rgb
+from waste_edge.errors import InputFileError
 
 # Names of the 8 orientations; `transform` in the report is one of these. rot90 is PIL's ROTATE_90
 # (a quarter turn counter-clockwise); transpose mirrors across the main diagonal, transverse across the other.
@@ -90,13 +91,12 @@ def hash_file(path: str | Path) -> ImageHashes:
 
 def content_key(path: str | Path) -> str:
     """blake2b-128 of the file's bytes: the exact-duplicate test and the cache key. Raises DecodeError."""
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    try:  # regular files of at most MAX_IMAGE_FILE_BYTES only: a manifest row naming /dev/urandom must not read forever
+        return file_digest(path, lambda: hashlib.blake2b(digest_size=16), max_bytes=MAX_IMAGE_FILE_BYTES)
     except FileNotFoundError:
         raise DecodeError("file not found") from None
-    except IsADirectoryError:
-        raise DecodeError("is a directory, not a file") from None
+    except InputFileError as e:
+        raise DecodeError(input_file_reason(e)) from None
     except OSError as e:
         raise DecodeError(f"cannot read file: {e.strerror or e}") from None
 

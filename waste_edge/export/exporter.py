@@ -7,10 +7,12 @@ format does not support is a clear error instead of being silently ignored. The 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import onnx
 
 from waste_edge import __version__
@@ -98,6 +100,7 @@ def build_fused_onnx(
     """The fused model of a linear run (ARCHITECTURE.md, contract 2) in memory, with its metadata set and checked."""
     import torch
 
+    check_head_range(run)
     encoder = run.encoder()  # the weights the head was trained on (sha256 checked), widths checked
     spec = encoder.spec
     details: dict[str, Any] = {"variant": opts.variant, "opset": opts.opset}
@@ -169,6 +172,39 @@ def build_fused_onnx(
     return fused, meta, details
 
 
+def check_head_range(run: LinearRun) -> None:
+    """The head runs in float32 inside the graph: weights beyond its range become inf and every answer NaN (a head
+    with 1e300 coefficients passed `LinearHead`'s float64 checks and gave a model labelling every frame B)."""
+    with np.errstate(over="ignore"):
+        weights = [np.asarray(run.head.coef).astype(np.float32), np.asarray(run.head.intercept).astype(np.float32)]
+    if not all(np.isfinite(w).all() for w in weights):
+        biggest = max(float(np.abs(np.asarray(run.head.coef, dtype=np.float64)).max()), float(np.abs(np.asarray(run.head.intercept, dtype=np.float64)).max()))
+        raise ExportError(f"{run.path}: the head's weights (largest magnitude {biggest:.3g}) overflow float32; the model would answer NaN. Retrain the head")
+
+
+def write_probed(out: Path, model: onnx.ModelProto, log: Callable[[str], None] | None = None) -> Path:
+    """Write `model` to `out` only once it answers probe frames with finite probabilities summing to 1
+    (`runtime.model_check`), through a hidden sibling; a model that answers NaN is never written."""
+    from waste_edge.runtime.classifier import Classifier
+    from waste_edge.runtime.model_check import ModelCheckError, ProbeRunError, probe_classifier
+
+    tmp = out.with_name(f".{out.name}.probe-{os.getpid()}{out.suffix}")
+    atomic_write_bytes(tmp, model.SerializeToString())
+    try:
+        try:
+            with Classifier(tmp, "cpu", threads=1) as clf:
+                probe_classifier(clf, name=out.name)
+        except ProbeRunError as e:  # cannot run here (not a wrong answer): the target device may run it
+            if log:
+                log(f"note: probe frames not run on this CPU ({e}); the model is written unchecked")
+        except ModelCheckError as e:
+            raise ExportError(f"not writing {out}: {e}") from None
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 @dataclass(frozen=True)
 class Fuser:
     """How one kind of run becomes the fused graph of ARCHITECTURE.md, contract 2, and which variants it can be exported as."""
@@ -214,7 +250,7 @@ def export(
     out = opts.out or default_out(Path(run_dir), f, opts.variant)
     if f.name == "onnx":
         model, meta, details = fuser.build(run, opts, progress=progress, log=log)
-        atomic_write_bytes(out, model.SerializeToString())
+        write_probed(out, model, log)
         extra = []
         if opts.with_embedding and opts.rehearsal != 0 and opts.half and log:
             # The set is computed by running the exported model on the CPU, and fp16 graphs are for GPU providers.
@@ -238,8 +274,7 @@ def export(
         report = lint_model(model, out.with_suffix(".onnx").name)
         if not report.passed:
             raise TensorRTLintError(f"not building the engine: TensorRT would reject or degrade this graph\n{report.summary()}")
-        onnx_path = out.with_suffix(".onnx")
-        atomic_write_bytes(onnx_path, model.SerializeToString())
+        onnx_path = write_probed(out.with_suffix(".onnx"), model, log)
         meta.variant = opts.variant
         info = build_engine(onnx_path, out, meta, opts, progress=progress, log=log)
         details.update(info)

@@ -75,6 +75,7 @@ class CameraSummary:
     labels: dict[str, int] = field(default_factory=dict)  # frames per shown label
     stop_reason: str = ""  # end of source | max frames | interrupted | window closed | stopped
     sink_failures: dict[str, int] = field(default_factory=dict)  # calls that raised, per sink (the loop went on)
+    lost: list[str] = field(default_factory=list)  # per output that could not write everything: what was lost and why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +92,7 @@ class CameraSummary:
             f"stalls {self.stalls}, reconnects {self.reconnects}" + (f", undecodable files {self.skipped_files}" if self.skipped_files else ""),
             f"latency ms p50 / p90 / p99: total {trio('total')}, infer {trio('infer')}, read {trio('read')}",
             f"labels: {labels}",
+            *(f"lost: {line}" for line in self.lost),
         ]
         if self.sink_failures:
             lines.append("outputs that failed (the loop went on): " + ", ".join(f"{k} {v} times" for k, v in self.sink_failures.items()))
@@ -128,11 +130,16 @@ def run_camera(
     out = cfg.output
     timing = _Timing()
     opened: list[Sink] = []
+    writers: list[JsonlSink | VideoSink] = []  # files that count what they could not write (`lost` in the summary)
     try:
         if out.jsonl is not None:
-            opened.append(JsonlEvents(JsonlSink(out.jsonl)))
+            jsonl = JsonlSink(out.jsonl)
+            writers.append(jsonl)
+            opened.append(JsonlEvents(jsonl))
         if out.save is not None:
-            opened.append(AnnotatedVideo(VideoSink(out.save, cfg.save_fps or source.fps or 30.0)))
+            video = VideoSink(out.save, cfg.save_fps or source.fps or 30.0)
+            writers.append(video)
+            opened.append(AnnotatedVideo(video))
         window = open_window(f"waste-edge: {source.name}") if out.show else None
         if window is not None:
             opened.append(LiveWindow(window))
@@ -167,5 +174,5 @@ def run_camera(
         skipped_bad_frames=snap.skipped_bad_frames, read_failures=stats.read_failures, stalls=stats.stalls, reconnects=stats.reconnects,
         skipped_files=stats.skipped_files, elapsed_s=elapsed, mean_fps=snap.frames / elapsed if snap.frames and elapsed > 0 else 0.0,
         latency_ms={stage: p.full() for stage, p in snap.latency}, labels={k: v for k, v in snap.labels if v}, stop_reason=reason,
-        sink_failures=dict(snap.sink_failures),
+        sink_failures=dict(snap.sink_failures), lost=[line for w in writers if (line := w.health.summary())],
     )

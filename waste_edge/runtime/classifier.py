@@ -16,8 +16,11 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
+from PIL import Image
+
 from waste_edge._options import option, threads as thread_count
-from waste_edge._outputs import input_spec
+from waste_edge._outputs import input_model
+from waste_edge.data.geometry import PreprocessSpec, resize_crop
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.backends.base import BackendError, Runner
 from waste_edge.runtime.backends.select import BACKEND_CHOICES, open_runner
@@ -36,7 +39,7 @@ class ModelOptions:
 
     `threads` is ONNX Runtime's intra-op thread count wherever the flag appears; PyTorch's is --torch-threads."""
 
-    model: str | None = option(None, "--model", type=input_spec, metavar="MODEL", help=MODEL_HELP)
+    model: str | None = option(None, "--model", type=input_model, metavar="MODEL", help=MODEL_HELP)
     backend: str = option("auto", "--backend", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     threads: int | None = option(None, "--threads", type=thread_count, metavar="N", help="ONNX Runtime intra-op threads (default: one per core)")
 
@@ -54,6 +57,11 @@ class Prediction:
 
 class ClassifierClosedError(WasteEdgeError, RuntimeError):
     """`predict` on a Classifier after `close()` (or after its `with` block)."""
+
+
+class NonFiniteOutputError(BackendError):
+    """The model answered NaN or infinite probabilities: an error for those frames, never a label
+    (`argmax` of NaNs is 0, which would call every such frame the first class)."""
 
 
 class Classifier:
@@ -119,6 +127,7 @@ class Classifier:
             size = [shape[1], shape[2]]
         self.input_size: tuple[int, int] | None = (int(size[0]), int(size[1])) if size else None
         self.max_batch: int | None = shape[0]  # a graph exported with a fixed batch takes only that many
+        self._shrink_spec = _shrinkable_spec(self.metadata.preprocess) if self.input_size is None else None
 
     # -- properties ------------------------------------------------------------------------------------------
 
@@ -161,12 +170,40 @@ class Classifier:
             buf = bufs[key] = np.empty(shape, dtype=np.uint8)
         return buf
 
+    def _to_input_size(self, frame: np.ndarray) -> np.ndarray:
+        """A fixed-size model's frame: resized to its input (area when shrinking), unchanged when it fits."""
+        if self.input_size is None or frame.shape[:2] == self.input_size:
+            return frame
+        h, w = self.input_size
+        shrink = frame.shape[0] > h or frame.shape[1] > w
+        return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    def model_sized(self, frame: np.ndarray | Image.Image) -> np.ndarray:
+        """`frame` (HxWx3 uint8, either channel order, or a decoded RGB PIL image) made no larger than what the
+        model's preprocessing takes from it, with the same answer: batch jobs call it on each frame before
+        batching, so their memory does not grow with the source's resolution (a 6000x4000 photo holds 72 MB;
+        what the model sees, 150 KB). A PIL image is cropped as it is, without a full-size array copy.
+
+        - fixed-size models: the resize `predict` does anyway (the same call, so the same pixels);
+        - dynamic models whose `PreprocessSpec` is box_crop: the PIL reference crop and reduce, which the graph
+          reproduces bit-exactly, so the graph's own geometry on the result is the identity;
+        - shortest (CLIP, antialiased bicubic / bilinear): the PIL reference resize and crop; the graph is
+          within one grey level of it (its documented tolerance), so the answer is the reference's;
+        - anything else (an unknown spec, a frame already no larger than the model's input): unchanged."""
+        spec = self._shrink_spec
+        if isinstance(frame, Image.Image):
+            if spec is not None and frame.width * frame.height > spec.size * spec.size:
+                return np.asarray(resize_crop(frame, spec), dtype=np.uint8)
+            frame = np.ascontiguousarray(np.asarray(frame, dtype=np.uint8))
+        if self.input_size is not None:
+            return self._to_input_size(frame)
+        if spec is None or frame.ndim != 3 or frame.shape[0] * frame.shape[1] <= spec.size * spec.size:
+            return frame
+        return np.asarray(resize_crop(Image.fromarray(np.ascontiguousarray(frame)), spec), dtype=np.uint8)
+
     def _prepare(self, frame: np.ndarray, flip: bool, out: np.ndarray | None = None) -> np.ndarray:
         """Resize (fixed-size models only) and flip channels (only if the model wants the other order)."""
-        if self.input_size is not None and frame.shape[:2] != self.input_size:
-            h, w = self.input_size
-            shrink = frame.shape[0] > h or frame.shape[1] > w
-            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        frame = self._to_input_size(frame)
         if flip:
             dst = out if out is not None else self._buffer("flip", frame.shape)
             return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=dst)  # the same swap serves RGB->BGR
@@ -183,6 +220,9 @@ class Classifier:
             if probs.ndim != 2 or probs.shape[1] != len(self.classes):
                 raise BackendError(f"{self.path.name}: probabilities have shape {probs.shape}, expected [N, {len(self.classes)}] (metadata lists {len(self.classes)} classes)")
             self._checked_width = True
+        if not np.isfinite(out[0]).all():  # ~1 us for [N, K]; see runtime/model_check.py
+            bad = int((~np.isfinite(out[0])).any(axis=1).sum())
+            raise NonFiniteOutputError(f"{self.path.name} answered non-finite probabilities (NaN or inf) for {bad} of {len(out[0])} frame(s)")
         return out
 
     def _run_batch(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
@@ -287,3 +327,16 @@ class Classifier:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _shrinkable_spec(preprocess: Mapping[str, Any]) -> PreprocessSpec | None:
+    """The model's `PreprocessSpec` when `Classifier.model_sized` may apply it on PIL: box_crop (the graph is
+    bit-exact with PIL), or shortest with an antialiased bicubic / bilinear resize (within one grey level). None
+    for anything else (a test model's own preprocessing, a spec this version does not know)."""
+    try:
+        spec = PreprocessSpec.from_dict(preprocess)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if spec.size < 1 or (spec.resize_mode == "shortest" and not (spec.antialias and spec.interpolation in ("bicubic", "bilinear"))):
+        return None
+    return spec

@@ -27,8 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from waste_edge._io import atomic_write_bytes, atomic_write_text, list_images, write_json
-from waste_edge.errors import WasteEdgeError
+from waste_edge._io import atomic_write_bytes, atomic_write_text, list_images, read_regular, write_json
+from waste_edge.errors import InputFileError, WasteEdgeError
 
 LABELS_FILE = "labels.csv"
 HEADER = ("file", "label")
@@ -36,6 +36,8 @@ SKIP = "skip"  # "seen, not usable": the Review view's skip button; kept in the 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = "waste-edge/collected-frame"
 SIDECAR_VERSION = 1
+MAX_LABELS_BYTES = 64 * 1024 * 1024  # a million labelled frames is ~50 MB of file,label rows
+MAX_SIDECAR_BYTES = 1024 * 1024  # a sidecar is a few hundred bytes
 
 _write_lock = threading.Lock()
 
@@ -110,15 +112,19 @@ def read_labels(
     if not path.exists():
         return result
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        data = read_regular(path, max_bytes=MAX_LABELS_BYTES)  # a FIFO or /dev/zero here must not hang adapt or the service
+    except InputFileError as e:
+        raise CollectionError(str(e)) from None
+    except OSError as e:
+        raise CollectionError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         try:
-            text = path.read_bytes().decode("cp1252")  # a spreadsheet's "CSV" on Windows
+            text = data.decode("cp1252")  # a spreadsheet's "CSV" on Windows
             result.problems.append(f"{path.name}: not UTF-8; read as Windows-1252")
         except UnicodeDecodeError as e:
             raise CollectionError(f"{path}: not a text file ({e})") from None
-    except OSError as e:
-        raise CollectionError(f"{path}: cannot read ({e.strerror or e})") from None
     lookup = _label_lookup(classes, display_names)
     first = True
     for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
@@ -310,8 +316,8 @@ def read_sidecar(image: Path) -> dict[str, Any] | None:
     """The JSON sidecar of a collected image (`x.jpg` -> `x.json`), None when absent or unreadable."""
     side = image.with_suffix(SIDECAR_SUFFIX)
     try:
-        doc = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = json.loads(read_regular(side, max_bytes=MAX_SIDECAR_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from waste_edge._io import file_sha256, list_images
 from waste_edge._options import float_in, int_in, option, probability
-from waste_edge._outputs import output_folder
+from waste_edge._outputs import apart_folder
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.collection import SIDECAR_SUFFIX, FrameRecord, read_dhash, read_sidecar, write_frame
 from waste_edge.runtime.observations import FrameResult
@@ -56,7 +56,7 @@ class CollectConfig:
 
     GROUP: ClassVar[tuple[str, str | None]] = ("collection of uncertain frames", COLLECT_HELP)
 
-    folder: Path = option(None, "--collect", type=output_folder, metavar="DIR", help="collection folder (created if missing)")
+    folder: Path = option(None, "--collect", type=apart_folder, metavar="DIR", help="collection folder (created if missing)")
     below: float = option(0.8, "--collect-below", type=probability, metavar="P",
                           help="save frames with confidence below P (default: %(default)s)")
     max_frames: int = option(1000, "--collect-max", type=int_in(1, 1_000_000), metavar="N",

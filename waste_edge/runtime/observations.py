@@ -104,7 +104,8 @@ class FrameResult:
 
 @dataclass(frozen=True, slots=True)
 class FrameSkipped:
-    """A frame the model could not take (None, wrong shape or dtype): counted and skipped, never fatal."""
+    """A frame the model could not take (None, wrong shape or dtype), or whose inference call failed in a loop that
+    survives it (`serve`): an error row in the JSONL, counted, never fatal."""
 
     camera: str
     info: FrameInfo

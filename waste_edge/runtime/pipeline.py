@@ -284,12 +284,14 @@ class FramePipeline:
             log.warning("%s: frame %d skipped (%s); %d so far", source_name, frame_info.index, error, n)
         self.sinks.skip(FrameSkipped(self.camera, frame_info, str(error)))
 
-    def _inference_failed(self, e: Exception) -> None:
+    def _inference_failed(self, frame_info: FrameInfo, e: Exception) -> None:
+        """Counted, logged, and an error row for the frame (a NaN answer is never a label)."""
         with self.stats.lock:
             self.stats.inference_errors += 1
             self.stats.last_error = f"inference failed: {e}"
             self.stats.last_error_at = time.monotonic()
         log.warning("%s: inference failed: %s", self.camera or "camera", e)
+        self.sinks.skip(FrameSkipped(self.camera, frame_info, f"inference failed: {e}"))
 
     def _decide(self, inf: Inference, frame_index: int, now: float) -> tuple[Decision, DecisionEvent | None]:
         """The decision of one frame, recorded in the numbers; the change it makes, if any."""
@@ -350,7 +352,7 @@ class FramePipeline:
                         raise
                     if stop.is_set():
                         return STOPPED
-                    self._inference_failed(e)
+                    self._inference_failed(info, e)
                     stop.wait(0.5)  # a broken model must not spin a core
                     continue
                 call_ms = (time.perf_counter() - t1) * 1e3

@@ -22,16 +22,16 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, IO, Iterator, NamedTuple, Sequence
+from typing import IO, Any, Callable, ClassVar, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from waste_edge._io import write_whole
+from waste_edge._io import special_kind, write_whole
 from waste_edge._options import common
 from waste_edge._outputs import check_output, csv_cell, is_broken_pipe
-from waste_edge.data.decode import DecodeError, load_rgb_array
+from waste_edge.data.decode import DecodeError, load_rgb, load_rgb_array
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.classifier import Classifier
 from waste_edge.runtime.sources import is_video_path, media_files
@@ -83,6 +83,9 @@ def expand_inputs(sources: Sequence[str | Path]) -> list[InputItem]:
         path = Path(str(src)).expanduser()
         if path.is_file():
             add(path)  # an explicitly named file is tried whatever its suffix; a non-image becomes an error row
+            continue
+        if path.exists() and not path.is_dir():  # a FIFO or a device (/dev/urandom): a row with the reason, never read
+            items.append(InputItem(path, "error", f"not a regular file ({special_kind(path.stat().st_mode)})"))
             continue
         files = media_files(src, videos=True)
         if files is None:
@@ -179,9 +182,13 @@ class RowWriter:
                 pass
 
 
-def _decode(path: Path) -> np.ndarray | str:
+def _decode(path: Path, shrink: Callable[[Any], np.ndarray] | None = None, max_pixels: int | None = None) -> np.ndarray | str:
+    """The RGB image, made model-sized by `shrink` (`Classifier.model_sized`, which takes the decoded PIL image
+    itself) in the decoding thread: a batch never holds full-size photos."""
     try:
-        return load_rgb_array(path)
+        if shrink is not None:
+            return shrink(load_rgb(path, max_pixels=max_pixels))
+        return load_rgb_array(path, max_pixels=max_pixels)
     except DecodeError as e:
         return str(e)
     except Exception as e:  # a decoder bug on a hostile file must cost one row, not the run
@@ -225,11 +232,13 @@ def plan_units(items: Sequence[InputItem], batch_size: int) -> list[WorkUnit]:
     return units
 
 
-def decoded_units(units: Sequence[WorkUnit], pool: ThreadPoolExecutor) -> Iterator[tuple[WorkUnit, list[np.ndarray | str] | None]]:
+def decoded_units(units: Sequence[WorkUnit], pool: ThreadPoolExecutor, shrink: Callable[[Any], np.ndarray] | None = None,
+                  max_pixels: int | None = None) -> Iterator[tuple[WorkUnit, list[np.ndarray | str] | None]]:
     """Each unit with its decoded images (None for videos and errors), the next image unit decoding in `pool`
-    while the caller classifies this one."""
+    while the caller classifies this one. `shrink` (`Classifier.model_sized`) runs on each image as it is
+    decoded, so what waits for the batch is what the model takes, not the photo; `max_pixels` bounds decoding."""
     def submit(unit: WorkUnit) -> list[Future] | None:
-        return [pool.submit(_decode, it.path) for it in unit.items] if unit.kind == "images" else None
+        return [pool.submit(_decode, it.path, shrink, max_pixels) for it in unit.items] if unit.kind == "images" else None
 
     pending = submit(units[0]) if units else None
     for k, unit in enumerate(units):
@@ -265,7 +274,18 @@ def _safe_proba(classifier: Classifier, frames: list[np.ndarray] | np.ndarray, c
     return out
 
 
+def _not_regular(path: Path) -> str | None:
+    """Why a video path must not be handed to OpenCV (whose open blocks on a FIFO), None for a regular file."""
+    try:
+        kind = special_kind(path.stat().st_mode)
+    except OSError as e:
+        return f"cannot open video: {e.strerror or e}"
+    return f"not a regular file ({kind})" if kind is not None else None
+
+
 def _video_frame_count(path: Path) -> int:
+    if _not_regular(path):
+        return 1
     cap = cv2.VideoCapture(str(path))
     try:
         return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))) if cap.isOpened() else 0
@@ -334,6 +354,8 @@ class PredictOptions:
     batch_size: int = common("--batch-size", 16, help="images per inference batch (default: %(default)s)")
     workers: int = common("--workers", 2, help="image decoding threads (default: %(default)s)")
     quiet: bool = common("--quiet", False, help="no progress bar")
+    max_pixels: int = common("--max-pixels", 40_000_000, help="largest image in pixels, read from its header before decoding: larger JPEGs "
+                                                              "decode at 1/2, 1/4 or 1/8 scale, other larger files become error rows (default: %(default)s)")
 
 
 def run_predict(
@@ -344,8 +366,13 @@ def run_predict(
     batch_size: int = 16,
     workers: int = 2,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> PredictSummary:
-    """Classify every image and video frame under `sources`, writing one row each to `out` (.csv / .jsonl / stdout)."""
+    """Classify every image and video frame under `sources`, writing one row each to `out` (.csv / .jsonl / stdout).
+
+    Each image and frame is made model-sized (`Classifier.model_sized`) before it is batched, so memory depends
+    on the batch size and the model, not on the photos' resolution; `max_pixels` bounds what one file may
+    decode to (default `data.decode.MAX_DECODE_PIXELS`; larger JPEGs decode reduced, others are error rows)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_output(out, sources, option="out")  # never over an input, never into a folder (waste_edge/_outputs.py)
@@ -356,7 +383,7 @@ def run_predict(
     tally = PredictTally(writer, summary, bar)
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
-            for unit, decoded in decoded_units(units, pool):
+            for unit, decoded in decoded_units(units, pool, _shrinker(classifier), max_pixels):
                 tally.unit_started(unit)
                 for outcomes in classify_unit(classifier, unit, decoded, batch_size):
                     tally.emit(unit, outcomes)
@@ -367,16 +394,38 @@ def run_predict(
     return summary
 
 
+def _shrinker(classifier: Any) -> Callable[[Any], np.ndarray] | None:
+    """`Classifier.model_sized`; None for a stand-in that only has `classes` and `predict_proba` (full frames)."""
+    return getattr(classifier, "model_sized", None)
+
+
+# Pixels one inference call may take. Model-sized frames are ~150 KB, so this never splits a batch of them; it
+# bounds the calls of a model whose preprocessing `Classifier.model_sized` cannot apply (full-size frames).
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+def batch_rows(frame_bytes: int, batch_size: int) -> int:
+    """Frames of `frame_bytes` per inference call: `batch_size`, fewer when they would pass `MAX_BATCH_BYTES`."""
+    return max(1, min(batch_size, MAX_BATCH_BYTES // max(1, frame_bytes)))
+
+
 def _classify_images(classifier: Classifier, chunk: Sequence[InputItem], decoded: list[np.ndarray | str]) -> list[Outcome]:
     ok = [k for k, d in enumerate(decoded) if not isinstance(d, str)]
     results: dict[int, np.ndarray | str] = {k: d for k, d in enumerate(decoded) if isinstance(d, str)}
-    if ok:
-        for k, res in zip(ok, _safe_proba(classifier, [decoded[k] for k in ok], "RGB")):  # type: ignore[misc]
+    start = 0
+    while start < len(ok):  # consecutive images in calls of at most MAX_BATCH_BYTES
+        n = batch_rows(max(decoded[k].nbytes for k in ok[start:]), len(ok))  # type: ignore[union-attr]
+        part = ok[start : start + n]
+        for k, res in zip(part, _safe_proba(classifier, [decoded[k] for k in part], "RGB")):  # type: ignore[misc]
             results[k] = res
+        start += n
     return [Outcome(item.path, None, results[k]) for k, item in enumerate(chunk)]
 
 
 def _classify_video(classifier: Classifier, path: Path, batch_size: int) -> Iterator[list[Outcome]]:
+    if (why := _not_regular(path)) is not None:
+        yield [Outcome(path, None, why)]
+        return
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
@@ -387,22 +436,23 @@ def _classify_video(classifier: Classifier, path: Path, batch_size: int) -> Iter
         batch: np.ndarray | None = None
         indices: list[int] = []
         n = 0
+        read_buf: np.ndarray | None = None  # one full-size frame at a time; the batch holds model-sized ones
+        shrink = _shrinker(classifier)
         while True:
-            slot = batch[n] if batch is not None and n < batch.shape[0] else None
-            ok, frame = cap.read(slot) if slot is not None else cap.read()
-            if not ok or frame is None:
+            ok, read_buf = cap.read(read_buf) if read_buf is not None else cap.read()
+            if not ok or read_buf is None:
                 break
+            frame = shrink(read_buf) if shrink is not None else read_buf
             if batch is None or frame.shape != batch.shape[1:]:
                 if n:  # size changed mid-stream: classify what we have first
                     yield _video_outcomes(classifier, path, batch[:n], indices)  # type: ignore[index]
                     n, indices = 0, []
-                batch = np.empty((batch_size, *frame.shape), dtype=np.uint8)
-            if not np.shares_memory(frame, batch[n]):
-                batch[n] = frame
+                batch = np.empty((batch_rows(frame.nbytes, batch_size), *frame.shape), dtype=np.uint8)
+            batch[n] = frame
             indices.append(frames_read)
             frames_read += 1
             n += 1
-            if n == batch_size:
+            if n == batch.shape[0]:
                 yield _video_outcomes(classifier, path, batch, indices)
                 n, indices = 0, []
         if n and batch is not None:

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from waste_edge._io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_path, list_files
+from waste_edge._io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_path, list_files, special_kind
 from waste_edge._options import float_in, option
 from waste_edge._outputs import input_spec
 from waste_edge.data.decode import DecodeError, load_rgb_array
@@ -452,7 +452,7 @@ def is_video_path(path: str | Path) -> bool:
 
 
 def glob_files(pattern: str) -> list[Path]:
-    return sorted(Path(p) for p in globlib.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+    return sorted(Path(p) for p in globlib.glob(os.path.expanduser(pattern), recursive=True) if not os.path.isdir(p))  # special files too: refused with a reason when read
 
 
 def media_files(spec: str | Path, *, videos: bool = False) -> list[Path] | None:
@@ -499,6 +499,8 @@ def parse_spec(spec: str | int | Path) -> tuple[str, Any]:
         if is_image_path(path):
             return "images", [path]
         return "video", str(path)  # unknown suffix: let OpenCV try (it says so if it cannot)
+    if path.exists():  # a FIFO or a device that is not a camera: opening it could block or never end
+        raise SourceError(f"{text}: not a regular file, folder or camera ({special_kind(path.stat().st_mode)})")
     if is_glob(text):
         files = media_files(text) or []
         if not files:

@@ -10,12 +10,13 @@ per-worker throughput of the benchmark is computed.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from waste_edge._io import Log
-from waste_edge.scale.cluster import ClusterInfo, RayError, RayOptions, blocks_for, compute_strategy, pool_size
+from waste_edge.scale.cluster import ClusterInfo, RayError, RayOptions, blocks_for, compute_strategy, pool_size, ray_log_path
 
 UNITS_PER_CALL = 4  # units handed to an actor per call: it decodes the next while it computes this one
 STAT_COLUMNS = ("worker", "busy_s")
@@ -129,21 +130,35 @@ def map_units(rows: list[dict], worker: type, constructor: dict[str, Any], optio
             yield table
     except (KeyboardInterrupt, RayError):
         raise
-    except Exception as e:
-        raise RayError(f"the Ray job failed: {root_cause(e)}") from e
+    except Exception as e:  # an actor that failed or died, a task out of retries: one line, Ray's trace in its log
+        raise RayError(f"the Ray job failed: {root_cause(e)} (Ray's own output: {ray_log_path()})") from None
     finally:
         stats.wall_s = time.perf_counter() - t0
 
 
+# Ray's wrappers around the error that happened in a worker: their names say nothing to the user.
+_RAY_WRAPPERS = ("RayTaskError", "RayActorError", "ActorDiedError", "SystemException", "RaySystemError", "TaskError",
+                 "UserCodeException", "WorkerCrashedError")
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit)): (.+)$")
+
+
 def root_cause(e: BaseException) -> str:
-    """The innermost error's last line: a worker's WasteEdgeError reads as the user error it is."""
-    cause: BaseException = e
-    seen = set()
-    while True:
-        nxt = getattr(cause, "cause", None) or cause.__cause__
-        if not isinstance(nxt, BaseException) or id(nxt) in seen:
-            break
-        seen.add(id(nxt))
-        cause = nxt
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
+    """The error that happened in the worker, as `Type: message`: the innermost exception of the chain, and
+    inside Ray's wrappers (whose text carries the worker's traceback) its last `SomeError: message` line, so an
+    actor that died of a BackendError reads as that BackendError, not as "SystemException"."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = e
+    while isinstance(cause, BaseException) and all(cause is not c for c in chain):
+        chain.append(cause)
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    for exc in reversed(chain):
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        for line in reversed(lines):
+            m = _ERROR_LINE.match(line)
+            if m and m.group(1) not in _RAY_WRAPPERS:
+                return f"{m.group(1)}: {m.group(2)}"
+        if type(exc).__name__ not in _RAY_WRAPPERS:
+            return f"{type(exc).__name__}: {lines[-1] if lines else ''}".strip()
+    last = chain[-1]
+    text = [ln for ln in str(last).splitlines() if ln.strip()]
+    return f"{type(last).__name__}: {text[-1].strip() if text else ''}".strip()

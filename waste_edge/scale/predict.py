@@ -46,11 +46,12 @@ class PredictWorker:
     """One Ray actor: one fused model in ONNX Runtime and a few decoding threads. A batch of work units in,
     one row per outcome out (unit, position, frame, probabilities or error), plus its busy time."""
 
-    def __init__(self, model: str, backend: str, threads: int, batch_size: int, decode_threads: int) -> None:
+    def __init__(self, model: str, backend: str, threads: int, batch_size: int, decode_threads: int, max_pixels: int | None = None) -> None:
         from waste_edge.runtime.classifier import Classifier
 
         self.classifier = Classifier(model, backend, threads=threads)
         self.batch_size = batch_size
+        self.max_pixels = max_pixels
         self.pool = ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="decode")
         self.worker = actor_name()
 
@@ -62,7 +63,7 @@ class PredictWorker:
                  for r in rows]
         cols: dict[str, list] = {"unit": [], "pos": [], "frame": [], "probs": [], "error": [], "busy_s": []}
         t_prev = time.perf_counter()
-        for r, (unit, decoded) in zip(rows, decoded_units(units, self.pool)):
+        for r, (unit, decoded) in zip(rows, decoded_units(units, self.pool, self.classifier.model_sized, self.max_pixels)):
             n = 0
             for outcomes in classify_unit(self.classifier, unit, decoded, self.batch_size):
                 for o in outcomes:
@@ -185,6 +186,7 @@ def run_predict_ray(
     progress: bool = True,
     log: Log | None = None,
     on_shard: Callable[[int], None] | None = None,
+    max_pixels: int | None = None,
 ) -> RayPredictSummary:
     """`run_predict` on a Ray cluster: the same rows in the same order, written to `out` (.csv / .jsonl / stdout).
 
@@ -227,7 +229,7 @@ def run_predict_ray(
                 merger.shard_ready(s)
             if info is not None:
                 _run_shards(units, shards, todo, store, merger, bar, stats, info, options, model_path, backend, batch_size,
-                            decode_threads, log, on_shard)
+                            decode_threads, log, on_shard, max_pixels)
             if not merger.finished:  # only if a shard lost rows: say so rather than write a short table
                 raise RayError(f"{len(units) - merger.cursor} work units have no results; run the same command again to redo them")
         except KeyboardInterrupt:
@@ -251,7 +253,7 @@ class _NoBar:
 
 def _run_shards(units: Sequence[WorkUnit], shards: list[list[int]], todo: list[int], store: ShardStore, merger: _Merger,
                 bar: Any, stats: RayJobStats, info: ClusterInfo, options: RayOptions, model_path: Path, backend: str, batch_size: int,
-                decode_threads: int, log: Log | None, on_shard: Callable[[int], None] | None) -> None:
+                decode_threads: int, log: Log | None, on_shard: Callable[[int], None] | None, max_pixels: int | None = None) -> None:
     import pyarrow as pa
 
     gpus = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if backend in ("cuda", "tensorrt") else 0.0)
@@ -259,7 +261,7 @@ def _run_shards(units: Sequence[WorkUnit], shards: list[list[int]], todo: list[i
             for s in todo for k in shards[s]]
     collector = ShardCollector({s: shards[s] for s in todo}, stats)
     constructor = {"model": str(model_path), "backend": backend, "threads": options.worker_threads(),
-                   "batch_size": batch_size, "decode_threads": decode_threads}
+                   "batch_size": batch_size, "decode_threads": decode_threads, "max_pixels": max_pixels}
     for table in map_units(rows, PredictWorker, constructor, options, info, gpus, stats, log, what=f"work units in {len(todo)} shards"):
         answered, complete = collector.add(table)
         bar.update(sum(answered.values()))

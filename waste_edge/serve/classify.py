@@ -6,7 +6,8 @@ octet-stream, curl's default application/x-www-form-urlencoded, or none), or mul
        or an image of more than `max_pixels` pixels (checked from the header, before decoding)
   415  a Content-Type that is not an image / octet-stream / multipart, or bytes that are not JPEG or PNG
   422  an empty body, a multipart body without `file`, or a JPEG / PNG that does not decode (truncated, corrupt)
-  503  more than `classify_queue` requests already waiting (with Retry-After)
+  503  more than `classify_queue` requests already waiting (with Retry-After), or the model failed on this
+       photo (NaN probabilities, a runtime error): never a label; /healthz says so until the model answers again
 The photo is decoded by `waste_edge.data.decode` (EXIF rotation, RGB) exactly as `waste-edge predict`
 decodes a file, and classified alone, so the answer equals `predict`'s on the same file.
 """
@@ -135,8 +136,14 @@ def classify_bytes(holder: ModelHolder, data: bytes, max_pixels: int) -> dict[st
         raise ClassifyError(422, f"cannot decode: {type(e).__name__}: {e}") from None
     with holder.use() as model:
         t0 = time.perf_counter()
-        probs = model.classifier.predict_proba(rgb, "RGB")[0]
+        try:
+            probs = model.classifier.predict_proba(rgb, "RGB")[0]
+        except Exception as e:  # the model's failure on this photo (NonFiniteOutputError, ORT): an error, never a label
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            holder.note_failure(model.sha256, msg)
+            raise ClassifyError(503, f"the model failed on this image: {msg}") from None
         infer_ms = (time.perf_counter() - t0) * 1e3
+    holder.note_success(model.sha256)
     pred = model.classifier.result(probs)
     return {
         "label": pred.label,

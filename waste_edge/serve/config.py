@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from waste_edge._options import float_in, int_in, option
+from waste_edge._options import common, float_in, int_in, option
 from waste_edge._outputs import output_folder
 from waste_edge.runtime.classifier import ModelOptions
 from waste_edge.runtime.collector import CollectConfig
 from waste_edge.runtime.decision import DecisionOptions
 from waste_edge.runtime.sources import DEVICE_FORMS, SourceOptions
 from waste_edge.serve.actions import ActionOptions
+from waste_edge.serve.limits import HttpOptions
 
 BATCH_MODES = ("auto", "on", "off")
 
@@ -40,7 +41,7 @@ class ServeConfig:
         "PREFIX/CAMERA/decision (JSON per decision change), PREFIX/CAMERA/summary (JSON every --mqtt-summary s).\n"
         "examples:\n"
         "  waste-edge serve --device 0 --smooth 5 --threshold 0.7\n"
-        "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token \"$TOKEN\" \\\n"
+        "  waste-edge serve --device door=rtsp://cam1/stream --device belt=rtsp://cam2/stream --host 0.0.0.0 --token-file /etc/waste-edge/token \\\n"
         "      --mqtt mqtt://broker:1883/factory/bin3 --jsonl /var/lib/waste-edge/events.jsonl\n"
         "  waste-edge serve --device bin=0 --on-decision 'python3 deploy/raspberry-pi/flap.py' \\\n"
         "      --webhook http://nodered.local:1880/waste --mqtt mqtt://homeassistant.local/waste-edge --mqtt-discovery\n"
@@ -55,7 +56,9 @@ class ServeConfig:
     jsonl: str | Path | None = None
     host: str = option("127.0.0.1", "--host", help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
     port: int = option(8080, "--port", type=int_in(0, 65535), help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
-    token: str | None = option(None, "--token", help="require 'Authorization: Bearer TOKEN' on every API and stream route")
+    token: str | None = None  # from --token-file, --token or WASTE_EDGE_TOKEN (limits.AccessOptions.resolve)
+    models_dir: Path | None = None  # --models-dir: what POST /api/v1/model may serve, where adapt writes (default COLLECT/models)
+    http: HttpOptions = field(default_factory=HttpOptions)  # connection and body limits, allowed hosts and origins
     mqtt: str | None = option(None, "--mqtt", metavar="mqtt://HOST:PORT/PREFIX", help="publish decisions, summaries and online/offline to this broker")
     mqtt_queue: int = option(1000, "--mqtt-queue", type=int_in(1, 1_000_000), metavar="N",
                              help="messages kept while the broker is away; the oldest beyond are dropped and counted (default: %(default)s)")
@@ -69,8 +72,8 @@ class ServeConfig:
                                help="most MJPEG frames per second per camera, encoded only while watched (default: %(default)s)")
     max_body_mb: float = option(10.0, "--max-body-mb", type=float_in(0.0, 1024.0, open_lo=True), metavar="MB",
                                 help="largest classify upload; larger gets 413 (default: %(default)s)")
-    max_pixels: int = option(40_000_000, "--max-pixels", type=int_in(1, 178_956_970), metavar="N",
-                             help="largest classify image in pixels; larger gets 413 (default: %(default)s)")
+    max_pixels: int = common("--max-pixels", 40_000_000, help="largest classify image in pixels, read from its header; larger gets 413 "
+                                                              "(default: %(default)s)")
     batch_wait_ms: float = 2.0
     classify_workers: int = 2
     classify_queue: int = 128

@@ -5,13 +5,20 @@ status 143 for SIGTERM) and waits for streaming responses (MJPEG, SSE) that neve
 `_Server` therefore (1) sets the service's `stopping` flag as soon as the signal arrives, which ends those
 streams within a poll interval, (2) lets uvicorn close connections, and (3) does not re-raise, so that
 `run_server` can stop the cameras, flush JSONL / video / MQTT and return 0. A second Ctrl-C forces exit.
+
+HTTP runs on uvicorn's h11 protocol with `connections.GuardedH11Protocol` (head / body deadlines, stalled writes,
+a connection cap; the open-file limit is raised to fit it), behind `request_guard.RequestGuard` (Host, cross-site,
+body limits); the log passes through `logs.OneLineLog` (one line per event kind, rate-limited).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import logging
+import os
+import platform
 import signal
 import socket
 import sys
@@ -32,6 +39,30 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> str:
+    """Cap glibc's malloc arenas for this process (unless MALLOC_ARENA_MAX is set); returns what was done.
+
+    glibc gives threads that allocate at the same time their own arenas, up to 8 per core, and keeps what they
+    free for reuse inside each arena. The service's threads come and go (the thread pool of sync routes, the
+    classify pool, ONNX Runtime's), each leaving a fragmented arena behind: a 3-minute soak (2 cameras, 10
+    classify and 52 stream clients) grew RSS 215 -> 283 MB and still climbing; with 2 arenas 215 -> 230 MB and
+    flat (benchmarks/serve_soak.py). `mallopt(M_ARENA_MAX)` at run time works until glibc fixes its own limit
+    (when a ninth arena would be made), so it runs first thing, before the model, the cameras and the HTTP threads."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return f"MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']} (environment)"
+    if platform.libc_ver()[0] != "glibc":
+        return "untouched (not glibc)"
+    try:
+        ok = ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(arenas))
+    except (OSError, AttributeError):
+        ok = 0
+    return f"glibc, {arenas} malloc arenas" if ok == 1 else "untouched (mallopt refused)"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -86,10 +117,16 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
     import uvicorn
 
     from waste_edge.serve.app import create_app
+    from waste_edge.serve.connections import ConnectionGuard, guarded_protocol
+    from waste_edge.serve.limits import ACCEPT_BURST, raise_fd_limit
+    from waste_edge.serve.logs import EventCounter, install
+    from waste_edge.serve.request_guard import SitePolicy
 
+    install()  # every record one line, rate-limited: no client can fill the disk through the log
+    allocator = limit_malloc_arenas()  # before the model, cameras and HTTP threads allocate: RSS stays flat for months
     if not config.token and not is_loopback(config.host):
-        print(f"warning: listening on {config.host} without --token: anyone who can reach this port can read the cameras "
-              "and use the API; pass --token or keep --host 127.0.0.1", file=sys.stderr, flush=True)
+        print(f"warning: listening on {config.host} without a token: anyone who can reach this port can read the cameras "
+              "and use the API; pass --token-file (or WASTE_EDGE_TOKEN) or keep --host 127.0.0.1", file=sys.stderr, flush=True)
     sock = bind_socket(config.host, config.port)
     try:
         service = Service(config)
@@ -99,6 +136,7 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"model: {service.holder.current.description} sha256 {service.holder.current.sha256[:12]}", file=out, flush=True)
+    log.info("allocator: %s", allocator)
     for w in service.workers.values():
         print(f"camera {w.id}: {w.spec}", file=out, flush=True)
     if config.mqtt:
@@ -111,10 +149,19 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
         print(f"on-decision: {service.actions.hook.command} (timeout {service.actions.hook.timeout:g} s)", file=out, flush=True)
     for w in service.actions.webhooks:
         print(f"webhook: {w.redacted}" + (f" (signed, secret from {w.secret.source})" if w.secret else ""), file=out, flush=True)
+    limits = raise_fd_limit(config.http.limits)
+    events = EventCounter(logging.getLogger("waste_edge.serve.http"))
+    guard = ConnectionGuard(limits, events)
+    policy = SitePolicy.for_bind(config.host, config.http.allow_hosts, config.http.allow_origins)
+    app = create_app(service, config.token, policy=policy, limits=limits, events=events)
+    app.state.connections = guard
     service.start()
     server_cls = _server_class()
-    uv_config = uvicorn.Config(create_app(service, config.token), log_level="warning", access_log=False, lifespan="off",
-                               timeout_graceful_shutdown=5, timeout_keep_alive=5)
+    # log_config=None: uvicorn's loggers reach the root handler and its OneLineLog; ws="none": no WebSocket routes.
+    uv_config = uvicorn.Config(app, http=guarded_protocol(guard), ws="none", log_config=None, log_level="warning", access_log=False,
+                               lifespan="off", timeout_graceful_shutdown=5, timeout_keep_alive=max(1, int(limits.keep_alive_s)),
+                               h11_max_incomplete_event_size=limits.max_header_bytes, server_header=False,
+                               backlog=ACCEPT_BURST)  # see limits.ACCEPT_BURST
     server = server_cls(uv_config)
     stop_reason: list[str] = []
 
@@ -134,4 +181,6 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
     actions = service.actions.status()
     for line in ([actions.on_decision.summary()] if actions.on_decision else []) + [w.summary() for w in actions.webhooks]:
         print(line, file=out, flush=True)
+    for line in service.losses():  # said when it happened, in /api/v1/status, and here once more
+        print(f"lost: {line}", file=out, flush=True)
     return 0

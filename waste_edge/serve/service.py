@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from waste_edge import __version__
+from waste_edge._outputs import check_apart
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.collector import CollectFrames, Collector
 from waste_edge.runtime.decision import UNCERTAIN
@@ -72,6 +73,8 @@ class Service:
 
         self.config = config
         specs = camera_specs(config.devices)
+        if config.collect is not None:  # a looping folder source must never read back its own collected frames
+            check_apart(config.collect.folder, [spec for _, spec in specs], option="--collect")
         m = config.model
         self.holder = ModelHolder(model or load_model(m.model, m.backend, m.threads), backend=m.backend, threads=m.threads)
         clf = self.holder.current.classifier
@@ -83,9 +86,11 @@ class Service:
         self.mqtt = MqttPublisher(parse_mqtt_url(config.mqtt), queue_size=config.mqtt_queue) if config.mqtt else None
         self.metrics = ServiceMetrics(self.snapshot)
         self._jsonl = JsonlSink(config.jsonl) if config.jsonl is not None else None
+        self._jsonl_health = self._jsonl.health if self._jsonl is not None else None  # kept after the sink closes
         self._jsonl_lock = threading.Lock()
         self.actions = DecisionActions(config.actions)
         self.streams: dict[str, StreamFrame] = {}
+        self._videos: dict[str, VideoSink] = {}  # --save-dir: each camera's video (its losses are reported)
         # One collector per camera (its own rate limit, near-duplicate memory and file-name slug), one folder.
         self.collectors: dict[str, Collector] = {}
         for cam_id, spec in specs:
@@ -118,7 +123,8 @@ class Service:
                                                             model_name=current.path.name, camera=cam_id)
             sinks.append(CollectFrames(collector, model_name=lambda: self.holder.current.path.name))
         if cfg.save_dir is not None:
-            sinks.append(AnnotatedVideo(VideoSink(Path(cfg.save_dir) / f"{cam_id}.mp4")))
+            video = self._videos[cam_id] = VideoSink(Path(cfg.save_dir) / f"{cam_id}.mp4")
+            sinks.append(AnnotatedVideo(video))
         sinks += [MjpegStream(self.streams[cam_id], cfg.jpeg_quality), metrics_sink]
         if self._jsonl is not None:
             sinks.append(JsonlEvents(self._jsonl, with_camera=True, lock=self._jsonl_lock, owns=False))
@@ -186,15 +192,22 @@ class Service:
         if cfg.collect is not None:
             collect = CollectStatus(str(cfg.collect.folder), cfg.collect.below,
                                     tuple((cam, replace(c.stats)) for cam, c in self.collectors.items()))
+        healths = ([self._jsonl_health] if self._jsonl_health is not None else []) + [v.health for v in self._videos.values()]
         return ServiceSnapshot(
             version=__version__, uptime_s=round(time.time() - self.started_at, 3), model=self.holder.current.info(),
-            model_swaps=self.holder.swaps, classes=tuple(self.classes), cameras=tuple(w.snapshot() for w in self.workers.values()),
+            model_swaps=self.holder.swaps, model_problems=tuple(self.holder.problems()), classes=tuple(self.classes),
+            cameras=tuple(w.snapshot() for w in self.workers.values()),
             batching=self.batcher.status(), mqtt=self.mqtt.status() if self.mqtt is not None else None,
             mqtt_discovery=self.discovery.status() if self.discovery is not None else None, actions=self.actions.status(),
-            jsonl=str(cfg.jsonl) if cfg.jsonl is not None else None, events_subscribers=self.bus.subscribers,
+            jsonl=str(cfg.jsonl) if cfg.jsonl is not None else None, sinks=tuple(h.status() for h in healths),
+            events_subscribers=self.bus.subscribers,
             classify=ClassifyStatus(self.classify_gate.pending, cfg.classify_workers, cfg.max_body_bytes, cfg.max_pixels),
             collect=collect, stopping=self.stopping.is_set(),
         )
+
+    def losses(self) -> list[str]:
+        """One line per output that could not write everything (JSONL, videos, collected frames): the stop summary."""
+        return self.snapshot().losses()
 
     def stream(self, camera: str) -> StreamFrame | None:
         """The MJPEG frame holder of a camera (None: no such camera)."""

@@ -18,6 +18,7 @@ from waste_edge.serve.webhooks import WebhookStatus
 
 if TYPE_CHECKING:
     from waste_edge.runtime.collector import CollectStats
+    from waste_edge.runtime.sinks import SinkStatus
 
 STATES = ("starting", "connected", "stalled", "reconnecting", "ended", "failed", "stopped")
 DOWN_STATES = frozenset({"starting", "stalled", "reconnecting", "failed"})
@@ -187,6 +188,7 @@ class ServiceSnapshot:
     uptime_s: float
     model: ModelInfo
     model_swaps: int
+    model_problems: tuple[str, ...]  # the served model failed classify requests and has not answered since
     classes: tuple[str, ...]
     cameras: tuple[CameraSnapshot, ...]
     batching: BatchingStatus
@@ -194,6 +196,7 @@ class ServiceSnapshot:
     mqtt_discovery: DiscoveryStatus | None
     actions: ActionsStatus  # --on-decision and --webhook
     jsonl: str | None
+    sinks: tuple[SinkStatus, ...]  # what the JSONL file and the videos could not write
     events_subscribers: int
     classify: ClassifyStatus
     collect: CollectStatus | None
@@ -207,6 +210,7 @@ class ServiceSnapshot:
                 reasons.append(f"camera {c.id} {c.state}" + (f": {c.error}" if c.error else ""))
             elif c.inference_failing:
                 reasons.append(f"model failed on camera {c.id}: {c.error}")
+        reasons += self.model_problems
         if self.stopping:
             reasons.append("stopping")
         return reasons
@@ -224,8 +228,17 @@ class ServiceSnapshot:
             "mqtt_discovery": self.mqtt_discovery.to_dict() if self.mqtt_discovery is not None else None,
             **asdict(self.actions),  # "on_decision", "webhooks"
             "jsonl": self.jsonl,
+            "sinks": [h.to_dict() for h in self.sinks],
             "events_subscribers": self.events_subscribers,
             "classify": self.classify.to_dict(),
             "collect": self.collect.to_dict() if self.collect is not None else None,
             "healthy": not self.health(),
         }
+
+    def losses(self) -> list[str]:
+        """One line per output that could not write everything (JSONL, videos, collected frames): the stop summary."""
+        lines = [line for h in self.sinks if (line := h.summary())]
+        if self.collect is not None:
+            lines += [f"collect {self.collect.folder} ({cam}): {st.write_errors} frames could not be saved"
+                      for cam, st in self.collect.cameras if st.write_errors]
+        return lines

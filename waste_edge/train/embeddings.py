@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from waste_edge._io import atomic_write_bytes, cache_dir as cache_root, file_sha256
-from waste_edge.data.decode import DecodeError, load_rgb
+from waste_edge.data.decode import MAX_IMAGE_FILE_BYTES, DecodeError, load_rgb
 from waste_edge.data.discovery import Sample
 from waste_edge.errors import WasteEdgeError
 
@@ -369,7 +369,7 @@ def extract_embeddings(
 
     def hash_one(s: Sample) -> tuple[str | None, str | None]:
         try:
-            return file_sha256(s.path), None
+            return file_sha256(s.path, max_bytes=MAX_IMAGE_FILE_BYTES), None  # regular files only: never /dev/urandom
         except OSError as e:
             return None, f"cannot read file: {e.strerror or e}"
 

@@ -4,6 +4,9 @@
 probabilities, frame, ts, since); `event: stats` once a second (data: the per-camera part of
 /api/v1/status: state, fps, latency, counters, last-hour counts); a comment line every 15 s keeps proxies
 from closing an idle stream. The stream ends when the service stops.
+
+The stats event is computed and encoded once per interval for all subscribers (`StatsCache`): 50 open pages
+used to cost 50 status computations a second on the event loop.
 """
 
 from __future__ import annotations
@@ -31,17 +34,32 @@ def _stats(s: ServiceSnapshot) -> dict[str, Any]:
             "healthy": not s.health(), "mqtt": s.mqtt.to_dict() if s.mqtt is not None else None, "batching": s.batching.to_dict()}
 
 
+class StatsCache:
+    """The encoded stats event, shared by every subscriber for `ttl_s` seconds."""
+
+    def __init__(self, ttl_s: float = 0.5) -> None:
+        self.ttl_s = ttl_s
+        self._at = float("-inf")
+        self._event = b""
+
+    def event(self, svc: Any) -> bytes:
+        now = time.monotonic()
+        if now - self._at >= self.ttl_s:
+            self._event, self._at = _sse("stats", _stats(svc.snapshot())), now
+        return self._event
+
+
 @router.get("/api/v1/events", dependencies=[Depends(require_token)])
 async def events(request: Request) -> StreamingResponse:
     svc = request.app.state.service
+    cache: StatsCache = request.app.state.stats_cache
 
     async def stream() -> AsyncIterator[bytes]:
         sub = svc.bus.subscribe()
         try:
             yield b"retry: 2000\n\n"
-            snap = svc.snapshot()
-            yield _sse("stats", _stats(snap))
-            for cam in snap.cameras:  # the current decisions, so a new page needs no second request
+            yield cache.event(svc)
+            for cam in svc.snapshot().cameras:  # the current decisions, so a new page needs no second request
                 if cam.decision is not None:
                     yield _sse("decision", decision_event(cam.id, cam.decision))
             last_stats = last_ping = time.monotonic()
@@ -52,7 +70,7 @@ async def events(request: Request) -> StreamingResponse:
                 now = time.monotonic()
                 if now - last_stats >= 1.0:
                     last_stats = now
-                    yield _sse("stats", _stats(svc.snapshot()))
+                    yield cache.event(svc)
                 if now - last_ping >= 15.0:
                     last_ping = now
                     yield b": keep-alive\n\n"

@@ -1,5 +1,6 @@
-"""The Review view's API (GET /api/v1/review, frames, POST labels) and the model routes (POST /api/v1/adapt,
-POST /api/v1/model). Logic lives in `serve/review.py`; adapt and swap run off the event loop."""
+"""The Review view's API (GET /api/v1/review, frames, POST labels) and POST /api/v1/adapt. Logic lives in
+`serve/review.py`; adapt runs off the event loop. Bodies are pydantic models (`serve/bodies.py`); frame names
+reach the collection folder only through `serve/names.py` (404 for anything that is not one of its images)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from waste_edge.errors import WasteEdgeError
 from waste_edge.serve.auth import require_token
+from waste_edge.serve.bodies import AdaptBody, LabelsBody
+from waste_edge.serve.catalogue import CatalogueError
+from waste_edge.serve.names import BadNameError
 from waste_edge.serve.review import AdaptRunning, ReviewError, adapt_and_swap, frame_path, label_frames, review_queue
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
 
-def _error(e: WasteEdgeError, status: int = 422) -> JSONResponse:
-    return JSONResponse({"detail": str(e)}, status_code=409 if isinstance(e, AdaptRunning) else status)
+def error_response(e: WasteEdgeError, status: int = 422) -> JSONResponse:
+    """A refused request: the catalogue's own status, 409 while an adaptation runs (a type, not a message), else `status`."""
+    if isinstance(e, CatalogueError):
+        status = e.status
+    elif isinstance(e, AdaptRunning):
+        status = 409
+    return JSONResponse({"detail": str(e)}, status_code=status)
 
 
 @router.get("/api/v1/review")
@@ -26,47 +35,31 @@ def review(request: Request) -> Any:
     try:
         return review_queue(request.app.state.service)
     except ReviewError as e:
-        return _error(e, 404)
+        return error_response(e, 404)
 
 
-@router.get("/api/v1/review/frame/{file:path}")
+@router.get("/api/v1/review/frame/{file:path}", responses={404: {"description": "not an image of the collection folder"}})
 def frame(file: str, request: Request) -> Any:
     try:
         return FileResponse(frame_path(request.app.state.service, file), headers={"Cache-Control": "no-cache"})
-    except ReviewError as e:
-        return _error(e, 404)
+    except (ReviewError, BadNameError) as e:
+        return error_response(e, 404)
 
 
-@router.post("/api/v1/review/labels")
-def labels(request: Request, body: dict[str, Any] = Body(...)) -> Any:
-    """Body {"labels": {file: label or null}}: label B / N (or display names) / skip; null removes the row."""
-    updates = body.get("labels")
-    if not isinstance(updates, dict):
-        return JSONResponse({"detail": 'expected {"labels": {file: label}}'}, status_code=422)
+@router.post("/api/v1/review/labels", responses={422: {"description": "not a frame of the folder, or an unknown label"}})
+def labels(request: Request, body: LabelsBody) -> Any:
+    """Label B / N (or display names) / skip; null removes the row. Every file must be an image of the collection."""
     try:
-        return label_frames(request.app.state.service, updates)
-    except ReviewError as e:
-        return _error(e)
+        return label_frames(request.app.state.service, body.labels)
+    except (ReviewError, BadNameError) as e:
+        return error_response(e)
 
 
-@router.post("/api/v1/adapt")
-async def adapt(request: Request, body: dict[str, Any] | None = Body(None)) -> Any:
-    """Refit the head on labels.csv, write a new model (body {"out": path} optional) and swap it in."""
-    svc = request.app.state.service
+@router.post("/api/v1/adapt", responses={409: {"description": "an adaptation is running, or no models folder"}})
+async def adapt(request: Request, body: AdaptBody | None = Body(None)) -> Any:
+    """Refit the head on labels.csv, write a new model into the models folder (named by the service) and swap it in."""
+    app = request.app
     try:
-        return await asyncio.get_running_loop().run_in_executor(None, adapt_and_swap, svc, (body or {}).get("out"))
+        return await asyncio.get_running_loop().run_in_executor(None, adapt_and_swap, app.state.service, app.state.catalogue)
     except WasteEdgeError as e:
-        return _error(e)
-
-
-@router.post("/api/v1/model")
-async def swap_model(request: Request, body: dict[str, Any] = Body(...)) -> Any:
-    """Body {"path": model file}: load it and make it the served model without dropping frames."""
-    path = body.get("path")
-    if not isinstance(path, str) or not path:
-        return JSONResponse({"detail": 'expected {"path": "model.onnx"}'}, status_code=422)
-    try:
-        new = await asyncio.get_running_loop().run_in_executor(None, request.app.state.service.holder.swap, path)
-    except (WasteEdgeError, OSError) as e:
-        return JSONResponse({"detail": str(e)}, status_code=422)
-    return {"model": new.info().to_dict()}
+        return error_response(e)

@@ -14,8 +14,15 @@ router = APIRouter()
 @router.get("/api/v1/status", dependencies=[Depends(require_token)])
 def status(request: Request) -> Response:
     """Model (path, sha256, classes, backend), cameras (state, decision, fps, latency percentiles, counters,
-    last-hour counts), batching, MQTT and classify figures."""
-    return JSONResponse(request.app.state.service.snapshot().to_dict())  # plain JSON: no per-field encoder walk
+    last-hour counts), batching, MQTT and classify figures; `http`: open connections, limits, and counts of
+    refused or cut requests (timeouts, evictions, hang-ups, cross-site)."""
+    app = request.app
+    guard = app.state.connections
+    http = guard.status() if guard is not None else {"limits": dict(app.state.limits.__dict__)}
+    http["events"] = {**http.get("events", {}), **app.state.http_events.counts()}
+    catalogue = app.state.catalogue
+    body = {**app.state.service.snapshot().to_dict(), "http": http, "models_folder": str(catalogue.folder) if catalogue.folder else None}
+    return JSONResponse(body)  # plain JSON: no per-field encoder walk
 
 
 @router.get("/healthz")
