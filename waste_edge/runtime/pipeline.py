@@ -119,30 +119,23 @@ class SinkSet:
         if n <= 3 or n % 1000 == 0:
             log.warning("%s sink: %s failed (%d so far): %s", sink.name, hook, n, e)
 
-    def frame(self, sinks: Sequence[Sink], result: FrameResult) -> None:
+    def _each(self, sinks: Sequence[Sink], hook: str, value: object) -> None:
         for s in sinks:
             try:
-                s.on_frame(result)
+                getattr(s, hook)(value)
             except StopPipeline as e:
                 self.stop_reason = self.stop_reason or e.reason
             except Exception as e:
-                self._failed(s, "on_frame", e)
+                self._failed(s, hook, e)
+
+    def frame(self, sinks: Sequence[Sink], result: FrameResult) -> None:
+        self._each(sinks, "on_frame", result)
 
     def skip(self, skipped: FrameSkipped) -> None:
-        for s in self.sinks:
-            try:
-                s.on_skip(skipped)
-            except Exception as e:
-                self._failed(s, "on_skip", e)
+        self._each(self.sinks, "on_skip", skipped)
 
     def decision(self, event: DecisionEvent) -> None:
-        for s in self.sinks:
-            try:
-                s.on_decision(event)
-            except StopPipeline as e:
-                self.stop_reason = self.stop_reason or e.reason
-            except Exception as e:
-                self._failed(s, "on_decision", e)
+        self._each(self.sinks, "on_decision", event)
 
     def close(self) -> None:
         for s in self.sinks:
