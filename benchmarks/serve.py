@@ -16,7 +16,8 @@
    the default model (both run the same frame loop, `runtime/pipeline.py`; the service adds its batcher hand-over,
    HTTP server, MJPEG / SSE / metrics sinks and status). Interleaved in pairs whose order alternates
    (camera, serve, serve, camera, ...); frames/s of each run from its own JSONL events (capture timestamps of
-   the frames after a warm-up), the ratio per pair, the median over pairs.
+   the frames after a warm-up), the ratio per pair, the median over pairs; beside it the process's own CPU
+   time per frame over the same frames (sampled every 20 ms from /proc), which a busy host disturbs far less.
 
 Writes benchmarks/results/serve-cpu.json and .md (with /proc/loadavg before and after each part) and
 prints the Markdown. Everything talks to the service over loopback, as a client would.
@@ -192,25 +193,71 @@ def _events_fps(path: Path, warmup: int) -> tuple[float, int]:
     return ((len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 0.0), len(ts)
 
 
+class CpuWindow(threading.Thread):
+    """Samples a process's own CPU seconds and the classified frames of its JSONL every 20 ms: CPU per frame between
+    the `warmup`-th frame and the last sample, which the other jobs of a shared host disturb far less than frames/s."""
+
+    def __init__(self, pid: int, events: Path, warmup: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.events, self.warmup = pid, events, warmup
+        self.first: tuple[float, int] | None = None
+        self.last: tuple[float, int] | None = None
+        self.done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        frames, buf = 0, b""
+        while not self.done.wait(0.02):
+            try:
+                cpu = process_cpu_s(self.pid)[0]
+                if self.events.exists():
+                    with self.events.open("rb") as f:
+                        f.seek(len(buf))
+                        buf += f.read()
+                frames = buf.count(b'"label"')
+            except (OSError, ValueError, IndexError):
+                return  # the process has gone
+            if frames >= self.warmup and self.first is None:
+                self.first = (cpu, frames)
+            if self.first is not None:
+                self.last = (cpu, frames)
+
+    def ms_per_frame(self) -> float | None:
+        self.done.set()
+        self.join()
+        if self.first is None or self.last is None or self.last[1] <= self.first[1]:
+            return None
+        return (self.last[0] - self.first[0]) * 1e3 / (self.last[1] - self.first[1])
+
+
 def one_camera_run(kind: str, video: Path, work: Path, warmup: int) -> dict:
     events = work / f"{kind}-{time.monotonic_ns()}.jsonl"
     load = loadavg()
     t0 = time.monotonic()
     if kind == "camera":
-        subprocess.run([sys.executable, "-m", "waste_edge.cli", "camera", "--device", str(video), "--no-show", "--jsonl", str(events)],
-                       cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-m", "waste_edge.cli", "camera", "--device", str(video), "--no-show", "--jsonl", str(events)],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        window = CpuWindow(proc.pid, events, warmup)
+        while proc.poll() is None and not window.done.is_set():  # sample until the run ends (read its numbers before reaping it)
+            time.sleep(0.05)
+        cpu_ms = window.ms_per_frame()
+        if proc.wait() != 0:
+            raise SystemExit(f"camera exited with {proc.returncode}")
     else:
         serve = Serve(["--device", f"cam0={video}", "--jsonl", str(events)])
+        window = CpuWindow(serve.proc.pid, events, warmup)
         try:  # no client polls while it runs (a poll costs the service CPU): its log says when the video has ended
             deadline = time.monotonic() + 600
             while not any("camera cam0:" in line and line.rstrip().endswith("ended") for line in serve.err):
                 if time.monotonic() > deadline or serve.proc.poll() is not None:
                     raise SystemExit("serve's camera did not reach the end of the video:\n" + "".join(serve.err))
                 time.sleep(0.2)
+            cpu_ms = window.ms_per_frame()
         finally:
             serve.stop()
     fps, frames = _events_fps(events, warmup)
-    return {"kind": kind, "fps": round(fps, 2), "frames_timed": frames, "wall_s": round(time.monotonic() - t0, 1), "loadavg": load}
+    return {"kind": kind, "fps": round(fps, 2), "cpu_ms_per_frame": round(cpu_ms, 2) if cpu_ms else None, "frames_timed": frames,
+            "wall_s": round(time.monotonic() - t0, 1), "loadavg": load}
 
 
 def bench_one_camera(pairs: int, seconds: float, warmup: int) -> dict:
@@ -218,19 +265,23 @@ def bench_one_camera(pairs: int, seconds: float, warmup: int) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="waste-edge-bench-one-"))
     video = write_demo_video(work / "cam.mp4", seconds=seconds, fps=30, size=(640, 480))
-    runs, ratios = [], []
+    runs, ratios, cpu_ratios = [], [], []
     for i in range(pairs):
         order = ("camera", "serve") if i % 2 == 0 else ("serve", "camera")
         pair = {k: one_camera_run(k, video, work, warmup) for k in order}
         ratios.append(pair["serve"]["fps"] / pair["camera"]["fps"] if pair["camera"]["fps"] else 0.0)
+        cam_cpu, srv_cpu = pair["camera"]["cpu_ms_per_frame"], pair["serve"]["cpu_ms_per_frame"]
+        if cam_cpu and srv_cpu:
+            cpu_ratios.append(srv_cpu / cam_cpu)
         runs += [pair[k] for k in order]
-        print(f"  pair {i + 1}: camera {pair['camera']['fps']} frames/s, serve {pair['serve']['fps']} frames/s "
-              f"(serve / camera {ratios[-1]:.3f}), loadavg {pair[order[0]]['loadavg']}", flush=True)
-    cam = statistics.median(r["fps"] for r in runs if r["kind"] == "camera")
-    srv = statistics.median(r["fps"] for r in runs if r["kind"] == "serve")
+        print(f"  pair {i + 1}: camera {pair['camera']['fps']} frames/s ({cam_cpu} CPU ms/frame), serve {pair['serve']['fps']} frames/s "
+              f"({srv_cpu} CPU ms/frame); serve / camera {ratios[-1]:.3f}, loadavg {pair[order[0]]['loadavg']}", flush=True)
+    med = lambda kind, key: statistics.median(r[key] for r in runs if r["kind"] == kind and r[key])  # noqa: E731
     return {"video": f"640x480, {int(seconds * 30)} frames (generated demo video), unthrottled", "warmup_frames": warmup, "pairs": pairs,
-            "camera_fps": round(cam, 2), "serve_fps": round(srv, 2), "ratio_median": round(statistics.median(ratios), 3),
-            "ratios": [round(r, 3) for r in ratios], "runs": runs}
+            "camera_fps": round(med("camera", "fps"), 2), "serve_fps": round(med("serve", "fps"), 2),
+            "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
+            "camera_cpu_ms": round(med("camera", "cpu_ms_per_frame"), 2), "serve_cpu_ms": round(med("serve", "cpu_ms_per_frame"), 2),
+            "cpu_ratio_median": round(statistics.median(cpu_ratios), 3) if cpu_ratios else None, "runs": runs}
 
 
 def markdown(doc: dict) -> str:
@@ -260,8 +311,10 @@ def markdown(doc: dict) -> str:
     one = doc.get("one_camera")
     if one:
         lines += [f"## one camera: `serve` vs `camera`, {one['video']}, default model (`{one['command']}`)", "",
-                  "| pairs | camera frames/s | serve frames/s | serve / camera (median of pairs) | per pair |", "|---:|---:|---:|---:|---|",
-                  f"| {one['pairs']} | {one['camera_fps']} | {one['serve_fps']} | {one['ratio_median']} | {', '.join(map(str, one['ratios']))} |",
+                  "| pairs | camera frames/s | serve frames/s | serve / camera (median of pairs) | per pair | CPU ms/frame camera | "
+                  "CPU ms/frame serve | serve / camera CPU per frame (median of pairs) |", "|---:|---:|---:|---:|---|---:|---:|---:|",
+                  f"| {one['pairs']} | {one['camera_fps']} | {one['serve_fps']} | {one['ratio_median']} | {', '.join(map(str, one['ratios']))} | "
+                  f"{one.get('camera_cpu_ms', '')} | {one.get('serve_cpu_ms', '')} | {one.get('cpu_ratio_median', '')} |",
                   "", "Load average per run: " + "; ".join(f"{r['kind']}: {r['loadavg']}" for r in one["runs"]), ""]
     return "\n".join(lines)
 
