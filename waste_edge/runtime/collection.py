@@ -286,8 +286,10 @@ def write_frame(folder: str | Path, jpeg: bytes, record: FrameRecord, seq: int) 
     while image.exists():
         image = root / f"{stem}-{n}.jpg"
         n += 1
-    atomic_write_bytes(image, jpeg)
+    # The sidecar first: readers list frames by their image, so a listed frame always has its sidecar (the Review
+    # page read a frame between the two writes and showed it without its guess).
     side = write_json(image.with_suffix(SIDECAR_SUFFIX), sidecar_doc(record, image.name))
+    atomic_write_bytes(image, jpeg)
     return image, len(jpeg) + side.stat().st_size
 
 
