@@ -145,13 +145,13 @@ def gpu_available() -> bool:
 def bench(name: str, title: str, models: list[Path], reference: Path | None, backends: str, batches: str,
           args: argparse.Namespace, *extra: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    cmd = ["bench", "--backends", backends, "--batch", batches, "--frame", "640x480", "--warmup", "3",
+    cmd = ["bench", "--backends", backends, "--batches", batches, "--frame", "640x480", "--warmup", "3",
            "--rounds", str(args.rounds), "--iters", str(args.iters), "--title", title,
            "--json", rel(RESULTS / f"{name}.json"), "--md", rel(RESULTS / f"{name}.md"), "--plot", rel(RESULTS / f"{name}.png"), *extra]
     if reference is not None:
         cmd += ["--reference", rel(reference)]
     if args.threads:
-        cmd += ["--threads", str(args.threads)]
+        cmd += ["--threads", str(args.threads), "--torch-threads", str(args.threads)]
     for m in models:
         cmd += ["--model", rel(m)]
     print(f"load average before {name}: {load_average()}", flush=True)

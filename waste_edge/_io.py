@@ -1,4 +1,4 @@
-"""Standard-library helpers every layer may use (DESIGN.md: the bottom floor of the import graph).
+"""Standard-library helpers every layer may use (ARCHITECTURE.md: the bottom floor of the import graph).
 
 One helper per job, so that a fix (a torn file on a full disk, a cache folder that ignores
 `WASTE_EDGE_CACHE`) lands once and holds everywhere:
@@ -31,6 +31,8 @@ from typing import IO, Any, Callable, Iterable
 from waste_edge.errors import InputFileError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+# Video containers a source (camera, predict) opens as a video; the output guard treats them as inputs too.
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".ogv"})
 CACHE_ENV = "WASTE_EDGE_CACHE"
 
 

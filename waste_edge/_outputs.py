@@ -11,16 +11,25 @@ before anything is opened:
 - a file output that is an existing folder, a folder output that is an existing file;
 - two outputs of one run that are the same file.
 
-What a verb reads is more than the paths it was given: a model's sidecars (its rehearsal set, its card, an
-engine's JSON) are inputs too, and so is every file `adapt` reads from a collection folder (labels.csv, the
-frames' JSON sidecars). A folder the run keeps writing into and later reads back, `--collect DIR`, must not
-overlap any source at all (`check_apart`): a looping folder source would classify its own collected frames.
+Inputs and outputs are marked where they are declared, by their type: a command-line option that writes
+parses to an `OutputFile` or `OutputFolder`, one that reads to an `InputPath`, `InputRun` or `InputSpec`
+(the argparse types `output_file`, `output_folder`, `input_path`, `input_run`, `input_spec`). `guard_cli_outputs`
+finds them in any parsed command line by that type, whatever the option is called, so a new output option
+cannot escape the guard (tests/test_cli_options.py refuses a path option declared with a plain type).
 
-`guard_cli_outputs` applies it to any parsed command line by argument name (`--out`, `--save`, `--jsonl`,
-`--json`, `--md`, `--plot`, `--collect` are outputs; `--model`, `--run`, `--data`, `--device`, `--rehearsal`,
-sources, ... are inputs), so every verb, including verbs added later with the same option names, is guarded
-by the same code. Library entry points (predict's row writer, the camera's sinks, `adapt`) call
-`check_output` themselves. Standard library only.
+What a verb reads is more than the paths it was given, and the finer marker types say so:
+
+- `InputModel` (`input_model`): a model, and the files read with it (its rehearsal set, its card, an engine's
+  JSON); a verb that takes a model and was given none reads the embedded default model (`DEFAULT_MODEL`);
+- `InputCollection` (`input_collection`): a collection folder, whose frames, JSON sidecars and labels.csv are read;
+- `InputRun`: a run directory, read by file name (RUN_SUFFIXES), not walked;
+- `ApartFolder` (`apart_folder`): a folder the run keeps writing into and later reads back (`--collect DIR`);
+  it must not overlap any source at all (`check_apart`): a looping folder source would classify its own
+  collected frames;
+- `OutputModel` (`output_model`): a model file written with a rehearsal set beside it (`adapt --out`).
+
+Library entry points (predict's row writer, the camera's sinks, `adapt`) call `check_output` themselves.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -28,19 +37,18 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from waste_edge._io import IMAGE_SUFFIXES
+from waste_edge._io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from waste_edge.errors import WasteEdgeError
 
 # What a folder input is read for: images and videos (predict, camera, data check, parity, calibration).
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".ogv"})
 READ_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 # What a run directory is read for (card.json, head.json, metrics.json, a Keras model, weights): an output of
 # another verb there would replace part of the run. Exported models (.onnx, .engine) may be written there.
 RUN_SUFFIXES = frozenset({".json", ".keras", ".h5", ".safetensors", ".npz", ".txt", ".png", ".pt", ".pth"})
 
-# What `adapt` reads from a collection folder (DESIGN.md contract 4): the frames, their JSON sidecars, labels.csv.
+# What `adapt` reads from a collection folder (ARCHITECTURE.md contract 4): the frames, their JSON sidecars, labels.csv.
 COLLECTION_SUFFIXES = IMAGE_SUFFIXES | frozenset({".json", ".csv"})
 # Files beside a model that are read with it (runtime/rehearsal.py, runtime/model_path.py, engine_sidecar.py;
 # tests/faults/test_inputs.py checks the names agree): `m.onnx` -> m.rehearsal.npz, m.json; `m.engine` -> m.engine.json.
@@ -48,16 +56,67 @@ REHEARSAL_SUFFIX = ".rehearsal.npz"
 # The embedded default model (runtime/model_path.py), read when --model is left out.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
 
-# Command-line argument names: outputs, inputs, and the verbs whose --out / --save is a folder.
-OUTPUT_ARGS = ("out", "save", "jsonl", "json", "md", "plot", "collect")
-INPUT_ARGS = ("sources", "device", "model", "run", "data", "dir", "reference", "calib", "split_file", "cache_from", "labels",
-              "frames", "rehearsal")
-FOLDER_OUTPUTS = {("train", "out"), ("eval", "out"), ("demo", "out"), ("serve", "save"), ("data", "out"),
-                  ("camera", "collect"), ("serve", "collect")}
-FILE_OUT_SUBVERBS = {"split"}  # `data split --out` is a CSV file, unlike `data download --out`
-APART_OUTPUTS = {"collect"}  # folders written during the run and read back later: no overlap with any input
-# Files a verb writes beside an output without being asked: `adapt --out x.onnx` also writes x.rehearsal.npz.
-IMPLIED_OUTPUTS = {("adapt", "out")}
+_ConcretePath = type(Path())
+T = TypeVar("T")
+
+
+class OutputFile(_ConcretePath):  # type: ignore[misc, valid-type]
+    """A file a verb writes ("-": stdout where the option allows it)."""
+
+
+class OutputFolder(_ConcretePath):  # type: ignore[misc, valid-type]
+    """A folder a verb writes into (a run directory, a report folder)."""
+
+
+class InputPath(_ConcretePath):  # type: ignore[misc, valid-type]
+    """A file or folder a verb reads."""
+
+
+class InputRun(InputPath):
+    """A run directory a verb reads: no output may land there under a name the run is read for (RUN_SUFFIXES)."""
+
+
+class InputModel(InputPath):
+    """A model a verb reads, with the files read beside it (`model_sidecars`)."""
+
+
+class InputCollection(InputPath):
+    """A collection folder a verb reads: its frames, their JSON sidecars and labels.csv (COLLECTION_SUFFIXES)."""
+
+
+class InputSpec(str):
+    """Something a verb reads that may be a path, a glob, a `NAME=PATH` camera, a URL or a camera index."""
+
+
+class ApartFolder(OutputFolder):
+    """A folder the run writes into and reads back later (`--collect`): kept apart from every source (`check_apart`)."""
+
+
+class OutputModel(OutputFile):
+    """A model file a verb writes together with the files beside it (`implied_outputs`: its rehearsal set)."""
+
+
+def _marker(kind: type[T], name: str, absent: Path | None = None) -> Callable[[str], T]:
+    """The argparse type that marks an option's value as `kind`; `name` is what argparse calls it in messages;
+    `absent`: what the option reads when it is left out (the guard adds it; `_options.Option.add_to` registers it)."""
+
+    def parse(text: str) -> T:
+        return kind(text)
+
+    parse.__name__ = name
+    parse.absent = absent  # type: ignore[attr-defined]
+    return parse
+
+
+output_file = _marker(OutputFile, "file")
+output_folder = _marker(OutputFolder, "folder")
+apart_folder = _marker(ApartFolder, "folder")
+output_model = _marker(OutputModel, "model file")
+input_path = _marker(InputPath, "path")
+input_run = _marker(InputRun, "run directory")
+input_spec = _marker(InputSpec, "source")
+input_model = _marker(InputModel, "model", absent=DEFAULT_MODEL)
+input_collection = _marker(InputCollection, "collection folder")
 
 
 class OutputPathError(WasteEdgeError):
@@ -193,47 +252,50 @@ def check_distinct(outputs: Iterable[tuple[str, Path]]) -> None:
         seen[key] = f"{option}"
 
 
-SOURCE_ARGS = ("sources", "device")  # what --collect must keep apart from
-RUN_ARGS = ("run", "reference")  # run directories: read by file name, not walked
+def _marked(value: Any, kinds: tuple[type, ...]) -> Iterator[Any]:
+    if isinstance(value, kinds):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _marked(v, kinds)
 
 
-def _cli_inputs(verb: str | None, ns: dict[str, Any]) -> list[tuple[str, Any, frozenset[str]]]:
-    """(argument, input paths, the suffixes read from them when they are folders) for every input argument present."""
-    out: list[tuple[str, Any, frozenset[str]]] = []
-    for source in INPUT_ARGS:
-        if source not in ns:
-            continue
-        value = ns[source]
-        if source == "model":  # the model and the files read with it; the embedded default when left out
-            models = [m for m in _flatten([value])] or [DEFAULT_MODEL]
-            value = [*models, *(s for m in models for s in model_sidecars(m))]
-        reads = RUN_SUFFIXES if source in RUN_ARGS else COLLECTION_SUFFIXES if (verb, source) == ("adapt", "data") else READ_SUFFIXES
-        out.append((source, value, reads))
-    return out
+ABSENT = "_absent_"  # namespace key prefix: what an option reads when it is left out (set by `_options.Option.add_to`)
+
+
+def _reads(source: Any) -> tuple[list[Any], frozenset[str], bool]:
+    """(the paths an input reads, the suffixes read from them when they are folders, whether folders are walked)."""
+    if isinstance(source, InputModel):
+        return [source, *model_sidecars(source)], READ_SUFFIXES, True
+    if isinstance(source, InputRun):
+        return [source], RUN_SUFFIXES, False
+    if isinstance(source, InputCollection):
+        return [source], COLLECTION_SUFFIXES, True
+    return [source], READ_SUFFIXES, True
 
 
 def guard_cli_outputs(args: Any) -> None:
-    """`check_output` for every output argument of a parsed command line against every input argument."""
-    verb = getattr(args, "cmd", None)
+    """`check_output` for every output of a parsed command line against every input, both found by type."""
     ns = vars(args)
-    inputs = _cli_inputs(verb, ns)
+    inputs = [v for name, value in ns.items() if not name.startswith(ABSENT) for v in _marked(value, (InputPath, InputSpec))]
+    inputs += [ns[key] for key in ns if key.startswith(ABSENT) and ns.get(key[len(ABSENT):]) in (None, [])]  # e.g. the default model
+    sources = [v for v in inputs if isinstance(v, InputSpec)]
     checked: list[tuple[str, Path]] = []
-    for name in OUTPUT_ARGS:
-        value = ns.get(name)
-        if value is None or isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
-            continue
-        folder = (verb, name) in FOLDER_OUTPUTS and not (verb == "data" and ns.get("data_cmd") in FILE_OUT_SUBVERBS)
-        option = "--" + name.replace("_", "-")
-        path = check_output(value, [], folder=folder, option=option)
-        for source, paths, reads in inputs:
-            check_output(value, [paths], folder=folder, option=option, picked_up=reads, walked=source not in RUN_ARGS)
-            if name in APART_OUTPUTS and source in SOURCE_ARGS:
-                check_apart(value, [paths], option=option)
-            if (verb, name) in IMPLIED_OUTPUTS:
-                for extra in implied_outputs(value):
-                    check_output(extra, [paths], option=f"{option} (writes {extra.name} beside it)", picked_up=frozenset())
-        if path is not None:
-            checked.append(("--" + name, path))
+    for name, value in ns.items():
+        for out in _marked(value, (OutputFile, OutputFolder)):
+            folder = isinstance(out, OutputFolder)
+            option = "--" + name.replace("_", "-")
+            path = check_output(out, [], folder=folder, option=option)
+            for source in inputs:
+                paths, reads, walked = _reads(source)
+                check_output(out, paths, folder=folder, option=option, picked_up=reads, walked=walked)
+                if isinstance(out, OutputModel):
+                    for extra in implied_outputs(out):
+                        check_output(extra, paths, option=f"{option} (writes {extra.name} beside it)", picked_up=frozenset())
+            if isinstance(out, ApartFolder):
+                check_apart(out, sources, option=option)
+            if path is not None:
+                checked.append((option, path))
     check_distinct(checked)
 
 

@@ -18,13 +18,16 @@ from waste_edge.cli import main
 
 SCHEMA = ("model", "variant", "backend", "batch", "status", "error", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput",
           "load_s", "size_mb", "peak_rss_mb", "speedup_vs_reference")
-QUICK = ["--batch", "1,2", "--frame", "96x64", "--iters", "3", "--warmup", "1", "--rounds", "2", "--quiet"]
+QUICK = ["--batches", "1,2", "--frame", "96x64", "--iters", "3", "--warmup", "1", "--rounds", "2", "--quiet"]
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["bench", *args])
+        try:
+            code = main(["bench", *args])
+        except SystemExit as e:  # a usage error, from argparse
+            code = e.code
     return code, out.getvalue(), err.getvalue()
 
 
@@ -194,7 +197,7 @@ def test_a_failure_inside_one_batch_fails_only_that_row(tmp_path, tiny_models):
 
 
 def test_a_worker_that_dies_is_reported_not_waited_for(tiny_models):
-    from waste_edge.bench.harness import Worker, WorkerDied
+    from waste_edge.bench.processes import Worker, WorkerDied
     from waste_edge.bench.frames import synthetic_frames
 
     worker = Worker({"kind": "model", "path": str(tiny_models["fp32"]), "backend": "cpu", "threads": 1})
@@ -231,7 +234,7 @@ def test_without_model_the_default_model_is_benchmarked(monkeypatch, tmp_path, t
     assert err.startswith("error: no model given") and "\n" not in err
 
 
-@pytest.mark.parametrize("args, message", [(["--batch", "0"], "expected integers from 1 to"), (["--backends", "gpu"], "backends are"),
+@pytest.mark.parametrize("args, message", [(["--batches", "0"], "expected integers from 1 to"), (["--backends", "gpu"], "backends are"),
                                            (["--frame", "640by480"], "WIDTHxHEIGHT")])
 def test_bad_options_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit) as e:

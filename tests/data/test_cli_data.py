@@ -15,7 +15,7 @@ from waste_edge.data.discovery import discover
 
 def test_cli_defaults_match_the_library():
     args = cli.build_parser().parse_args(["data", "check", "somewhere"])
-    assert args.threshold == DEFAULT_THRESHOLD and args.fine_threshold == DEFAULT_FINE_THRESHOLD
+    assert args.radius == DEFAULT_THRESHOLD and args.fine_radius == DEFAULT_FINE_THRESHOLD
     assert args.fail_on == "never"
 
 
@@ -35,8 +35,12 @@ def test_data_check_prints_summary_writes_json_and_exits_0(small_dataset, tmp_pa
 def test_data_check_bad_arguments(tmp_path, capsys):
     assert cli.main(["data", "check", str(tmp_path / "missing")]) == 1
     assert "dataset not found" in capsys.readouterr().err
-    assert cli.main(["data", "check", str(tmp_path), "--threshold", "40"]) == 1
-    assert "--threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        cli.main(["data", "check", str(tmp_path), "--radius", "40"])
+    assert bad.value.code == 2 and "--radius" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as old:
+        cli.main(["data", "check", str(tmp_path), "--threshold", "8"])  # the retired spelling names the new one
+    assert old.value.code == 2 and "--threshold is now --radius" in capsys.readouterr().err
 
 
 def test_data_split_cli(small_dataset, tmp_path, capsys):

@@ -41,7 +41,7 @@ def synthetic_images(root: Path, n_per_class: int = 4, seed0: int = 100) -> Path
 
 
 def make_run(run_dir: Path, encoder_id: str, images: Path, *, l2: bool = False) -> Path:
-    """A real run directory (contract 1): features from the reference pipeline, a fitted head, card + head."""
+    """A real run directory (ARCHITECTURE.md, contract 1): features from the reference pipeline, a fitted head, card + head."""
     import torch
 
     from waste_edge.data.decode import load_rgb

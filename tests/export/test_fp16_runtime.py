@@ -25,7 +25,7 @@ model, images, out = sys.argv[1], sys.argv[2], sys.argv[3]
 rcs = [
     main(["predict", images, "--model", model, "--out", out + "/p.csv", "--quiet", "--threads", "2"]),
     main(["camera", "--device", images, "--model", model, "--no-show", "--max-frames", "3", "--jsonl", out + "/events.jsonl"]),
-    main(["bench", "--model", model, "--backends", "cpu", "--batch", "1", "--frame", "96x64", "--iters", "2", "--warmup", "1",
+    main(["bench", "--model", model, "--backends", "cpu", "--batches", "1", "--frame", "96x64", "--iters", "2", "--warmup", "1",
           "--rounds", "1", "--no-memory", "--quiet", "--json", out + "/bench.json"]),
 ]
 print(json.dumps(rcs))

@@ -1,4 +1,4 @@
-"""Fused export (contract 2): structure, metadata, batch handling, the head oracle and fp32 parity."""
+"""Fused export (ARCHITECTURE.md, contract 2): structure, metadata, batch handling, the head oracle and fp32 parity."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ VERBS = {
                   (("coll", (".png", ".json", ".csv")),), (("--json", "file"),)),
     "adapt-out": Verb(("adapt", "--model", "{r}/tiny.onnx", "--data", "{r}/coll"), MODEL_FILES, (("coll", (".png", ".json", ".csv")),),
                       (("--out", "file"),)),
-    "adapt-rehearsal": Verb(("adapt", "--model", "{r}/tiny.onnx", "--data", "{r}/coll", "--rehearsal", "{r}/tiny.rehearsal.npz",
+    "adapt-rehearsal": Verb(("adapt", "--model", "{r}/tiny.onnx", "--data", "{r}/coll", "--rehearsal-set", "{r}/tiny.rehearsal.npz",
                              "--out", "{o}/adapted.onnx"), MODEL_FILES, (), (("--json", "file"),)),
     "export": Verb(("export", "{r}/run", "--calib", "{r}/calib"), ("run/card.json", "run/head.json"), (("run", (".json",)), ("calib", (".png",))),
                    (("--out", "file"),)),
@@ -92,7 +92,7 @@ VERBS = {
     "bench": Verb(("bench", "--model", "{r}/tiny.onnx", "--reference", "{r}/run", "--data", "{r}/imgs"), (*MODEL_FILES, "run/card.json"),
                   (("run", (".json",)), SOURCE_FOLDER), (("--json", "file"), ("--md", "file"), ("--plot", "file"))),
     "serve": Verb(("serve", "--device", "door={r}/imgs", "--device", "{r}/clip.mp4", "--model", "{r}/tiny.onnx"), (*MODEL_FILES, "clip.mp4"),
-                  (SOURCE_FOLDER,), (("--jsonl", "file"), ("--save", "folder"), ("--collect", "folder"))),
+                  (SOURCE_FOLDER,), (("--jsonl", "file"), ("--save-dir", "folder"), ("--collect", "folder"))),
     "demo": Verb(("demo", "--model", "{r}/tiny.onnx", "--no-show"), MODEL_FILES, (), (("--out", "folder"),)),
 }
 FOLDERS_ONLY = {"run"}  # read by file name, not walked: a report folder inside one is allowed (eval's default)
@@ -149,7 +149,7 @@ def test_the_generator_covers_every_writing_verb_and_output():
     for verb, option in [("predict", "--out"), ("camera", "--save"), ("camera", "--jsonl"), ("camera", "--collect"), ("adapt", "--out"),
                          ("adapt", "--json"), ("export", "--out"), ("train", "--out"), ("eval", "--out"), ("parity", "--json"),
                          ("data", "--json"), ("data", "--out"), ("bench", "--json"), ("bench", "--md"), ("bench", "--plot"),
-                         ("serve", "--jsonl"), ("serve", "--save"), ("serve", "--collect"), ("demo", "--out")]:
+                         ("serve", "--jsonl"), ("serve", "--save-dir"), ("serve", "--collect"), ("demo", "--out")]:
         assert (verb, option) in covered, (verb, option)
     assert len(cases()) > 150
 

@@ -66,7 +66,7 @@ CASES = {
     "bench-json-and-md-same": (["bench", "--model", "{r}/tiny.onnx", "--json", "{o}/r.txt", "--md", "{o}/r.txt"], "each output"),
     "bench-plot-is-folder": (["bench", "--model", "{r}/tiny.onnx", "--plot", "{r}/imgs"], "is a folder"),
     "serve-jsonl-onto-source": (["serve", "--device", "door={r}/clip.mp4", "--jsonl", "{r}/clip.mp4"], "is an input"),
-    "serve-save-is-file": (["serve", "--device", "{r}/clip.mp4", "--save", "{r}/m.csv"], "existing file"),
+    "serve-save-is-file": (["serve", "--device", "{r}/clip.mp4", "--save-dir", "{r}/m.csv"], "existing file"),
 }
 
 

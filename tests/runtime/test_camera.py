@@ -9,7 +9,9 @@ import pytest
 from tests.helpers import save_image, synthetic_rgb
 from tests.runtime.fakes import FakeCapture, ScriptedCamera
 from waste_edge.cli import main
+from waste_edge.runtime.sinks import OutputOptions
 from waste_edge.runtime.camera import UNCERTAIN, CameraConfig, run_camera
+from waste_edge.runtime.decision import DecisionOptions
 from waste_edge.runtime.sources import FrameInfo, FrameSource, SourceStats, open_source
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,7 +37,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_loop_over_a_video_classifies_every_frame_and_writes_events(clf, video, tmp_path):
     events_path = tmp_path / "events.jsonl"
     with open_source(video) as src:
-        summary = run_camera(clf, src, CameraConfig(show=False, jsonl=events_path))
+        summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=False, jsonl=events_path)))
     n = len(PATTERN) * 2
     assert summary.frames == n and summary.stop_reason == "end of source"
     assert summary.dropped == 0 and summary.skipped_bad_frames == 0 and summary.reconnects == 0
@@ -48,10 +50,10 @@ def test_loop_over_a_video_classifies_every_frame_and_writes_events(clf, video, 
     assert [e["frame"] for e in events] == list(range(n))
     assert "".join(e["label"] for e in events) == PATTERN * 2
     for e in events:
-        assert set(e) == {"frame", "ts", "label", "confidence", "probabilities", "latency_ms", "dropped"}
+        assert list(e) == ["frame", "ts", "label", "confidence", "probabilities", "latency_ms", "dropped"]  # schema, in order
         assert set(e["probabilities"]) == {"B", "N"}
         assert e["confidence"] == pytest.approx(max(e["probabilities"].values()), abs=1e-5)
-        assert set(e["latency_ms"]) == {"read", "infer", "total"}
+        assert list(e["latency_ms"]) == ["read", "infer", "total"]
         assert e["latency_ms"]["total"] >= e["latency_ms"]["infer"]
         assert e["dropped"] == 0
     assert summary.labels == {"B": 8, "N": 8}
@@ -73,7 +75,7 @@ def test_loop_survives_a_camera_that_returns_none_freezes_sends_garbage_and_come
     events_path = tmp_path / "events.jsonl"
     src = open_source(0, capture_factory=cam, stall_timeout=0.3, backoff=(0.01, 0.05))
     try:
-        summary = run_camera(clf, src, CameraConfig(show=False, jsonl=events_path, max_frames=10))
+        summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=False, jsonl=events_path), max_frames=10))
     finally:
         src.close()
         unfreeze.set()
@@ -85,6 +87,7 @@ def test_loop_survives_a_camera_that_returns_none_freezes_sends_garbage_and_come
     events = read_jsonl(events_path)
     errors = [e for e in events if "error" in e]
     assert len(errors) == 2 and all("shape" in e["error"] for e in errors)
+    assert all(list(e) == ["frame", "ts", "error", "dropped"] for e in errors)  # the error event's schema, in order
     assert len(events) - len(errors) == 10
     assert events[-1]["label"] == "N"  # the camera that came back is the one being classified
     text = summary.summary()
@@ -105,7 +108,7 @@ def test_live_loop_reports_drops_per_event(clf, tmp_path):
             return clf.predict_proba(frame, order)
 
     with open_source(0, capture_factory=lambda: FakeCapture(delay=0.002)) as src:
-        summary = run_camera(SlowClassifier(), src, CameraConfig(show=False, jsonl=events_path, max_frames=6))
+        summary = run_camera(SlowClassifier(), src, CameraConfig(output=OutputOptions(show=False, jsonl=events_path), max_frames=6))
     events = read_jsonl(events_path)
     reported = sum(e["dropped"] for e in events)
     assert reported > 0 and summary.dropped >= reported
@@ -119,11 +122,12 @@ def test_threshold_reports_uncertain(clf, tmp_path):
     save_image(tmp_path / "imgs" / "warm.png", synthetic_rgb("B", 1))
     events_path = tmp_path / "e.jsonl"
     with open_source(tmp_path / "imgs") as src:
-        summary = run_camera(clf, src, CameraConfig(show=False, jsonl=events_path, threshold=0.8))
+        summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=False, jsonl=events_path), decision=DecisionOptions(threshold=0.8)))
     events = read_jsonl(events_path)
     assert [e["label"] for e in events] == [UNCERTAIN, "B"]  # grey.png < warm.png
     assert events[0]["confidence"] == pytest.approx(0.5, abs=1e-3)
     assert events[0]["path"].endswith("grey.png")
+    assert list(events[0]) == ["frame", "ts", "label", "confidence", "probabilities", "latency_ms", "dropped", "path"]
     assert summary.labels == {UNCERTAIN: 1, "B": 1}
 
 
@@ -132,7 +136,7 @@ def test_rgb_image_source_is_classified_correctly_by_a_bgr_model(clf, tmp_path):
         save_image(tmp_path / f"{i}.png", synthetic_rgb(label, i))
     events_path = tmp_path / "e.jsonl"
     with open_source(str(tmp_path / "*.png")) as src:
-        run_camera(clf, src, CameraConfig(show=False, jsonl=events_path))
+        run_camera(clf, src, CameraConfig(output=OutputOptions(show=False, jsonl=events_path)))
     assert [e["label"] for e in read_jsonl(events_path)] == ["B", "N", "B"]
 
 
@@ -146,7 +150,7 @@ def test_smoothing_in_the_loop_stops_flicker(clf, tmp_path, mode):
     writer.release()
     events_path = tmp_path / "e.jsonl"
     with open_source(path) as src:
-        run_camera(clf, src, CameraConfig(show=False, jsonl=events_path, smooth=5, smooth_mode=mode))
+        run_camera(clf, src, CameraConfig(output=OutputOptions(show=False, jsonl=events_path), decision=DecisionOptions(smooth=5, smooth_mode=mode)))
     events = read_jsonl(events_path)
     raw = "".join(max(e["probabilities"], key=e["probabilities"].get) for e in events)
     shown = "".join(e["label"] for e in events)
@@ -158,7 +162,7 @@ def test_smoothing_in_the_loop_stops_flicker(clf, tmp_path, mode):
 def test_save_writes_annotated_video(clf, video, tmp_path):
     out = tmp_path / "annotated.avi"
     with open_source(video) as src:
-        summary = run_camera(clf, src, CameraConfig(show=False, save=out, max_frames=5))
+        summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=False, save=out), max_frames=5))
     assert summary.frames == 5
     cap = cv2.VideoCapture(str(out))
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
@@ -191,7 +195,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(clf, tmp_path):
             pass
 
     events_path = tmp_path / "e.jsonl"
-    summary = run_camera(clf, InterruptedSource(), CameraConfig(show=False, jsonl=events_path))
+    summary = run_camera(clf, InterruptedSource(), CameraConfig(output=OutputOptions(show=False, jsonl=events_path)))
     assert summary.stop_reason == "interrupted" and summary.frames == 3
     assert len(read_jsonl(events_path)) == 3  # the sink was flushed and closed
 
@@ -200,7 +204,7 @@ def test_show_without_display_falls_back_to_headless(clf, video, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with open_source(video) as src:
-        summary = run_camera(clf, src, CameraConfig(show=True, max_frames=3))
+        summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=True), max_frames=3))
     assert summary.frames == 3
 
 
@@ -208,7 +212,7 @@ def test_stop_event_ends_the_loop(clf):
     stop = threading.Event()
     stop.set()
     with open_source(0, capture_factory=lambda: FakeCapture()) as src:
-        summary = run_camera(clf, src, CameraConfig(show=False), stop=stop)
+        summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=False)), stop=stop)
     assert summary.stop_reason == "stopped" and summary.frames == 0
 
 

@@ -9,9 +9,11 @@ import pytest
 
 from tests.helpers import synthetic_rgb
 from waste_edge.cli import main
-from waste_edge.runtime import collect as collect_mod
+from waste_edge.runtime import collection as collection_mod
+from waste_edge.runtime.sinks import OutputOptions
 from waste_edge.runtime.camera import CameraConfig, run_camera
-from waste_edge.runtime.collect import CollectConfig, CollectError, Collector, camera_slug, dhash64, hamming
+from waste_edge.runtime.collection import camera_slug
+from waste_edge.runtime.collector import CollectConfig, CollectError, Collector, dhash64, hamming
 from waste_edge.runtime.collection import list_frames
 from waste_edge.runtime.sources import open_source
 
@@ -123,7 +125,7 @@ def test_write_errors_are_counted_not_raised(tmp_path, monkeypatch):
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(collect_mod, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(collection_mod, "atomic_write_bytes", full_disk)
     with collector(tmp_path, dedup_bits=-1) as col:
         for f in distinct_frames(2):
             col.offer(f, np.array([0.5, 0.5]), 0.5)
@@ -157,7 +159,7 @@ def test_camera_loop_collects_frames_without_the_overlay(clf, video, tmp_path):
     # Every frame is "uncertain". A queue for all 12: a video file feeds the loop faster than a camera, and on a loaded
     # machine the writer falls behind and drops (by design, never blocking the camera): that is tested above, not here.
     with collector(tmp_path / "c", below=1.0, queue_size=16) as col, open_source(video) as src:
-        summary = run_camera(clf, src, CameraConfig(show=False, save=tmp_path / "annotated.avi"), collector=col)
+        summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=False, save=tmp_path / "annotated.avi")), collector=col)
     assert summary.frames == 12 and col.stats.uncertain == 12 and col.stats.dropped == 0
     saved = list_frames(tmp_path / "c")
     assert len(saved) == col.stats.saved >= 10  # distinct frames: at most a couple judged near duplicates

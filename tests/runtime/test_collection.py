@@ -1,4 +1,4 @@
-"""labels.csv of a collection folder (contract 4): tolerant reading of hand-written files, atomic safe writes."""
+"""labels.csv of a collection folder (ARCHITECTURE.md, contract 4): tolerant reading of hand-written files, atomic safe writes."""
 
 import threading
 

@@ -63,12 +63,13 @@ def test_runtime_classifies_a_frame_without_heavy_imports(assets):
         importlib.import_module(m.name)
     from waste_edge import Classifier, open_source
     from waste_edge.runtime.camera import CameraConfig, run_camera
+    from waste_edge.runtime.sinks import OutputOptions
     from waste_edge.runtime.predict import run_predict
     clf = Classifier({str(model)!r}, threads=1)
     frame = np.zeros((480, 640, 3), np.uint8); frame[..., 2] = 200  # red in BGR
     pred = clf.predict(frame)
     with open_source({str(d / 'v.avi')!r}) as src:
-        summary = run_camera(clf, src, CameraConfig(show=False, max_frames=3))
+        summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=False), max_frames=3))
     counts = run_predict(clf, [{str(d / 'imgs')!r}], {str(d / 'p.csv')!r}, progress=False)
     RESULT = {{'label': pred.label, 'frames': summary.frames, 'rows': counts.rows}}
     """

@@ -22,6 +22,7 @@ import pytest
 from tests.helpers import REPO
 from tests.runtime.fakes import bgr_frame
 from waste_edge.runtime.camera import CameraConfig, run_camera
+from waste_edge.runtime.sinks import OutputOptions
 from waste_edge.runtime.sources import PICAMERA2_SIZE, Picamera2Spec, SourceError, open_source, parse_spec
 
 pytestmark = pytest.mark.timeout(60)
@@ -168,7 +169,7 @@ def test_picamera2_frames_run_through_the_camera_loop(fake_picamera2, clf):
     for label in ("B", "N"):
         fake_picamera2.label = label
         with open_source("picamera2") as src:
-            summary = run_camera(clf, src, CameraConfig(show=False, max_frames=3))
+            summary = run_camera(clf, src, CameraConfig(output=OutputOptions(show=False), max_frames=3))
         assert summary.frames == 3 and summary.labels == {label: 3}
 
 

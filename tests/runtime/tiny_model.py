@@ -1,4 +1,4 @@
-"""Tiny fused models (contract 2) built with onnx.helper, so runtime tests need neither export nor torch.
+"""Tiny fused models (ARCHITECTURE.md, contract 2) built with onnx.helper, so runtime tests need neither export nor torch.
 
 Graph: image uint8 NHWC -> Cast -> ReduceMean over H, W -> Gemm -> Softmax -> probabilities, and ArgMax
 -> label. The weights make class 0 ("B") win for reddish/warm pictures and class 1 ("N") for bluish/cool

@@ -96,6 +96,24 @@ def alternating_video(path: Path, n: int = 60, every: int = 5, fps: float = 15.0
     return write_video(path, [warm if (i // every) % 2 == 0 else cool for i in range(n)], fps)
 
 
+def read_sse(client, stats: int = 2) -> dict[str, list[dict]]:
+    """Events of GET /api/v1/events by type, until a `decision` and `stats` of them have arrived."""
+    import json
+
+    events: dict[str, list[dict]] = {}
+    with client.stream("GET", "/api/v1/events") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.setdefault(kind, []).append(json.loads(line[6:]))
+            if "decision" in events and len(events.get("stats", [])) >= stats:
+                break
+    return events
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

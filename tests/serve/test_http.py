@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import REPO, WASTE_SAMPLE
-from tests.serve.conftest import ServeProcess, wait_for
+from tests.serve.conftest import ServeProcess, read_sse, wait_for
 from waste_edge.runtime.demo import write_demo_video
 
 pytestmark = pytest.mark.usefixtures("serve_extra")
@@ -144,17 +144,7 @@ def test_metrics_stream_and_events(server, client):
     length = int(buf[: start].split(b"Content-Length: ")[1].split(b"\r\n")[0])
     img = Image.open(io.BytesIO(buf[start : start + length]))
     assert img.size == (320, 240)
-    events: dict[str, list] = {}
-    with client.stream("GET", "/api/v1/events") as r:
-        assert r.headers["content-type"].startswith("text/event-stream")
-        kind = None
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.setdefault(kind, []).append(json.loads(line[6:]))
-            if "decision" in events and len(events.get("stats", [])) >= 2:
-                break
+    events = read_sse(client)
     d = events["decision"][0]
     assert d["camera"] == "cam0" and d["label"] in ("B", "N", "uncertain") and set(d["probabilities"]) == {"B", "N"}
     assert events["stats"][-1]["cameras"][0]["id"] == "cam0"

@@ -14,7 +14,7 @@ from tests.runtime.tiny_model import make_fused_model
 from tests.serve.conftest import wait_for
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.sources import SourceError, open_source
-from waste_edge.serve.stats import HourCounts, LatencyWindow, RateMeter
+from waste_edge.runtime.stats import HourCounts, LatencyWindow, RateMeter
 
 pytest.importorskip("prometheus_client", reason="the [serve] extra is not installed")
 
@@ -40,7 +40,11 @@ def test_rate_and_latency_windows():
     lat = LatencyWindow(("infer",), size=100)
     for v in range(1, 201):
         lat.add(infer=float(v))
-    assert lat.percentiles()["infer"]["p50"] == pytest.approx(150.5)  # only the last 100 count
+    assert lat.percentiles()["infer"].p50 == pytest.approx(150.5)  # only the last 100 count
+    everything = LatencyWindow(("total",), size=None)  # a `camera` run's summary: every frame counts
+    for v in range(1, 201):
+        everything.add(total=float(v))
+    assert everything.percentiles()["total"].p50 == pytest.approx(100.5) and everything.percentiles()["total"].mean == pytest.approx(100.5)
 
 
 @pytest.fixture(scope="module")
@@ -94,19 +98,21 @@ def test_batcher_puts_frames_of_several_cameras_in_one_call(models):
             for i in range(3):
                 np.testing.assert_allclose(out[i].probs, m.classifier.predict_proba(frames[i])[0], atol=1e-6)
         st = b.status()
-        assert st["frames"] == 3
+        assert st.frames == 3
         if mode == "on":
-            assert st["calls"] == 1 and {r.batch_size for r in out.values()} == {3}
+            assert st.calls == 1 and {r.batch_size for r in out.values()} == {3}
         if mode == "auto":
-            assert st["calibration"]["frames"] == 3 and st["calibration"]["chosen"] in ("batched", "concurrent")
+            assert st.calibration["frames"] == 3 and st.calibration["chosen"] in ("batched", "concurrent")
         if mode == "off":
-            assert st["calls"] == 3 and st["batched"] is False
+            assert st.calls == 3 and st.batched is False
     holder.close()
 
 
 def test_camera_worker_reports_reconnecting_then_connected_then_stalled(models):
+    from waste_edge.runtime.pipeline import Sink
+    from waste_edge.runtime.sources import SourceOptions
     from waste_edge.serve.batcher import InferenceBatcher
-    from waste_edge.serve.camera_worker import CameraOptions, CameraWorker
+    from waste_edge.serve.camera_worker import CameraWorker
     from waste_edge.serve.model_holder import ModelHolder, load_model
 
     holder = ModelHolder(load_model(models["bgr"], "cpu", 1))
@@ -123,15 +129,20 @@ def test_camera_worker_reports_reconnecting_then_connected_then_stalled(models):
         return open_source(spec, capture_factory=camera, stall_timeout=0.5, backoff=(5.0, 5.0))
 
     decisions = []
-    opts = CameraOptions(stall_timeout=0.5, open_backoff=(0.2, 0.2))
-    w = CameraWorker("cam0", "fake", batcher, ["B", "N"], ["b", "n"], opts, source_factory=factory,
-                     on_decision=lambda worker, d: decisions.append(d))
+
+    class Decisions(Sink):
+        def on_decision(self, change):
+            decisions.append(change)
+
+    w = CameraWorker("cam0", "fake", infer=batcher.infer, classes=["B", "N"], display_names=["b", "n"],
+                     source=SourceOptions(stall_timeout=0.5), sinks=[Decisions()], open_backoff=(0.2, 0.2), source_factory=factory)
     w.start()
     try:
         wait_for(lambda: w.state == "reconnecting" and "cannot open" in w.error, 10, "reconnecting while opens fail")
-        wait_for(lambda: w.status()["counters"]["frames"] >= 10, 30, "frames after the open succeeded")
-        assert w.status()["state"] == "connected" and w.opens == 1 and w.error == ""
-        assert decisions and decisions[0]["label"] == "B"
+        wait_for(lambda: w.snapshot().counters.frames >= 10, 30, "frames after the open succeeded")
+        assert w.snapshot().state == "connected" and w.opens == 1 and w.error == ""
+        assert decisions and decisions[0].label == "B" and decisions[0].previous is None
+        assert decisions[0].fields()["schema"] == "waste-edge.decision/1"
         wait_for(lambda: w.state in ("stalled", "reconnecting"), 10, "the frozen camera to show")
     finally:
         freeze.set()

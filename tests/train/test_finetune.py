@@ -84,7 +84,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(photos, reference_run, t
     first = _train(_config(photos, out), stop_after=1)
     assert first[1] == states[1] and not (out / "card.json").exists()
     args = ["train", "finetune", "--data", str(photos), "--out", str(out), "--imgsz", "64", "--epochs", "2", "--batch-size", "8",
-            "--freeze-until", "12", "--threads", "2", "--val-size", "0.25", "--patience", "5", "--quiet"]
+            "--freeze-until", "12", "--torch-threads", "2", "--val-size", "0.25", "--patience", "5", "--quiet"]
     assert main(args) == 1  # without --resume the checkpoint is not silently overwritten
     assert "holds an interrupted run: add --resume" in capsys.readouterr().err
     assert main(args + ["--resume", "--epochs", "3"]) == 1  # a different recipe cannot continue it

@@ -64,7 +64,7 @@ def test_cli_errors_are_one_line(tmp_path, dataset, capsys):
 def test_lite0_on_waste_sample_reaches_study_grade_accuracy(tmp_path, waste_sample, capsys):
     """Acceptance of the foundation issue: real ImageNet Lite0 features + the study's head, TEST >= 0.97."""
     run = tmp_path / "lite0"
-    args = ["train", "linear", "--data", str(waste_sample), "--encoder", "effnet-lite0", "--out", str(run), "--threads", "2"]
+    args = ["train", "linear", "--data", str(waste_sample), "--encoder", "effnet-lite0", "--out", str(run), "--torch-threads", "2"]
     assert main(args) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.97 and metrics["n"] == 412

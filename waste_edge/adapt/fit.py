@@ -34,9 +34,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from waste_edge.adapt.graph import AdaptError, HeadConstants
+from waste_edge.adapt.options import METHODS
 from waste_edge.runtime.rehearsal import RehearsalSet
 
-METHODS = ("auto", "rehearsal+prior", "rehearsal", "prior", "labels-only")
 DEFAULT_C = 0.316  # the study's; the prior's penalty is on the departure from the old head
 
 

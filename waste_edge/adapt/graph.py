@@ -1,6 +1,6 @@
 """Find the linear head inside a fused model and write a copy of the graph with new head constants.
 
-The head of a fused model (DESIGN.md contract 2) is one `Gemm` that reads the tensor named `embedding`
+The head of a fused model (ARCHITECTURE.md, contract 2) is one `Gemm` that reads the tensor named `embedding`
 (the features the head sees) and feeds `Softmax` -> `probabilities`; its weight [D, K] and bias [K] are
 fp32 initializers in every variant (INT8 quantises only the encoder). Refitting the head therefore changes
 two constant tensors and nothing else: the copy keeps every node, name and the preprocessing bit for bit,

@@ -121,7 +121,10 @@ class AloneProcess:
         self._stop()
         for f in (self.proc.stdin, self.proc.stdout, self._stderr):
             if f is not None and not f.closed:
-                f.close()
+                try:
+                    f.close()
+                except BrokenPipeError:  # "exit" still buffered for a process that died meanwhile: nothing to tell it
+                    pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,6 +145,7 @@ def measure_camera_overhead(
 ) -> CameraOverhead:
     """Loop vs pure inference for a loaded `Classifier` on a video made of `frames` (BGR, N x H x W x 3)."""
     from waste_edge.runtime.camera import CameraConfig, run_camera
+    from waste_edge.runtime.sinks import OutputOptions
     from waste_edge.runtime.sources import open_source
 
     h, w = frames.shape[1:3]
@@ -159,7 +160,7 @@ def measure_camera_overhead(
             raise WasteEdgeError(f"{video}: OpenCV wrote the video but cannot read it back")
         result.frames = n
         classifier.predict_proba(ring[0])  # warm the session and its buffers outside the timed part
-        config = CameraConfig(show=False)
+        config = CameraConfig(output=OutputOptions(show=False))
         ratios, loops, pures, lats, memory, decode = [], [], [], [], [], []
 
         def loop_round() -> Any:

@@ -20,427 +20,45 @@ How the numbers are made, and why:
 * `check_alone`: each reference is also loaded alone in two fresh processes (`alone.py`, no code shared with
   the worker) that take turns next to the reference's in every round of the first batch size, so a reader
   sees that the harness did not handicap it, against the noise floor of two identical processes
-  (`_AloneCheck` says why it is done this way).
+  (`alone_check.AloneCheck` says why it is done this way).
 * Load time = constructing the target plus its first inference, one worker at a time. Peak RSS is each
   worker's own high-water mark after the timed rounds (largest batch), taken before the accuracy pass:
   a process that holds only that target, which is the figure an edge user needs.
 * Every row is measured inside its own try/except: a backend that is missing here (CUDA, TensorRT), a file
   that does not load, a run that fails or a worker that dies becomes a row with status `failed` (or
   `skipped` where the format cannot use that backend at all) and the reason, and the other rows go on.
+
+Where the parts live: `config.py` (what to measure), `processes.py` (the worker processes), `idle.py` (waiting
+for idle cores between turns), `targets.py` (what a row times, and which backends get rows), `alone_check.py`
+(`--check-alone`), `results.py` (rows and the report); this module runs the rounds and fills the rows.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from waste_edge._io import Log, quiet
+from waste_edge.bench.alone_check import AloneCheck
+from waste_edge.bench.config import BenchConfig, BenchError, parse_session_entry
 from waste_edge.bench.frames import synthetic_frames
-from waste_edge.bench.worker import file_size_mb, one_line
-from waste_edge.errors import WasteEdgeError
-from waste_edge.runtime.backends.select import BACKEND_NAMES
+from waste_edge.bench.idle import wait_until_idle
+from waste_edge.bench.processes import WorkerDied
+from waste_edge.bench.results import BenchReport, BenchRow
+from waste_edge.bench.targets import Target, format_settings, match_references, model_targets, reference_target
+from waste_edge.bench.worker import one_line
 
-_LOAD_TIMEOUT_S = 900.0
-_CALL_TIMEOUT_S = 1800.0
-
-
-class BenchError(WasteEdgeError):
-    """The benchmark cannot start at all (no model, bad options); per-row problems never raise."""
-
-
-def parse_session_entry(text: str) -> tuple[str, str]:
-    """'KEY=VALUE' (an ONNX Runtime session config entry) -> (KEY, VALUE); ValueError otherwise."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--session-config takes KEY=VALUE, got {text!r}")
-    return key.strip(), value
-
-
-@dataclass
-class BenchConfig:
-    """What to measure and how. The defaults are the CLI's: `models=None` is the embedded default model (none
-    when references are given), `iters=None` is 10 calls per round (unless `seconds`), `threads=None` leaves
-    each runtime at its own default (PyTorch's, ONNX Runtime's): a lever only where asked."""
-
-    models: list[Path] | None = None
-    references: list[Path] = field(default_factory=list)
-    backends: list[str] | None = None  # None: every backend this machine offers for each model
-    batches: list[int] = field(default_factory=lambda: [1, 16])
-    frame: tuple[int, int] = (640, 480)  # width, height
-    warmup: int = 3
-    iters: int | None = None  # per target per round (ignored when `seconds` is set)
-    seconds: float | None = None  # measuring time per target and batch, split over the rounds
-    rounds: int = 5
-    threads: int | None = None  # None: each runtime's own default (PyTorch's, ONNX Runtime's)
-    session_config: dict[str, str] = field(default_factory=dict)  # ONNX Runtime session config entries (levers)
-    data: Path | None = None  # dataset for an accuracy column
-    data_limit: int | None = None
-    camera: bool = False  # camera-loop overhead for each model (first loaded backend)
-    camera_frames: int = 300
-    memory: bool = True  # peak RSS of each worker
-    profile: bool = False  # ORT per-op profile of each ONNX model on CPU, at every batch size
-    check_alone: bool = False  # time each reference again alone in a fresh process
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.models is None:
-            from waste_edge.runtime.model_path import resolve_model_path
-
-            self.models = [] if self.references else [resolve_model_path(None)]
-        if self.iters is None and self.seconds is None:
-            self.iters = 10
-        if not self.models and not self.references:
-            raise BenchError("nothing to benchmark: give --model (and optionally --reference)")
-        if any(b < 1 for b in self.batches) or not self.batches:
-            raise BenchError("batch sizes must be positive integers")
-        if self.rounds < 1 or self.warmup < 0:
-            raise BenchError("--rounds must be >= 1 and --warmup >= 0")
-        if self.seconds is None and (self.iters is None or self.iters < 1):
-            raise BenchError("--iters must be >= 1 (or give --seconds)")
-        if self.seconds is not None and self.seconds <= 0:
-            raise BenchError("--seconds must be positive")
-        if self.backends is not None:
-            bad = [b for b in self.backends if b not in BACKEND_NAMES]
-            if bad:
-                raise BenchError(f"unknown backend(s) {', '.join(bad)}: choose from {', '.join(BACKEND_NAMES)}")
-        self.batches = sorted(set(self.batches))
-
-
-@dataclass
-class BenchRow:
-    """One measured combination. The first fields are the JSON schema of the issue; the rest are extras."""
-
-    model: str
-    variant: str
-    backend: str
-    batch: int
-    status: str = "ok"  # ok | failed | skipped
-    error: str | None = None
-    p50_ms: float | None = None  # latency of one call on `batch` frames
-    p90_ms: float | None = None
-    p99_ms: float | None = None
-    mean_ms: float | None = None
-    throughput: float | None = None  # images per second (median round)
-    load_s: float | None = None
-    size_mb: float | None = None
-    peak_rss_mb: float | None = None
-    speedup_vs_reference: float | None = None
-    # extras
-    std_ms: float | None = None
-    ms_per_image: float | None = None
-    fps: float | None = None  # = throughput
-    accuracy: float | None = None
-    gpu_mem_mb: float | None = None
-    format: str = ""
-    provider: str = ""
-    encoder: str = ""
-    path: str = ""
-    reference: str | None = None  # the reference row this row's speed-up is against
-    settings: dict[str, Any] = field(default_factory=dict)  # threads, OpenMP policy, ORT session options it ran with
-    iters: int = 0  # timed calls, all rounds together
-    rounds: int = 0
-    round_ms: list[float] = field(default_factory=list)  # mean latency of each round, in order
-    round_speedups: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class BenchReport:
-    machine: dict[str, Any]
-    settings: dict[str, Any]
-    rows: list[BenchRow]
-    camera: list[Any] = field(default_factory=list)  # CameraOverhead dicts
-    profiles: list[dict[str, Any]] = field(default_factory=list)
-    reference_check: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def any_measured(self) -> bool:
-        return any(r.status == "ok" for r in self.rows)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "machine": self.machine,
-            "settings": self.settings,
-            "rows": [r.to_dict() for r in self.rows],
-            "camera": list(self.camera),
-            "profiles": self.profiles,
-            "reference_check": self.reference_check,
-            "notes": self.notes,
-        }
-
-
-# -- workers -------------------------------------------------------------------------------------------
-
-
-class WorkerDied(WasteEdgeError):
-    """A worker process exited (or stopped answering) in the middle of a command."""
-
-
-class Worker:
-    """The parent's handle on one worker process: send a command, wait for its reply.
-
-    The worker is a fresh interpreter (`python -m waste_edge.bench.worker`), not a multiprocessing child: it
-    inherits no threads or runtimes and never re-imports the caller's main script. Commands and replies travel
-    as pickled messages over two pipes between these two processes of ours (numpy frames included)."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        import json
-        import subprocess
-        from multiprocessing.connection import Connection
-
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        cmd = [sys.executable, "-m", "waste_edge.bench.worker", str(to_child_r), str(from_child_w), json.dumps(spec)]
-        try:
-            self.process = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w), stdout=2)  # stdout stays the report's
-        finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
-        self._send, self._recv = Connection(to_child_w, readable=False), Connection(from_child_r, writable=False)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def ask(self, cmd: str, timeout: float = _CALL_TIMEOUT_S, **args: Any) -> Any:
-        try:
-            self._send.send({"cmd": cmd, **args})
-            if not self._recv.poll(timeout):
-                self.kill()
-                raise WorkerDied(f"worker gave no answer to {cmd!r} within {timeout:.0f} s")
-            reply = self._recv.recv()
-        except (EOFError, OSError):
-            code = self.process.wait(timeout=5) if self.process.poll() is None else self.process.returncode
-            raise WorkerDied(f"worker process exited during {cmd!r} (exit code {code})") from None
-        if "error" in reply:
-            raise WasteEdgeError(reply["error"])
-        return reply["ok"]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.ask("close", timeout=30)
-            except WasteEdgeError:
-                pass
-        try:
-            self.process.wait(timeout=10)
-        except Exception:
-            self.kill()
-        self._send.close()
-        self._recv.close()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=5)
-
-
-def _cpu_ns(pid: int) -> int | None:
-    """CPU time used so far by every thread of `pid` (Linux schedstat, nanoseconds); None where unknown."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return total
-
-
-def wait_until_idle(pids: Sequence[int | None], *, poll_s: float = 0.005, busy_share: float = 0.1, max_wait_s: float = 1.0) -> float:
-    """Wait until the processes use less than `busy_share` of one core (spinning thread pools have gone to
-    sleep), at most `max_wait_s`; returns the seconds waited. Without /proc, a fixed short pause."""
-    live = [p for p in pids if p]
-    t0 = time.perf_counter()
-    last = [_cpu_ns(p) for p in live]
-    if not live or any(v is None for v in last):
-        time.sleep(0.05)
-        return time.perf_counter() - t0
-    while time.perf_counter() - t0 < max_wait_s:
-        time.sleep(poll_s)
-        now = [_cpu_ns(p) for p in live]
-        if any(v is None for v in now):
-            break
-        used = sum(b - a for a, b in zip(last, now)) / 1e9  # type: ignore[operator]
-        last = now
-        if used < busy_share * poll_s:
-            break
-    return time.perf_counter() - t0
-
-
-# -- targets -------------------------------------------------------------------------------------------
-
-
-class _Target:
-    """A thing to time (reference of a run, or one model file on one backend) and the worker that holds it."""
-
-    def __init__(self, kind: str, name: str, variant: str, backend: str, path: Path, fmt: str) -> None:
-        self.kind = kind  # reference | model
-        self.name = name
-        self.variant = variant
-        self.backend = backend
-        self.path = path
-        self.format = fmt
-        self.provider = ""
-        self.encoder = ""
-        self.head_sha256 = ""
-        self.settings: dict[str, Any] = {}
-        self.worker: Worker | None = None
-        self.load_s: float | None = None
-        self.size_mb: float | None = None
-        self.peak_rss_mb: float | None = None
-        self.gpu_mem_mb: float | None = None
-        self.accuracy: float | None = None
-        self.error: str | None = None
-        self.status = "ok"
-        self.reference: "_Target | None" = None
-        self.batch_errors: dict[int, str] = {}
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok" and self.worker is not None
-
-    @property
-    def pid(self) -> int | None:
-        return self.worker.pid if self.worker is not None else None
-
-    def fail(self, status: str, error: str) -> None:
-        self.status, self.error = status, error
-        self.close()
-
-    def start(self, spec: dict[str, Any], frames: np.ndarray, first_batch: int, log: Log) -> None:
-        """Spawn the worker and load the target in it (one target at a time, so load times are its own)."""
-        try:
-            self.worker = Worker(spec)
-            info = self.worker.ask("load", timeout=_LOAD_TIMEOUT_S, frames=frames, first_batch=first_batch)
-        except Exception as e:
-            self.fail("failed", one_line(e))
-            log(f"{self.name} on {self.backend}: failed ({self.error})")
-            return
-        self.name, self.variant, self.format = info["name"], info["variant"], info["format"]
-        self.provider, self.encoder, self.head_sha256 = info["provider"], info["encoder"], info["head_sha256"]
-        self.size_mb, self.load_s, self.settings = info["size_mb"], info["load_s"], {**info["settings"], "worker_pid": info["pid"]}
-        what = f"reference {self.path} ({self.encoder})" if self.kind == "reference" else f"{self.name} on {self.backend} ({self.provider})"
-        log(f"loaded {what} in {self.load_s:.2f} s in worker {self.pid}; settings {format_settings(self.settings)}")
-
-    def close(self) -> None:
-        worker, self.worker = self.worker, None
-        if worker is not None:
-            worker.close()
-
-
-def format_settings(s: dict[str, Any]) -> str:
-    """A row's settings as one short line: runtime, threads, OpenMP wait policy, ORT session options."""
-    if not s:
-        return "-"
-    parts = [str(s.get("runtime", "?")), f"threads {s.get('threads', '?')}"]
-    if "graph_optimization" in s:
-        parts.append(f"graph opt {s['graph_optimization']}, {s.get('execution_mode', '?')}, inter-op {s.get('inter_op_threads', '?')}")
-        parts += [f"{k}={v}" for k, v in (s.get("session_config") or {}).items()] or ["session config default"]
-    parts.append(f"OpenMP env {s.get('openmp_env', '?')}")
-    if "allocator" in s:
-        parts.append(f"allocator {s['allocator']}")
-    return "; ".join(parts)
-
-
-def _file_metadata(path: Path) -> Any:
-    """The model's metadata without loading it for inference (for rows whose backend could not load it)."""
-    from waste_edge.runtime.model_info import read_metadata
-
-    try:
-        return read_metadata(path)
-    except Exception:
-        return None
-
-
-def _model_targets(path: Path, cfg: BenchConfig, frames: np.ndarray, log: Log) -> list[_Target]:
-    """One target per backend for a model file, loaded in its worker (or failed / skipped with the reason)."""
-    from waste_edge.runtime.formats import format_for_path
-    from waste_edge.runtime.backends.select import available_backends, candidate_backends
-
-    name = path.name
-    try:
-        fmt = format_for_path(path)
-        if not path.is_file():
-            raise WasteEdgeError(f"{path}: model file not found")
-    except Exception as e:
-        t = _Target("model", name, "?", ",".join(cfg.backends or ["auto"]), path, path.suffix.lstrip("."))
-        t.fail("failed", one_line(e))
-        return [t]
-    if cfg.backends is None:
-        wanted = available_backends(path)
-        if not wanted:
-            t = _Target("model", name, "?", "auto", path, fmt.name)
-            try:
-                candidate_backends(path, "auto")
-                t.fail("failed", "no backend available")
-            except Exception as e:
-                t.fail("failed", one_line(e))
-            return [t]
-    else:
-        wanted = list(cfg.backends)
-    here = set(available_backends(path))
-    targets = []
-    for backend in wanted:
-        t = _Target("model", name, "?", backend, path, fmt.name)
-        t.size_mb = file_size_mb(path)
-        targets.append(t)
-        if backend not in fmt.backends:
-            t.fail("skipped", f"a {fmt.suffix} file runs on {', '.join(fmt.backends)}, not on {backend}")
-            continue
-        if backend not in here:  # say why without spawning a worker that can only fail
-            try:
-                candidate_backends(path, backend)
-            except Exception as e:
-                t.fail("failed", one_line(e))
-                continue
-        spec = {"kind": "model", "path": str(path), "backend": backend, "threads": cfg.threads, "session_config": cfg.session_config}
-        t.start(spec, frames, cfg.batches[0], log)
-    known = next((t for t in targets if t.encoder), None)
-    meta = None if known else _file_metadata(path)
-    for t in targets:
-        if not t.encoder:
-            if known is not None:
-                t.variant, t.encoder, t.head_sha256 = known.variant, known.encoder, known.head_sha256
-            elif meta is not None:
-                t.variant, t.encoder, t.head_sha256 = meta.variant, meta.encoder, meta.head_sha256
-    return targets
-
-
-def _reference_target(run_dir: Path, cfg: BenchConfig, frames: np.ndarray, log: Log) -> _Target:
-    t = _Target("reference", run_dir.name, "reference", "cpu", run_dir, "pytorch+sklearn")
-    t.start({"kind": "reference", "path": str(run_dir), "threads": cfg.threads}, frames, cfg.batches[0], log)
-    return t
-
-
-def _match_references(models: list[_Target], refs: list[_Target], notes: list[str]) -> None:
-    """Each model's speed-up is against the reference run it was exported from (same encoder and head)."""
-    for m in models:
-        exact = [r for r in refs if r.encoder and r.encoder == m.encoder and r.head_sha256 == m.head_sha256]
-        if exact:
-            m.reference = exact[0]
-        elif len(refs) == 1 and m.encoder:
-            m.reference = refs[0]
-            note = (f"{m.name} ({m.encoder}) was not exported from reference run {refs[0].name} "
-                    f"({refs[0].encoder or 'not loaded'}): its speed-up compares different models")
-            if note not in notes:
-                notes.append(note)
+__all__ = ["BenchConfig", "BenchError", "BenchReport", "BenchRow", "format_settings", "parse_session_entry", "run_bench"]
 
 
 # -- measurement -----------------------------------------------------------------------------------------
 
 
-def _row_for(t: _Target, batch: int) -> BenchRow:
+def _row_for(t: Target, batch: int) -> BenchRow:
     return BenchRow(
         model=t.name, variant=t.variant, backend=t.backend, batch=batch, status=t.status, error=t.error,
         load_s=t.load_s, size_mb=t.size_mb, peak_rss_mb=t.peak_rss_mb, gpu_mem_mb=t.gpu_mem_mb, accuracy=t.accuracy,
@@ -460,10 +78,10 @@ def _fill_stats(row: BenchRow, rounds: list[list[float]], batch: int) -> None:
     row.iters, row.rounds = len(pooled), len(rounds)
 
 
-def _measure_batch(targets: list[_Target], batch: int, cfg: BenchConfig, bar: Any, log: Log,
-                   checks: dict[int, "_AloneCheck"] | None = None) -> dict[int, list[list[float]]]:
+def _measure_batch(targets: list[Target], batch: int, cfg: BenchConfig, bar: Any, log: Log,
+                   checks: dict[int, AloneCheck] | None = None) -> dict[int, list[list[float]]]:
     """Warm up, then interleaved rounds, one worker at a time; per target (by index) the latencies of each round.
-    A reference under an alone check shares its turn with its two fresh-process twins (see `_AloneCheck`)."""
+    A reference under an alone check shares its turn with its two fresh-process twins (see `AloneCheck`)."""
     checks = checks or {}
     active = [i for i, t in enumerate(targets) if t.ok]
     pids = [targets[i].pid for i in active] + [pid for c in checks.values() for pid in c.pids]
@@ -502,79 +120,6 @@ def _measure_batch(targets: list[_Target], batch: int, cfg: BenchConfig, bar: An
     return out
 
 
-class _AloneCheck:
-    """A reference's pipeline alone in two fresh processes (`alone.py`), timed in the same rounds as its row.
-
-    Why in the same rounds: the machine drifts by tens of percent over seconds, so a yardstick timed after the
-    run measures the minute it ran in. Why two: their mean is a steadier yardstick, and the spread between two
-    identical processes, reported beside the deviation, is the noise floor a reader should judge it against
-    (it exposed the allocator-history effect that `machine.settle_allocator` now removes: before it, two
-    fresh processes differed by up to 15-20 % and the worker ran 24-29 % faster than a fresh process on Lite0).
-    The reference and its twins take turns in an order that rotates every round, so none always follows another.
-    """
-
-    def __init__(self, target: _Target, cfg: BenchConfig, log: Log) -> None:
-        from waste_edge.bench.alone import AloneProcess
-
-        self.target = target
-        self.batch = cfg.batches[0]
-        self.rounds: list[dict[int, float]] = [{}, {}]
-        self.error: str | None = None
-        self.twins: list[Any] = []
-        spec = {"kind": "reference", "path": str(target.path), "batch": self.batch, "frame": list(cfg.frame), "warmup": cfg.warmup,
-                "iters": cfg.iters, "seconds": cfg.seconds / cfg.rounds if cfg.seconds is not None else None, "threads": cfg.threads}
-        try:
-            for _ in range(2):
-                self.twins.append(AloneProcess(spec))
-            log(f"reference {target.name} also loaded alone in fresh processes {', '.join(str(p.pid) for p in self.twins)}")
-        except Exception as e:
-            self.fail(e)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.twins]
-
-    def fail(self, e: BaseException) -> None:
-        self.error = self.error or one_line(e)
-        self.close()
-
-    def turn(self, r: int, reference_round: Any, pids: Sequence[int | None]) -> None:
-        """The reference's round and one round of each twin, in an order rotated by the round number."""
-        slots = [reference_round] + [lambda k=k: self._twin_round(k, r, pids) for k in range(len(self.twins))]
-        for k in range(len(slots)):
-            slots[(k + r) % len(slots)]()
-
-    def _twin_round(self, k: int, r: int, pids: Sequence[int | None]) -> None:
-        if self.error is None:
-            wait_until_idle(pids)
-            try:
-                self.rounds[k][r] = self.twins[k].round()
-            except Exception as e:
-                self.fail(e)
-
-    def close(self) -> None:
-        twins, self.twins = self.twins, []
-        for p in twins:
-            p.close()
-
-    def result(self, rows: list[BenchRow], log: Log) -> dict[str, Any]:
-        """The reference row against the mean of its twins, round by round; and the twins against each other."""
-        entry: dict[str, Any] = {"reference": self.target.name, "batch": self.batch}
-        row = next((r for r in rows if r.model == self.target.name and r.variant == "reference" and r.batch == self.batch), None)
-        n = len(row.round_ms) if row is not None and row.status == "ok" and row.round_ms else 0
-        if self.error or not n or any(len(t) < n for t in self.rounds):
-            entry["error"] = self.error or "the reference row was not measured"
-            return entry
-        a, b = ([t[r] for r in sorted(t)][:n] for t in self.rounds)
-        alone = [(x + y) / 2 for x, y in zip(a, b)]
-        entry.update(harness_ms=statistics.median(row.round_ms), alone_ms=statistics.median(alone), alone_round_ms=alone,
-                     harness_over_alone=statistics.median(h / m for h, m in zip(row.round_ms, alone)),
-                     twin_spread=statistics.median(x / y for x, y in zip(a, b)) - 1)  # type: ignore[union-attr]
-        log(f"reference {self.target.name}: {entry['harness_ms']:.2f} ms in the harness, {entry['alone_ms']:.2f} ms alone "
-            f"(round by round {(entry['harness_over_alone'] - 1) * 100:+.1f} %; the two alone processes differ by {entry['twin_spread'] * 100:+.1f} %)")
-        return entry
-
-
 def _accuracy_samples(cfg: BenchConfig) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     from waste_edge.data.discovery import discover
     from waste_edge.data.sample import seeded_sample
@@ -607,13 +152,13 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> BenchReport:
     w, h = cfg.frame
     frames = synthetic_frames(max(cfg.batches), w, h)
 
-    refs = [_reference_target(Path(r), cfg, frames, say) for r in cfg.references]
-    # Twins loaded right after the references they check, before any model: of the same age (see _AloneCheck).
-    checks = {i: _AloneCheck(t, cfg, say) for i, t in enumerate(refs) if cfg.check_alone and t.ok}
-    models: list[_Target] = []
+    refs = [reference_target(Path(r), cfg, frames, say) for r in cfg.references]
+    # Twins loaded right after the references they check, before any model: of the same age (see AloneCheck).
+    checks = {i: AloneCheck(t, cfg, say) for i, t in enumerate(refs) if cfg.check_alone and t.ok}
+    models: list[Target] = []
     for m in cfg.models:
-        models.extend(_model_targets(Path(m), cfg, frames, say))
-    _match_references(models, [r for r in refs if r.ok], notes)
+        models.extend(model_targets(Path(m), cfg, frames, say))
+    match_references(models, [r for r in refs if r.ok], notes)
     targets = refs + models
     rows: list[BenchRow] = []
     camera: list[Any] = []
@@ -710,7 +255,7 @@ def run_bench(cfg: BenchConfig, log: Log | None = None) -> BenchReport:
     settings = {
         "frame": f"{w}x{h}", "frame_channel_order": "BGR (fused models), RGB (reference)", "batches": cfg.batches,
         "backends": cfg.backends or "available", "warmup": cfg.warmup, "iters": cfg.iters if cfg.seconds is None else None,
-        "seconds": cfg.seconds, "rounds": cfg.rounds, "threads": cfg.threads or "each runtime's default",
+        "seconds": cfg.seconds, "rounds": cfg.rounds, "threads": cfg.threads or "ONNX Runtime's default", "torch_threads": cfg.torch_threads or "PyTorch's default",
         "session_config": cfg.session_config, "models": [str(m) for m in cfg.models], "references": [str(r) for r in cfg.references],
         "isolation": "one worker process per target, spawned once; rounds interleaved one worker at a time",
         "speedup": "median over rounds of reference round mean / row round mean, same batch (rounds interleaved)",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from waste_edge._io import atomic_write_text, write_json
-from waste_edge.bench.harness import format_settings
+from waste_edge.bench.targets import format_settings
 
 Report = Mapping[str, Any]  # BenchReport.to_dict()
 

@@ -123,7 +123,7 @@ class Target:
             "name": self.path.name, "variant": "reference", "format": "pytorch+sklearn", "provider": "torch",
             "encoder": ref.encoder_id, "head_sha256": ref.head_sha256, "size_mb": ref.size_mb(), "classes": list(ref.classes),
             "settings": {"runtime": "torch", "threads": torch.get_num_threads(),
-                         "threads_source": "--threads" if self.threads else "PyTorch default",
+                         "threads_source": "--torch-threads" if self.threads else "PyTorch default",
                          "openmp_env": openmp_env()},
         }
 

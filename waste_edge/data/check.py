@@ -36,6 +36,7 @@ from waste_edge.data import kaggle_names
 from waste_edge.data.decode import DecodeError
 from waste_edge.data.discovery import SPLITS, discover
 from waste_edge.data.hamming_index import HammingIndex
+from waste_edge.data.options import DEFAULT_FINE_RADIUS, DEFAULT_RADIUS
 from waste_edge.data.perceptual_hash import (
     COARSE_BITS,
     FINE_BITS,
@@ -49,8 +50,8 @@ from waste_edge.data.perceptual_hash import (
     hash_file,
 )
 
-DEFAULT_THRESHOLD = 8  # bits of the 64-bit pHash: the index radius (see the module docstring)
-DEFAULT_FINE_THRESHOLD = 40  # bits of the 256-bit pHash that confirm a match
+DEFAULT_THRESHOLD = DEFAULT_RADIUS  # bits of the 64-bit pHash: the index radius (see the module docstring)
+DEFAULT_FINE_THRESHOLD = DEFAULT_FINE_RADIUS  # bits of the 256-bit pHash that confirm a match
 _SAVE_EVERY = 20_000  # hashes computed between cache checkpoints, so an interrupted 250K run keeps its work
 
 

@@ -19,35 +19,14 @@ from waste_edge import __version__
 from waste_edge._io import atomic_write_bytes
 from waste_edge.export.fused import ExportError, build_head_model, compose_fused, embedding_metadata, export_encoder, set_io_dims
 from waste_edge.export.keras_onnx import build_keras_onnx
+from waste_edge.export.options import DEFAULT_OPSET, MIN_OPSET, ExportOptions
 from waste_edge.export.preprocess_graph import CHANNEL_ORDERS, build_preprocess_model
 from waste_edge.runtime.backends.engine_sidecar import sidecar_path
 from waste_edge.runtime.formats import ModelFormat, check_args, get_format
 from waste_edge.runtime.metadata import ModelMetadata
 from waste_edge.train.runs import KerasRun, LinearRun, Run, open_run
 
-MIN_OPSET = 18  # Resize `antialias`
-DEFAULT_OPSET = 18
-
-
-@dataclass
-class ExportOptions:
-    out: Path | None = None
-    opset: int = DEFAULT_OPSET
-    dynamic: bool = False  # dynamic batch dimension (else fixed to `batch`)
-    batch: int = 1  # fixed batch, or the largest batch of a TensorRT profile with --dynamic
-    imgsz: tuple[int, int] | None = None  # fixed input H, W (else any size)
-    half: bool = False
-    int8: bool = False
-    int8_scheme: str | None = None  # export/quantize.py INT8_SCHEMES (default: the portable one)
-    calib: Path | None = None
-    channel_order: str = "BGR"
-    workspace: float | None = None  # TensorRT builder workspace, GiB
-    with_embedding: bool = False  # third output `embedding`: the head's input features (for `adapt`)
-    rehearsal: int | None = None  # with_embedding: training embeddings per class in <out stem>.rehearsal.npz (None: 128, 0: none)
-
-    @property
-    def variant(self) -> str:
-        return "int8" if self.int8 else "fp16" if self.half else "fp32"
+__all__ = ["DEFAULT_OPSET", "ExportOptions", "ExportResult", "export"]
 
 
 @dataclass
@@ -118,7 +97,7 @@ def build_fused_onnx(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Fused:
-    """The fused model of a linear run (contract 2) in memory, with its metadata set and checked."""
+    """The fused model of a linear run (ARCHITECTURE.md, contract 2) in memory, with its metadata set and checked."""
     import torch
 
     check_head_range(run)
@@ -237,7 +216,7 @@ def write_probed(out: Path, model: onnx.ModelProto, log: Callable[[str], None] |
 
 @dataclass(frozen=True)
 class Fuser:
-    """How one kind of run becomes the fused graph of contract 2, and which variants it can be exported as."""
+    """How one kind of run becomes the fused graph of ARCHITECTURE.md, contract 2, and which variants it can be exported as."""
 
     build: Callable[..., Fused]  # (run, opts, *, progress, log) -> (model, metadata, details)
     variants: tuple[str, ...]
@@ -272,7 +251,7 @@ def export(
     log: Callable[[str], None] | None = None,
     **options: Any,
 ) -> ExportResult:
-    """Export a run directory (contract 1) to a fused model (contract 2) in format `fmt`."""
+    """Export a run directory (ARCHITECTURE.md, contract 1) to a fused model (ARCHITECTURE.md, contract 2) in format `fmt`."""
     f = get_format(fmt)
     opts = validate_options(f, options)
     run = open_run(run_dir)

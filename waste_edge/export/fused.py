@@ -1,4 +1,4 @@
-"""The fused model (DESIGN.md contract 2): preprocessing + encoder + head in ONE ONNX graph.
+"""The fused model (ARCHITECTURE.md, contract 2): preprocessing + encoder + head in ONE ONNX graph.
 
 It is assembled from three parts so that each is built by the tool that is exact for it and variants can
 transform one part alone (INT8 / FP16 touch only the encoder):
@@ -166,7 +166,7 @@ def _normalise_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def build_head_model(head: LinearHead, *, opset: int = 18, with_embedding: bool = False) -> onnx.ModelProto:
     """`embedding` [N, D] -> `probabilities` [N, K] float32 and `label` [N] int64, plain ONNX ops.
 
-    `with_embedding` adds a third output `embedding`: the features the `Gemm` sees (contract 2), which is
+    `with_embedding` adds a third output `embedding`: the features the `Gemm` sees (ARCHITECTURE.md, contract 2), which is
     what `adapt` refits a head on. Without normalisation that is the encoder's output itself; with L2
     normalisation the normalised tensor takes the name and the encoder's output is `encoder_embedding`
     (`head_input_name`), so the head's `Gemm` always reads the tensor called `embedding`.
@@ -193,7 +193,7 @@ def head_input_name(head: LinearHead, with_embedding: bool) -> str:
 
 
 def embedding_metadata(head: LinearHead) -> dict[str, Any]:
-    """What contract 2 records about the `embedding` output (ModelMetadata.embedding)."""
+    """What ARCHITECTURE.md, contract 2 records about the `embedding` output (ModelMetadata.embedding)."""
     return {"output": EMBEDDING, "dim": head.dim, "normalization": "l2" if head.l2_normalize else "none"}
 
 

@@ -1,4 +1,4 @@
-"""A Keras baseline run as the fused model of contract 2: same input, outputs and metadata as a linear run.
+"""A Keras baseline run as the fused model of ARCHITECTURE.md, contract 2: same input, outputs and metadata as a linear run.
 
     image uint8 [N, H, W, 3] (BGR or RGB, any H and W)
       -> the toolkit's preprocessing graph (`preprocess_graph.build_preprocess_model`, box_crop spec of the run;

@@ -1,4 +1,4 @@
-"""`waste-edge parity`: an exported model against the study's reference pipeline (DESIGN.md contract 3).
+"""`waste-edge parity`: an exported model against the study's reference pipeline (ARCHITECTURE.md, contract 3).
 
 Reference: decode with PIL, the encoder's own preprocessing (open_clip's transform for CLIP, the spec on PIL
 otherwise), the PyTorch encoder, scikit-learn's `predict_proba` with the run's head. Exported: the model file
@@ -155,6 +155,7 @@ def run_parity(
     *,
     limit: int | None = None,
     threads: int = 2,
+    torch_threads: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> ParityReport:
@@ -166,7 +167,8 @@ def run_parity(
     if not model_path.is_file():
         raise ParityError(f"{model_path}: no such model file")
     images = parity_images(data, limit)
-    ref = open_run(run_dir).reference(max(1, threads // 2))  # torch and ORT alternate per image: share the cores
+    # torch and ORT alternate per image: by default the reference shares the model's cores
+    ref = open_run(run_dir).reference(torch_threads or max(1, threads // 2))
     try:
         model = _ModelUnderTest(model_path, threads)
         meta = model.metadata

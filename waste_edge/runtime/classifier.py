@@ -1,4 +1,4 @@
-"""`Classifier`: a fused model (contract 2) behind one call, `predict(frames)`, on the best backend here.
+"""`Classifier`: a fused model (ARCHITECTURE.md, contract 2) behind one call, `predict(frames)`, on the best backend here.
 
 Everything that does not change between frames (metadata, class names, output names, the input contract,
 whether channels must be flipped) is settled once at load time, so a frame costs a few attribute checks,
@@ -18,13 +18,30 @@ import numpy as np
 
 from PIL import Image
 
+from waste_edge._options import option, threads as thread_count
+from waste_edge._outputs import input_model
 from waste_edge.data.geometry import PreprocessSpec, resize_crop
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.backends.base import BackendError, Runner
+from waste_edge.runtime.backends.select import BACKEND_CHOICES, open_runner
 from waste_edge.runtime.frames import FrameError, check_batch, check_channel_order, check_frame
 from waste_edge.runtime.metadata import INPUT_NAME, OUTPUT_EMBEDDING, OUTPUT_PROBABILITIES, ModelMetadata
 from waste_edge.runtime.model_path import resolve_model_path
-from waste_edge.runtime.backends.base import BackendError, Runner
-from waste_edge.runtime.backends.select import open_runner
+
+MODEL_HELP = ("fused model: .onnx, or a TensorRT .engine with its .engine.json sidecar (written by `waste-edge export`); "
+              "default: the embedded default model")
+BACKEND_HELP = f"{', '.join(BACKEND_CHOICES)}; auto takes the best one available here, tensorrt > cuda > cpu (default: %(default)s)"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model runs where (the model option group of every verb that runs a fused model).
+
+    `threads` is ONNX Runtime's intra-op thread count wherever the flag appears; PyTorch's is --torch-threads."""
+
+    model: str | None = option(None, "--model", type=input_model, metavar="MODEL", help=MODEL_HELP)
+    backend: str = option("auto", "--backend", choices=BACKEND_CHOICES, help=BACKEND_HELP)
+    threads: int | None = option(None, "--threads", type=thread_count, metavar="N", help="ONNX Runtime intra-op threads (default: one per core)")
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,10 @@ class Classifier:
     Not meant for concurrent `predict` calls from several threads on one instance beyond what ORT allows;
     the reused conversion buffers are per thread, so that much is safe.
     """
+
+    @classmethod
+    def open(cls, options: ModelOptions) -> "Classifier":
+        return cls(options.model, options.backend, threads=options.threads)
 
     def __init__(
         self,

@@ -1,9 +1,10 @@
-"""The collection folder (DESIGN.md contract 4): collected frames, their sidecars, and `labels.csv`.
+"""The collection folder (ARCHITECTURE.md, contract "collection folder"): collected frames, their sidecars, `labels.csv`.
 
-`--collect DIR` writes `<stem>.jpg` + `<stem>.json` pairs (the sidecar: time, camera, probabilities, model
-sha256); a person labels them, on the service's Review page or by hand, in `DIR/labels.csv` (`file,label`);
-`waste-edge adapt --data DIR` reads both. This module is the one reader and writer of that folder, so the
-page, the API, the CLI and a text editor all agree on it.
+`--collect DIR` writes `<stem>.jpg` + `<stem>.json` pairs (`write_frame`: the image, then the sidecar with
+time, camera, probabilities, model sha256); a person labels them, on the service's Review page or by hand,
+in `DIR/labels.csv` (`file,label`); `waste-edge adapt --data DIR` reads both. This module is the one reader
+and writer of that folder (the collector thread of `runtime/collector.py` decides WHICH frames to save and
+calls `write_frame`), so the collector, the page, the API, the CLI and a text editor all agree on it.
 
 labels.csv is often written by hand (a spreadsheet export, Notepad on Windows), so the reader is tolerant
 and never crashes on content: a UTF-8 BOM, CRLF line ends, spaces around fields, a missing header,
@@ -19,18 +20,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from waste_edge._io import atomic_write_text, list_images, read_regular
+from waste_edge._io import atomic_write_bytes, atomic_write_text, list_images, read_regular, write_json
 from waste_edge.errors import InputFileError, WasteEdgeError
 
 LABELS_FILE = "labels.csv"
 HEADER = ("file", "label")
 SKIP = "skip"  # "seen, not usable": the Review view's skip button; kept in the file, never trained on
 SIDECAR_SUFFIX = ".json"
+SIDECAR_FORMAT = "waste-edge/collected-frame"
+SIDECAR_VERSION = 1
 MAX_LABELS_BYTES = 64 * 1024 * 1024  # a million labelled frames is ~50 MB of file,label rows
 MAX_SIDECAR_BYTES = 1024 * 1024  # a sidecar is a few hundred bytes
 
@@ -218,6 +223,86 @@ def set_labels(
 
 
 # -- frames and sidecars ---------------------------------------------------------------------------------
+
+_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def camera_slug(name: str) -> str:
+    """A file-name-safe short form of a camera name (`rtsp://host/stream` -> `host_stream`, `/data/v.mp4` -> `v.mp4`)."""
+    tail = name.split("://", 1)[1].split("@")[-1] if "://" in name else Path(name).name or name
+    return _SLUG.sub("_", tail).strip("._-")[-40:] or "camera"
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """What the sidecar of a collected frame says (besides its format, version and file name)."""
+
+    time: datetime  # UTC, when the frame was classified
+    camera: str
+    frame: int | None  # the source's frame number
+    model_sha256: str
+    model: str  # the model's file name
+    probabilities: Mapping[str, float]  # the model's raw output, rounded to 1e-6
+    prediction: str | None  # the class with the highest probability
+    confidence: float  # the decision confidence (after smoothing) that was below the threshold
+    threshold: float  # --collect-below
+    width: int
+    height: int
+    dhash: int  # 64-bit difference hash (near-duplicate detection across restarts)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def sidecar_doc(record: FrameRecord, file: str) -> dict[str, Any]:
+    return {
+        "format": SIDECAR_FORMAT,
+        "version": SIDECAR_VERSION,
+        "file": file,
+        "time": record.time.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "camera": record.camera,
+        "frame": record.frame,
+        "model_sha256": record.model_sha256,
+        "model": record.model,
+        "probabilities": dict(record.probabilities),
+        "prediction": record.prediction,
+        "confidence": round(record.confidence, 6),
+        "threshold": record.threshold,
+        "width": record.width,
+        "height": record.height,
+        "dhash": f"{record.dhash:016x}",
+        **record.extra,
+    }
+
+
+def write_frame(folder: str | Path, jpeg: bytes, record: FrameRecord, seq: int) -> tuple[Path, int]:
+    """Save one collected frame: `<time>-<seq>-<camera>.jpg`, then its sidecar (last: it promises the image).
+
+    Names sort in save order (time first, then `seq`, this run's counter) and never replace a file: a name in
+    use gets `-1`, `-2`, ... Returns the image's path and the bytes written (image + sidecar)."""
+    root = Path(folder)
+    when = record.time
+    stem = f"{when:%Y%m%d-%H%M%S}-{when.microsecond // 1000:03d}-{seq % 10000:04d}-{camera_slug(record.camera)}"
+    image = root / f"{stem}.jpg"
+    n = 1
+    while image.exists():
+        image = root / f"{stem}-{n}.jpg"
+        n += 1
+    # The sidecar first: readers list frames by their image, so a listed frame always has its sidecar (the Review
+    # page read a frame between the two writes and showed it without its guess).
+    side = write_json(image.with_suffix(SIDECAR_SUFFIX), sidecar_doc(record, image.name))
+    atomic_write_bytes(image, jpeg)
+    return image, len(jpeg) + side.stat().st_size
+
+
+def read_dhash(sidecar: Mapping[str, Any] | None) -> int | None:
+    """The near-duplicate hash a sidecar recorded, None when absent or malformed."""
+    value = sidecar.get("dhash") if sidecar else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
 
 
 @dataclass

@@ -1,23 +1,40 @@
-"""The per-frame decision step shared by every loop that classifies a stream: `camera` and `serve`.
+"""The per-frame decision rule: smoothing with hysteresis, then the confidence threshold.
 
 A frame's probabilities become a decision in two moves, smoothing (with hysteresis, `smoothing.Smoother`)
 and the confidence threshold: below `threshold` the label is `UNCERTAIN` and drawn grey, so a sorting
-machine never acts on a guess. Both loops must agree on that rule and on the JSONL event it produces,
-so it lives here once; a loop adds only what is its own (the camera id of `serve`, its latency split).
+machine never acts on a guess. The rule's settings are one option group (`DecisionOptions`: --smooth,
+--smooth-mode, --hysteresis, --threshold on every verb that decides); the one place that runs it per frame
+is `runtime.pipeline.FramePipeline`, the loop of `camera`, `demo` and every camera of `serve`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
+from waste_edge._options import float_in, int_in, option, probability
 from waste_edge.runtime.overlay import class_colour
-from waste_edge.runtime.smoothing import Smoother
-from waste_edge.runtime.sources import FrameInfo
+from waste_edge.runtime.smoothing import SMOOTH_MODES, Smoother
 
 UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True)
+class DecisionOptions:
+    """How a stream of per-frame probabilities becomes a decision (the decision option group)."""
+
+    GROUP: ClassVar[tuple[str, str | None]] = ("decision (smoothing and threshold)", None)
+
+    smooth: int = option(1, "--smooth", type=int_in(1, 1000), metavar="N",
+                         help="temporal smoothing over N frames, with hysteresis (default: %(default)s = off)")
+    smooth_mode: str = option("ema", "--smooth-mode", choices=SMOOTH_MODES,
+                              help="ema of probabilities or majority vote of labels (default: %(default)s)")
+    hysteresis: float = option(0.1, "--hysteresis", type=float_in(0.0, 1.0, open_hi=True), metavar="P",
+                               help="ema: probability lead a new label needs to take over (default: %(default)s)")
+    threshold: float = option(0.0, "--threshold", type=probability, metavar="P",
+                              help="below this confidence the decision is 'uncertain' (default: %(default)s)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,22 +52,15 @@ class Decider:
     """Smoother + threshold over one stream; `update(probs)` costs an O(K) smoothing step and no allocation
     beyond the small `Decision` it returns."""
 
-    def __init__(
-        self,
-        classes: Sequence[str],
-        display_names: Sequence[str],
-        *,
-        smooth: int = 1,
-        smooth_mode: str = "ema",
-        hysteresis: float = 0.1,
-        threshold: float = 0.0,
-    ) -> None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    def __init__(self, classes: Sequence[str], display_names: Sequence[str], options: DecisionOptions | None = None) -> None:
+        opts = options or DecisionOptions()
+        if not 0.0 <= opts.threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {opts.threshold}")
         self.classes = list(classes)
         self.display_names = list(display_names)
-        self.threshold = float(threshold)
-        self.smoother = Smoother(len(self.classes), smooth, smooth_mode, hysteresis)
+        self.options = opts
+        self.threshold = float(opts.threshold)
+        self.smoother = Smoother(len(self.classes), opts.smooth, opts.smooth_mode, opts.hysteresis)
         self._uncertain = Decision(None, UNCERTAIN, UNCERTAIN, 0.0, class_colour(None))
         self._by_index = [Decision(i, c, d, 0.0, class_colour(i)) for i, (c, d) in enumerate(zip(self.classes, self.display_names))]
 
@@ -67,33 +77,3 @@ class Decider:
     def reset(self) -> None:
         """Forget the smoothing state (a new source, a swapped model)."""
         self.smoother.reset()
-
-
-def frame_event(
-    info: FrameInfo,
-    decision: Decision,
-    probs: np.ndarray,
-    classes: Sequence[str],
-    latency_ms: Mapping[str, float],
-    **extra: Any,
-) -> dict[str, Any]:
-    """The JSONL event of one classified frame (the `camera --jsonl` schema; `extra` keys go first).
-
-    `probabilities` are the model's raw output for the frame; `label` and `confidence` the decision after
-    smoothing and threshold."""
-    return {
-        **extra,
-        "frame": info.index,
-        "ts": round(info.ts, 3),
-        "label": decision.label,
-        "confidence": round(decision.confidence, 6),
-        "probabilities": {c: round(float(p), 6) for c, p in zip(classes, probs)},
-        "latency_ms": {k: round(v, 3) for k, v in latency_ms.items()},
-        "dropped": info.dropped,
-        **({"path": info.path} if info.path else {}),
-    }
-
-
-def error_event(info: FrameInfo, error: str, **extra: Any) -> dict[str, Any]:
-    """The JSONL event of a frame the model could not take (counted and skipped, never fatal)."""
-    return {**extra, "frame": info.index, "ts": round(info.ts, 3), "error": error, "dropped": info.dropped}

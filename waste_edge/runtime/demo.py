@@ -16,9 +16,28 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from waste_edge._options import common, float_in, option
+from waste_edge._outputs import output_folder
 from waste_edge.runtime.camera import CameraConfig, CameraSummary, run_camera
 from waste_edge.runtime.classifier import Classifier
+from waste_edge.runtime.decision import DecisionOptions
+from waste_edge.runtime.sinks import OutputOptions
 from waste_edge.runtime.sources import open_source
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Run the camera loop with the embedded default model on camera --device when it opens; otherwise say so in
+    one line and run the same loop on a short generated 640x480 video (synthetic frames, no third-party images).
+    Headless when there is no display. Writes an annotated video and a JSONL event log to --out and prints the
+    loop's summary.
+
+    `demo`'s own settings (besides --device, --model / --backend, --max-frames and --no-show, shared with
+    `camera`)."""
+
+    out: Path = common("--out", Path("demo-out"), type=output_folder, help="folder for the annotated video and events (default: %(default)s)")
+    video_seconds: float = option(4.0, "--video-seconds", type=float_in(0.0, 600.0, open_lo=True), metavar="S",
+                                  help="length of the generated demo video (default: %(default)s)")
 
 
 def camera_opens(index: int = 0) -> bool:
@@ -85,6 +104,7 @@ def run_demo(
     device: int = 0,
     model: str | Path | None = None,
     backend: str = "auto",
+    threads: int | None = None,
     seconds: float = 4.0,
     max_frames: int | None = None,
     show: bool = True,
@@ -101,9 +121,10 @@ def run_demo(
     else:
         source = str(write_demo_video(folder / "demo-input.mp4", seconds=seconds))
         say(f"no camera at index {device}: running the same loop on a generated demo video ({source})")
-    config = CameraConfig(show=show, save=folder / "demo-annotated.mp4", jsonl=folder / "demo-events.jsonl", smooth=5, max_frames=max_frames)
-    with Classifier(model, backend) as clf:
+    outputs = OutputOptions(show=show, save=folder / "demo-annotated.mp4", jsonl=folder / "demo-events.jsonl")
+    config = CameraConfig(output=outputs, decision=DecisionOptions(smooth=5), max_frames=max_frames)
+    with Classifier(model, backend, threads=threads) as clf:
         say(f"model: {clf.describe()}")
         with open_source(source) as src:
             summary = run_camera(clf, src, config)
-    return DemoResult(summary, Path(config.save), Path(config.jsonl))
+    return DemoResult(summary, Path(outputs.save), Path(outputs.jsonl))  # type: ignore[arg-type]

@@ -40,8 +40,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import IO
+from typing import ClassVar, IO
 
+from waste_edge._options import float_in, option
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.decision_event import DecisionEvent
 
@@ -70,6 +71,25 @@ class HookStatus:
     def summary(self) -> str:
         return (f"on-decision: {self.offered} decision changes: {self.succeeded} ok, {self.failed} failed, {self.timed_out} timed out, "
                 f"{self.start_errors} could not start, {self.superseded} skipped for a newer one, {self.abandoned} left at exit")
+
+
+@dataclass(frozen=True)
+class HookOptions:
+    """--on-decision and its timeout (the `camera` and `serve` verbs)."""
+
+    GROUP: ClassVar[tuple[str, str | None]] = ("acting on decisions", "On every change of the decided label (B, N, uncertain), run a command from a background "
+                                                 "thread:\nthe loop never waits; the counts are printed at the end. See README, 'Acting on decisions'.")
+
+    command: str | None = option(None, "--on-decision", metavar="CMD",
+                                 help="run CMD (split like a shell would, run without one; write sh -c '...' for pipes) with WASTE_EDGE_CAMERA, "
+                                      "_LABEL, _CONFIDENCE, _PREVIOUS, _MODEL, _TS in its environment and the decision JSON on stdin; one run at a "
+                                      "time per camera, the newest decision waits (older waiting ones are skipped and counted)")
+    timeout: float = option(10.0, "--on-decision-timeout", type=float_in(0.0, 3600.0, open_lo=True), metavar="S",
+                            help="kill a run's process group after S seconds (default: %(default)s)")
+
+    def argv(self) -> tuple[str, ...]:
+        """The command, split (empty without --on-decision); a bad command is a one-line error."""
+        return tuple(parse_command(self.command)) if self.command is not None else ()
 
 
 def parse_command(cmd: str, option: str = "--on-decision") -> list[str]:

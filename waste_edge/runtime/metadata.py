@@ -1,4 +1,4 @@
-"""The metadata contract of a fused model (DESIGN.md, contract 2), shared by export and runtime.
+"""The metadata contract of a fused model (ARCHITECTURE.md, contract 2), shared by export and runtime.
 
 Export writes it into ONNX `metadata_props` (and, for a TensorRT engine, into a sidecar JSON together with
 the TensorRT version and GPU compute capability); the runtime reads it back to know the classes, the

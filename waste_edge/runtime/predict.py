@@ -22,13 +22,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, NamedTuple, Sequence
+from typing import IO, Any, Callable, ClassVar, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from waste_edge._io import special_kind, write_whole
+from waste_edge._options import common
 from waste_edge._outputs import check_output, csv_cell, is_broken_pipe
 from waste_edge.data.decode import DecodeError, load_rgb, load_rgb_array
 from waste_edge.errors import WasteEdgeError
@@ -333,6 +334,28 @@ def open_predict_output(out: str | Path | None, classes: Sequence[str], total: i
     """The row writer and the progress bar of a predict job (single-process or Ray)."""
     writer = RowWriter(out, classes)
     return writer, tqdm(total=total, unit="img", desc="predict", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Classify image files, folders (recursively), globs and videos (frame by frame). One row per image or
+    video frame: path, frame, label (class name, e.g. B), confidence, p_<class>; an unreadable file becomes a
+    row with an error, never a crash. Rows are flushed batch by batch, so a killed run keeps its work.
+
+    `predict`'s own settings (besides the model group and the sources)."""
+
+    EPILOG: ClassVar[str] = (
+        "examples:\n"
+        "  waste-edge predict photos/ clip.mp4 --model lite0-int8.onnx --out predictions.csv\n"
+        "  waste-edge predict photos/ --out predictions.csv --ray                     # Ray Data, local or joined cluster\n"
+        "  waste-edge predict /nfs/photos --out p.csv --ray 10.0.0.5:6379 --ray-workers 64")
+
+    out: str | None = common("--out", None, metavar="FILE.csv|FILE.jsonl", help="output table (default: CSV on stdout)")
+    batch_size: int = common("--batch-size", 16, help="images per inference batch (default: %(default)s)")
+    workers: int = common("--workers", 2, help="image decoding threads (default: %(default)s)")
+    quiet: bool = common("--quiet", False, help="no progress bar")
+    max_pixels: int = common("--max-pixels", 40_000_000, help="largest image in pixels, read from its header before decoding: larger JPEGs "
+                                                              "decode at 1/2, 1/4 or 1/8 scale, other larger files become error rows (default: %(default)s)")
 
 
 def run_predict(

@@ -1,8 +1,10 @@
-"""Where the camera loop's results go: JSONL events, an annotated video, a window.
+"""Where a frame loop's results go: JSONL events, an annotated video, a window.
 
-Each sink is opened once and written per frame; none parses or allocates more than the event itself.
-The window needs a display and an OpenCV build with GUI support (opencv-python, not -headless); when
-either is missing the loop runs headless and says so once, instead of failing.
+Two layers. The writers (`JsonlSink`, `VideoSink`, `WindowSink`) know a format: whole JSON lines, a video
+container, an OpenCV window; each is opened once and written per frame, and none parses or allocates more
+than the event itself. The loop's sinks (`JsonlEvents`, `AnnotatedVideo`, `LiveWindow`, `Decisions`:
+`runtime.pipeline.Sink`) know what of a frame goes there. The window needs a display and an OpenCV build with
+GUI support (opencv-python, not -headless); when either is missing the loop runs headless and says so once.
 
 A sink that cannot write (a full disk, /dev/full, a quota, a vanished NFS server) never stops the frame loop,
 which may run for months: it counts what it could not write (`SinkHealth`), says so once per kind of error,
@@ -30,8 +32,12 @@ import cv2
 import numpy as np
 
 from waste_edge._io import write_whole
-from waste_edge._outputs import check_output
+from waste_edge._options import option
+from waste_edge._outputs import check_output, output_file
 from waste_edge.errors import WasteEdgeError
+from waste_edge.runtime.decision_event import DecisionEvent, DecisionSink
+from waste_edge.runtime.observations import FrameResult, FrameSkipped
+from waste_edge.runtime.pipeline import Sink, StopPipeline
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +91,32 @@ class SinkHealth:
             lost = self.lost
         log.warning("%s: writing again (%d %s lost so far)", self.name, lost, self.unit)
 
+    def status(self) -> SinkStatus:
+        """A frozen copy (what /api/v1/status and the summaries read)."""
+        with self._lock:
+            return SinkStatus(self.name, self.unit, self.lost, tuple(self.reasons.items()), self.failing, self.recoveries, self.problem)
+
+    def summary(self) -> str | None:
+        return self.status().summary()
+
+
+@dataclass(frozen=True)
+class SinkStatus:
+    """One sink's losses at one moment (the `sinks` part of /api/v1/status; the `lost:` lines of the summaries)."""
+
+    name: str
+    unit: str
+    lost: int
+    reasons: tuple[tuple[str, int], ...]  # (reason, items lost for it)
+    failing: bool
+    recoveries: int
+    problem: str
+
     def summary(self) -> str | None:
         """One line when something was lost or is broken, else None."""
         parts = []
         if self.lost:
-            why = ", ".join(f"{r} x{n}" for r, n in self.reasons.items())
+            why = ", ".join(f"{r} x{n}" for r, n in self.reasons)
             parts.append(f"{self.lost} {self.unit} lost ({why})")
         if self.problem:
             parts.append(self.problem)
@@ -303,3 +330,98 @@ def open_window(title: str = "waste-edge") -> WindowSink | None:
     except SinkError as e:
         log.warning("%s: running headless", e)
         return None
+
+
+# -- the frame loop's sinks (runtime.pipeline.Sink) over the writers above ------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where a frame loop's results go (the output option group of `camera`; `serve` takes --jsonl)."""
+
+    show: bool = option(True, "--no-show", dest="show", action="store_false",
+                        help="no window (also automatic without a display or GUI-enabled OpenCV)")
+    save: Path | None = option(None, "--save", type=output_file, metavar="VIDEO", help="write the annotated frames to a video (.mp4 or .avi)")
+    jsonl: Path | None = option(None, "--jsonl", type=output_file, metavar="PATH|-", help="write one JSON event per frame to PATH, or to stdout with -")
+
+
+class JsonlEvents(Sink):
+    """One JSON line per classified or skipped frame (`FrameResult.event`), to a `JsonlSink`.
+
+    Several cameras may share one writer (the service's --jsonl): give them the same `lock`, `with_camera=True`
+    (each event names its camera) and `owns=False` (the owner closes the writer after its final records)."""
+
+    name = "jsonl"
+
+    def __init__(self, writer: JsonlSink, *, with_camera: bool = False, lock: threading.Lock | None = None, owns: bool = True) -> None:
+        self.writer = writer
+        self.with_camera = with_camera
+        self.lock = lock or threading.Lock()
+        self.owns = owns
+
+    def _write(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            self.writer.write(event)
+
+    def on_frame(self, result: FrameResult) -> None:
+        self._write(result.event(with_camera=self.with_camera))
+
+    def on_skip(self, skipped: FrameSkipped) -> None:
+        self._write(skipped.event(with_camera=self.with_camera))
+
+    def close(self) -> None:
+        if self.owns:
+            self.writer.close()
+
+
+class AnnotatedVideo(Sink):
+    """The annotated frames to a `VideoSink` (playable after a stop: the container is finalised on close)."""
+
+    name = "video"
+    reads_pixels = True
+
+    def __init__(self, writer: VideoSink) -> None:
+        self.writer = writer
+
+    def on_frame(self, result: FrameResult) -> None:
+        self.writer.write(result.image.annotated(), result.image.channel_order)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class LiveWindow(Sink):
+    """The annotated frames in a `WindowSink`; q, Esc or closing the window ends the loop."""
+
+    name = "window"
+    reads_pixels = True
+
+    def __init__(self, window: WindowSink) -> None:
+        self.window = window
+
+    def on_frame(self, result: FrameResult) -> None:
+        if not self.window.show(result.image.annotated(), result.image.channel_order):
+            raise StopPipeline("window closed")
+
+    def close(self) -> None:
+        self.window.close()
+
+
+class Decisions(Sink):
+    """Hands every decision change to a `runtime.decision_event.DecisionSink` (`target.on_decision(event)`): how a
+    self-contained decision consumer (the --on-decision hook, webhooks, the service's actions) joins a frame loop.
+
+    `owns`: close the target with the loop (else its owner closes it, e.g. once for all of a service's cameras)."""
+
+    def __init__(self, target: DecisionSink, *, owns: bool = True, close_timeout: float = 10.0, name: str | None = None) -> None:
+        self.target = target
+        self.owns = owns
+        self.close_timeout = close_timeout
+        self.name = name or type(target).__name__
+
+    def on_decision(self, event: DecisionEvent) -> None:
+        self.target.on_decision(event)
+
+    def close(self) -> None:
+        if self.owns:
+            self.target.close(self.close_timeout)

@@ -38,15 +38,33 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from waste_edge._io import IMAGE_SUFFIXES, is_image_path, list_files, special_kind
+from waste_edge._io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_path, list_files, special_kind
+from waste_edge._options import float_in, option
+from waste_edge._outputs import input_spec
 from waste_edge.data.decode import DecodeError, load_rgb_array
 from waste_edge.errors import WasteEdgeError
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".m2ts", ".ogv"})
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 GLOB_CHARS = frozenset("*?[")
+
+
+DEVICE_FORMS = ("--device forms: 0 (camera index), /dev/video0, rtsp://user:pass@host/stream, http://host/mjpg, "
+                "a GStreamer pipeline ending in appsink, video.mp4, a folder of images, 'shots/**/*.jpg', "
+                "picamera2[:N][:WxH] (Raspberry Pi camera module; deploy/raspberry-pi.md).")
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Where frames come from and how a source is kept alive (the source option group of `camera` and `serve`)."""
+
+    device: str = option("0", "--device", type=input_spec,
+                         help="camera index, URL, GStreamer pipeline, video, image folder, glob or picamera2 (default: %(default)s)")
+    stall_timeout: float = option(5.0, "--stall-timeout", type=float_in(0.0, 3600.0, open_lo=True), metavar="S",
+                                  help="seconds without a frame before a live source is reopened (default: %(default)s)")
+    loop: bool = option(False, "--loop", action="store_true", help="replay video files and image folders from the start when they end")
+    realtime: bool = option(False, "--realtime", action="store_true", help="read video files at their own frame rate, as a camera delivers them")
 
 
 class SourceError(WasteEdgeError):

@@ -25,9 +25,11 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 from waste_edge._io import Log, cache_dir, tcp_unreachable
+from waste_edge._options import float_in, int_in, option
+from waste_edge._outputs import output_folder
 from waste_edge.errors import WasteEdgeError
 
 DEFAULT_SHARD_SIZE = 512
@@ -45,14 +47,28 @@ class RayError(WasteEdgeError):
 @dataclass
 class RayOptions:
     """How a job runs on Ray. `workers` is the actor pool size (Ray Data's concurrency); each actor reserves
-    `cpus_per_worker` CPUs and `gpus_per_worker` GPUs, so Ray places them where those resources are free."""
+    `cpus_per_worker` CPUs and `gpus_per_worker` GPUs, so Ray places them where those resources are free.
 
-    address: str = "auto"  # auto | local | HOST:PORT | ray://HOST:PORT
-    workers: int | None = None  # default: as many as the cluster's free CPUs (or GPUs) allow
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float | None = None  # default: 1 when the job runs on CUDA, else 0
-    shard_size: int = DEFAULT_SHARD_SIZE  # images per Parquet shard (the unit of resumption)
-    shards_dir: Path | None = None  # default: a folder in the waste-edge cache named by the job
+    Ray: --ray alone (or --ray auto) joins the cluster in RAY_ADDRESS or the one `ray start` recorded on this
+    machine, else starts a local one for this run; --ray HOST:PORT joins that head node (token auth:
+    RAY_AUTH_MODE=token and the cluster's token, as for any Ray client). Inputs and model must be readable at
+    the same paths on every node. Results are written in Parquet shards as they complete; after an
+    interruption, the same command skips the completed shards."""
+
+    GROUP: ClassVar[tuple[str, str | None]] = ("Ray (pip install 'waste-edge[ray]')", None)
+
+    address: str = option("auto", "--ray", nargs="?", const="auto", metavar="auto|HOST:PORT",
+                          help="run on a Ray cluster with Ray Data (see below)")  # auto | local | HOST:PORT | ray://HOST:PORT
+    workers: int | None = option(None, "--ray-workers", type=int_in(1, 4096), metavar="N",
+                                 help="actor pool size, Ray Data's concurrency (default: the cluster's CPUs / --ray-cpus, or GPUs / --ray-gpus)")
+    cpus_per_worker: float = option(1.0, "--ray-cpus", type=float_in(0, 1024, open_lo=True), metavar="N",
+                                    help="CPUs reserved per actor, also its model's threads (default: %(default)s)")
+    gpus_per_worker: float | None = option(None, "--ray-gpus", type=float_in(0, 1024), metavar="N",
+                                           help="GPUs reserved per actor, fractions allowed (default: 1 for CUDA jobs, else 0)")
+    shard_size: int = option(DEFAULT_SHARD_SIZE, "--shard-size", type=int_in(1, 1_000_000), metavar="N",
+                             help="images per Parquet shard, the unit of resumption (default: %(default)s)")
+    shards_dir: Path | None = option(None, "--ray-shards", type=output_folder, metavar="DIR",
+                                     help="folder for the shards (default: a folder in the waste-edge cache named after the job)")
     init_kwargs: dict[str, Any] = field(default_factory=dict)  # extra ray.init arguments when a cluster is started here
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""`waste-edge serve`: the long-running service at the bin (DESIGN.md: builds on `waste_edge.runtime` only).
+"""`waste-edge serve`: the long-running service at the bin (ARCHITECTURE.md: builds on `waste_edge.runtime` only).
 
 One process, one model (`model_holder.ModelHolder`), N frame sources (`camera_worker.CameraWorker`), their
 frames batched into shared inference calls (`batcher.InferenceBatcher`); a FastAPI app (`app.create_app`)

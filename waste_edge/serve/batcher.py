@@ -23,19 +23,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from waste_edge.runtime.frames import check_frame
+from waste_edge.runtime.observations import Inference
+from waste_edge.serve.config import BATCH_MODES
 from waste_edge.serve.model_holder import ModelHolder
+from waste_edge.serve.snapshots import BatchingStatus
 
 log = logging.getLogger(__name__)
-
-BATCH_MODES = ("auto", "on", "off")
-
-
-@dataclass
-class InferResult:
-    probs: np.ndarray  # [K] float32, this frame's row
-    infer_ms: float  # duration of the inference call that carried the frame
-    batch_size: int  # frames in that call
-    model_sha256: str
 
 
 @dataclass
@@ -43,7 +37,7 @@ class _Request:
     frame: np.ndarray
     order: str
     done: threading.Event = field(default_factory=threading.Event)
-    result: InferResult | None = None
+    result: Inference | None = None
     error: BaseException | None = None
 
 
@@ -97,10 +91,16 @@ class InferenceBatcher:
     def _go_direct(self) -> bool:
         if self.mode == "off":
             return True
+        if self.mode == "auto" and self.expected() <= 1:
+            return True  # one camera has no one to share a call with: the hand-over to the inference thread is pure cost
         return self.mode == "auto" and not self.use_batches and self._calibrated_for == self.holder.current.sha256
 
-    def infer(self, frame: np.ndarray, channel_order: str) -> InferResult:
-        """Probabilities of one checked HxWx3 uint8 frame; raises what the model raised."""
+    def infer(self, frame: np.ndarray, channel_order: str) -> Inference:
+        """Probabilities of one HxWx3 uint8 frame (a frame loop's infer callable, `runtime.pipeline.InferFn`).
+
+        Raises `FrameError` for a frame the model cannot take, before it joins a batch (one bad frame never fails
+        another camera's), and what the model raised."""
+        check_frame(frame)
         if self._go_direct():
             return self._direct(frame, channel_order)
         req = _Request(frame, channel_order)
@@ -115,7 +115,7 @@ class InferenceBatcher:
         assert req.result is not None
         return req.result
 
-    def _direct(self, frame: np.ndarray, order: str) -> InferResult:
+    def _direct(self, frame: np.ndarray, order: str) -> Inference:
         with self.holder.use() as model:
             t0 = time.perf_counter()
             probs = model.classifier.predict_proba(frame, order)[0]
@@ -123,7 +123,7 @@ class InferenceBatcher:
         with self._cond:
             self.calls += 1
             self.frames += 1
-        return InferResult(probs, ms, 1, model.sha256)
+        return Inference(probs, ms, 1, model.sha256)
 
     # -- inference thread ------------------------------------------------------------------------------------
 
@@ -168,14 +168,14 @@ class InferenceBatcher:
                 t0 = time.perf_counter()
                 probs = clf.predict_proba(frames, order)
                 ms = (time.perf_counter() - t0) * 1e3
-                results = [InferResult(p, ms, len(frames), model.sha256) for p in probs]
+                results = [Inference(p, ms, len(frames), model.sha256) for p in probs]
                 calls = 1
             else:  # auto chose concurrent calls: the frames queued meanwhile go one by one, later ones go direct
                 results = []
                 for f in frames:
                     t0 = time.perf_counter()
                     p = clf.predict_proba(f, order)[0]
-                    results.append(InferResult(p, (time.perf_counter() - t0) * 1e3, 1, model.sha256))
+                    results.append(Inference(p, (time.perf_counter() - t0) * 1e3, 1, model.sha256))
                 calls = len(frames)
         with self._cond:
             self.calls += calls
@@ -208,16 +208,8 @@ class InferenceBatcher:
         }
         log.info("batching: %d frames in one call %.1f ms vs %d concurrent calls %.1f ms: %s", len(frames), b, len(frames), c, self.calibration["chosen"])
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> BatchingStatus:
         with self._cond:
             calls, frames = self.calls, self.frames
-        return {
-            "mode": self.mode,
-            "batched": self.use_batches if self.mode != "off" else False,  # auto: False = concurrent direct calls
-            "max_batch": self.max_batch,
-            "wait_ms": round(self.wait_s * 1e3, 3),
-            "calls": calls,
-            "frames": frames,
-            "mean_batch": round(frames / calls, 3) if calls else 0.0,
-            "calibration": self.calibration,
-        }
+        return BatchingStatus(self.mode, self.use_batches if self.mode != "off" else False, self.max_batch, round(self.wait_s * 1e3, 3),
+                              calls, frames, round(frames / calls, 3) if calls else 0.0, self.calibration)

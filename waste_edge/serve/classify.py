@@ -14,8 +14,10 @@ decodes a file, and classified alone, so the answer equals `predict`'s on the sa
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from starlette.requests import Request
 
@@ -33,6 +35,34 @@ class ClassifyError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+class ClassifyGate:
+    """At most `limit` classify requests in the service at once (reading, waiting for a worker, running); the
+    next one is refused at once with 503 instead of queueing without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = int(limit)
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one place for the request; `ClassifyError(503)` when every place is taken."""
+        with self._lock:
+            if self._pending >= self.limit:
+                raise ClassifyError(503, f"{self._pending} requests waiting; try again")
+            self._pending += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pending -= 1
 
 
 def sniff(data: bytes) -> str | None:

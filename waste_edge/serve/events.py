@@ -11,6 +11,10 @@ import asyncio
 import threading
 from typing import Any
 
+from waste_edge.runtime.decision_event import DecisionEvent
+from waste_edge.runtime.observations import DecisionState
+from waste_edge.runtime.pipeline import Sink
+
 
 class Subscription:
     def __init__(self, bus: "EventBus", loop: asyncio.AbstractEventLoop, size: int) -> None:
@@ -65,3 +69,23 @@ class EventBus:
                 sub.loop.call_soon_threadsafe(sub._put, event)
             except RuntimeError:  # its loop has closed
                 self._remove(sub)
+
+
+class SseDecisions(Sink):
+    """Each decision change of a camera as an SSE `decision` event: {type, camera, label, display_name, ...}."""
+
+    name = "sse"
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+
+    def on_decision(self, event: DecisionEvent) -> None:
+        ts = round(event.ts, 3)  # a change: the decision is new since this frame
+        self.bus.publish({"type": "decision", "camera": event.camera, "label": event.label, "display_name": event.display_name,
+                          "confidence": event.confidence, "probabilities": dict(event.probabilities), "frame": event.frame,
+                          "ts": ts, "since": ts})
+
+
+def decision_event(camera: str, state: DecisionState) -> dict[str, Any]:
+    """The SSE `decision` event of a camera's decision (sent on each change, and the current ones to a new page)."""
+    return {"type": "decision", "camera": camera, **state.to_dict()}

@@ -40,12 +40,12 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from waste_edge import __version__
 from waste_edge.errors import WasteEdgeError
 from waste_edge.serve.mqtt import OFFLINE, ONLINE, MqttPublisher
+from waste_edge.serve.snapshots import DiscoveryStatus
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +66,6 @@ def check_discovery_prefix(prefix: str) -> str:
     if not p or any(c in p for c in "#+") or "//" in p:
         raise WasteEdgeError(f"--mqtt-discovery {prefix!r}: expected a topic prefix such as homeassistant (no wildcards # or +)")
     return p
-
-
-@dataclass(frozen=True)
-class DiscoveryStatus:
-    prefix: str
-    node_id: str
-    entities: int  # config messages this service keeps retained
-    published: int  # config messages sent (all connects)
-    removed: int  # stale configs (and their retained state topics) cleared
-    syncs: int  # read-backs completed
-    last_sync: float | None  # Unix time of the last one
-    last_error: str
 
 
 class HaDiscovery:

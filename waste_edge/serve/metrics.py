@@ -1,84 +1,84 @@
 """Prometheus metrics (prometheus-client), in a registry of the service's own.
 
-Counters that the cameras and sources already keep (frames, decisions by label, drops, reconnects, ...)
-are read at scrape time by a collector, so there is one source of truth and no double counting; the
-latency histograms are observed as frames and requests happen. All names start with `waste_edge_`.
+Counters that the cameras and sources already keep (frames, decisions by label, drops, reconnects, ...) are
+read at scrape time from a `ServiceSnapshot` (`serve/snapshots.py`), so there is one source of truth and no
+double counting; the latency histograms are observed as frames (`InferenceTimes`, a sink of each camera's
+loop) and requests happen. All names start with `waste_edge_`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
-if TYPE_CHECKING:
-    from waste_edge.serve.actions import ActionsStatus
-    from waste_edge.serve.service import Service
+from waste_edge.runtime.observations import FrameResult
+from waste_edge.runtime.pipeline import Sink
+from waste_edge.serve.snapshots import ActionsStatus, ServiceSnapshot
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+# (name, help, counter attribute) of the per-camera counters
+_CAMERA_COUNTERS = (
+    ("waste_edge_frames", "Frames classified", "frames"),
+    ("waste_edge_decision_changes", "Changes of the decided label", "decision_changes"),
+    ("waste_edge_dropped_frames", "Frames a live source dropped because newer ones arrived", "dropped"),
+    ("waste_edge_reconnects", "Successful reopens of a source", "reconnects"),
+    ("waste_edge_stalls", "Reads that blocked past the stall timeout", "stalls"),
+    ("waste_edge_read_failures", "Reads that returned no frame", "read_failures"),
+    ("waste_edge_bad_frames", "Frames the model could not take (skipped)", "skipped_bad_frames"),
+    ("waste_edge_inference_errors", "Inference calls that raised", "inference_errors"),
+)
 
-class _ServiceCollector:
-    def __init__(self, service: "Service") -> None:
-        self.service = service
+
+class _SnapshotCollector:
+    def __init__(self, snapshot: Callable[[], ServiceSnapshot]) -> None:
+        self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        svc = self.service
-        cams = [w.status() for w in svc.workers.values()]
-        frames = CounterMetricFamily("waste_edge_frames", "Frames classified", labels=["camera"])
+        snap = self.snapshot()
+        counters = {name: CounterMetricFamily(name, text, labels=["camera"]) for name, text, _ in _CAMERA_COUNTERS}
         decisions = CounterMetricFamily("waste_edge_decisions", "Classified frames by decided label (after smoothing and threshold)", labels=["camera", "label"])
-        changes = CounterMetricFamily("waste_edge_decision_changes", "Changes of the decided label", labels=["camera"])
-        dropped = CounterMetricFamily("waste_edge_dropped_frames", "Frames a live source dropped because newer ones arrived", labels=["camera"])
-        reconnects = CounterMetricFamily("waste_edge_reconnects", "Successful reopens of a source", labels=["camera"])
-        stalls = CounterMetricFamily("waste_edge_stalls", "Reads that blocked past the stall timeout", labels=["camera"])
-        failures = CounterMetricFamily("waste_edge_read_failures", "Reads that returned no frame", labels=["camera"])
-        bad = CounterMetricFamily("waste_edge_bad_frames", "Frames the model could not take (skipped)", labels=["camera"])
-        inf_err = CounterMetricFamily("waste_edge_inference_errors", "Inference calls that raised", labels=["camera"])
         up = GaugeMetricFamily("waste_edge_camera_up", "1 while the camera delivers frames", labels=["camera", "state"])
         fps = GaugeMetricFamily("waste_edge_camera_fps", "Frames per second over the last 5 s", labels=["camera"])
-        for c in cams:
-            cam, n = c["id"], c["counters"]
-            frames.add_metric([cam], n["frames"])
-            for label, count in c["labels"].items():
-                decisions.add_metric([cam, label], count)
-            changes.add_metric([cam], n["decision_changes"])
-            dropped.add_metric([cam], n["dropped"])
-            reconnects.add_metric([cam], n["reconnects"])
-            stalls.add_metric([cam], n["stalls"])
-            failures.add_metric([cam], n["read_failures"])
-            bad.add_metric([cam], n["skipped_bad_frames"])
-            inf_err.add_metric([cam], n["inference_errors"])
-            up.add_metric([cam, c["state"]], 1.0 if c["state"] == "connected" else 0.0)
-            fps.add_metric([cam], c["fps"])
-        yield from (frames, decisions, changes, dropped, reconnects, stalls, failures, bad, inf_err, up, fps)
-        b = svc.batcher.status()
+        sink_failures = CounterMetricFamily("waste_edge_sink_failures", "Calls of an output (JSONL, video, MQTT, ...) that raised; the camera went on", labels=["camera", "sink"])
+        for c in snap.cameras:
+            for name, _, attr in _CAMERA_COUNTERS:
+                counters[name].add_metric([c.id], getattr(c.counters, attr))
+            for label, count in c.labels:
+                decisions.add_metric([c.id, label], count)
+            up.add_metric([c.id, c.state], 1.0 if c.state == "connected" else 0.0)
+            fps.add_metric([c.id], c.fps)
+            for sink, n in c.sink_failures:
+                sink_failures.add_metric([c.id, sink], n)
+        frames, *rest = counters.values()
+        yield from (frames, decisions, *rest, up, fps, sink_failures)
         calls = CounterMetricFamily("waste_edge_inference_calls", "Inference calls of the camera frames (a batch is one call)")
-        calls.add_metric([], b["calls"])
+        calls.add_metric([], snap.batching.calls)
         yield calls
-        model = svc.holder.current
         info = InfoMetricFamily("waste_edge_model", "The model being served")
-        info.add_metric([], {"sha256": model.sha256, "name": model.path.name, "backend": model.classifier.backend})
+        info.add_metric([], {"sha256": snap.model.sha256, "name": snap.model.name, "backend": snap.model.backend})
         yield info
-        if svc.mqtt is not None:
-            m = svc.mqtt.status()
+        if snap.mqtt is not None:
+            m = snap.mqtt
             sent = CounterMetricFamily("waste_edge_mqtt_sent", "MQTT messages acknowledged by the broker")
-            sent.add_metric([], m["sent"])
+            sent.add_metric([], m.sent)
             drop = CounterMetricFamily("waste_edge_mqtt_dropped", "MQTT messages dropped from the full queue while the broker was away")
-            drop.add_metric([], m["dropped"])
+            drop.add_metric([], m.dropped)
             queued = GaugeMetricFamily("waste_edge_mqtt_queued", "MQTT messages waiting for the broker")
-            queued.add_metric([], m["queued"])
+            queued.add_metric([], m.queued)
             conn = GaugeMetricFamily("waste_edge_mqtt_connected", "1 while connected to the broker")
-            conn.add_metric([], 1.0 if m["connected"] else 0.0)
+            conn.add_metric([], 1.0 if m.connected else 0.0)
             yield from (sent, drop, queued, conn)
-        yield from _action_metrics(svc.actions.status())
+        yield from _action_metrics(snap.actions)
 
 
 _HOOK_OUTCOMES = ("succeeded", "failed", "timed_out", "start_errors", "superseded", "abandoned")
 
 
-def _action_metrics(s: "ActionsStatus") -> Iterator[Metric]:
+def _action_metrics(s: ActionsStatus) -> Iterator[Metric]:
     """--on-decision runs by outcome, --webhook deliveries per URL (redacted): the counters of their status snapshots."""
     if s.on_decision is not None:
         h = s.on_decision
@@ -106,17 +106,28 @@ def _action_metrics(s: "ActionsStatus") -> Iterator[Metric]:
 
 
 class ServiceMetrics:
-    def __init__(self, service: "Service") -> None:
+    """The service's registry: scrape-time figures from `snapshot()`, histograms observed as things happen."""
+
+    def __init__(self, snapshot: Callable[[], ServiceSnapshot]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_ServiceCollector(service))  # type: ignore[arg-type]
+        self.registry.register(_SnapshotCollector(snapshot))  # type: ignore[arg-type]
         self.inference = Histogram("waste_edge_inference_seconds", "Duration of the inference call that carried a camera frame",
                                    ["camera"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.classify = Histogram("waste_edge_classify_seconds", "POST /api/v1/classify: decode + inference",
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
         self.requests = Counter("waste_edge_classify_requests", "POST /api/v1/classify answers by HTTP status", ["status"], registry=self.registry)
 
-    def observe_frame(self, camera: str, infer_s: float) -> None:
-        self.inference.labels(camera).observe(infer_s)
-
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class InferenceTimes(Sink):
+    """Observes each camera frame's inference call in `waste_edge_inference_seconds{camera}`."""
+
+    name = "metrics"
+
+    def __init__(self, metrics: ServiceMetrics, camera: str) -> None:
+        self.histogram = metrics.inference.labels(camera)
+
+    def on_frame(self, result: FrameResult) -> None:
+        self.histogram.observe(result.latency.infer / 1e3)

@@ -5,7 +5,7 @@ it as in use; `swap()` loads the new model first (outside the lock, so frames ke
 loads), probes it (`runtime.model_check`: finite probabilities summing to 1, one per class of its metadata)
 and checks that it answers with the same classes, then replaces the reference in one step. The old
 model is closed once its last in-flight call returns, so a swap drops no frame and frees the old session.
-`info` (path, sha256, description) is what `/api/v1/status` reports; `problems()` is what /healthz adds when
+`info()` (path, sha256, description) is what `/api/v1/status` reports; `problems()` is what /healthz adds when
 the served model failed a classify request (NaN at run time) and has not answered since.
 """
 
@@ -16,12 +16,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from waste_edge._io import file_sha256
 from waste_edge.errors import WasteEdgeError
 from waste_edge.runtime.classifier import Classifier
 from waste_edge.runtime.model_check import probe_classifier
+from waste_edge.serve.snapshots import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -32,21 +33,11 @@ class LoadedModel:
     loaded_at: float
     description: str = field(default="")
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ModelInfo:
         meta = self.classifier.metadata
-        return {
-            "path": str(self.path),
-            "name": self.path.name,
-            "sha256": self.sha256,
-            "loaded_at": round(self.loaded_at, 3),
-            "classes": list(self.classifier.classes),
-            "display_names": list(self.classifier.display_names),
-            "encoder": meta.encoder,
-            "variant": meta.variant,
-            "backend": self.classifier.backend,
-            "provider": self.classifier.provider,
-            "description": self.description,
-        }
+        return ModelInfo(str(self.path), self.path.name, self.sha256, round(self.loaded_at, 3), tuple(self.classifier.classes),
+                         tuple(self.classifier.display_names), meta.encoder, meta.variant, self.classifier.backend,
+                         self.classifier.provider, self.description)
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,14 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from waste_edge.errors import WasteEdgeError
-from waste_edge.runtime.decision_event import DECISION_SCHEMA
-
-__all__ = ["DECISION_SCHEMA", "SUMMARY_SCHEMA", "MqttPublisher", "MqttTarget", "parse_mqtt_url"]
+from waste_edge.runtime.decision_event import DECISION_SCHEMA, DecisionEvent
+from waste_edge.runtime.pipeline import Sink
+from waste_edge.serve.snapshots import CameraSnapshot, MqttStatus
 
 log = logging.getLogger(__name__)
+
+__all__ = ["DECISION_SCHEMA", "SUMMARY_SCHEMA", "MqttDecisions", "MqttPublisher", "MqttStatus", "MqttTarget", "parse_mqtt_url",
+           "summary_message"]
 
 SUMMARY_SCHEMA = "waste-edge.summary/1"
 ONLINE, OFFLINE = "online", "offline"
@@ -74,6 +77,16 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         raise WasteEdgeError(f"{url}: the topic prefix may not contain MQTT wildcards (# or +)")
     return MqttTarget(parts.hostname, port, prefix, unquote(parts.username) if parts.username else None,
                       unquote(parts.password) if parts.password else None, tls)
+
+
+def summary_message(camera: CameraSnapshot, model_sha256: str) -> dict[str, Any]:
+    """The `waste-edge.summary/1` document of one camera (the publisher adds `seq` and `ts` in front)."""
+    return {
+        "schema": SUMMARY_SCHEMA, "camera": camera.id, "state": camera.state, "decision": camera.decision.label if camera.decision else None,
+        "fps": camera.fps, "frames": camera.counters.frames, "last_hour": dict(camera.last_hour),
+        "latency_ms": camera.latency_ms().get("total", {}), "dropped": camera.counters.dropped, "reconnects": camera.counters.reconnects,
+        "model": model_sha256,
+    }
 
 
 class MqttPublisher:
@@ -208,17 +221,19 @@ class MqttPublisher:
         if was and not self._stopping:
             log.warning("mqtt: lost %s (%s); reconnecting with back-off, queueing up to %d messages", self.target.redacted, reason, self.queue_size)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> MqttStatus:
         with self._cond:
-            return {
-                "broker": self.target.redacted,
-                "prefix": self.target.prefix,
-                "connected": self._connected,
-                "queued": len(self._queue),
-                "queue_size": self.queue_size,
-                "unacknowledged": self._unacked(),
-                "sent": self.sent,
-                "dropped": self.dropped,
-                "connects": self.connects,
-                "last_error": self.last_error,
-            }
+            return MqttStatus(self.target.redacted, self.target.prefix, self._connected, len(self._queue), self.queue_size, self._unacked(),
+                              self.sent, self.dropped, self.connects, self.last_error)
+
+
+class MqttDecisions(Sink):
+    """Publishes each decision change of a camera to PREFIX/CAMERA/decision (`waste-edge.decision/1`, retained)."""
+
+    name = "mqtt"
+
+    def __init__(self, publisher: MqttPublisher) -> None:
+        self.publisher = publisher
+
+    def on_decision(self, event: DecisionEvent) -> None:
+        self.publisher.publish(f"{event.camera}/decision", event.fields())

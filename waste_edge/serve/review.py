@@ -1,6 +1,6 @@
 """Learn at the bin, in the service: the Review queue of collected frames, labels, and adapt + hot swap.
 
-The collection folder is the one `--collect DIR` fills (DESIGN.md contract 4); labels go to its
+The collection folder is the one `--collect DIR` fills (ARCHITECTURE.md, contract "collection folder"); labels go to its
 `labels.csv` through `runtime.collection.set_labels`, so a file written by hand and the page's clicks mix.
 `adapt_and_swap` refits the served model's head on those labels (`waste_edge.adapt`, handed in as
 `ServeConfig.adapter` since serve imports only the runtime; scikit-learn + onnx, never torch) into a NEW file of
@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
 
 class ReviewError(WasteEdgeError):
-    """A review or adapt request the service cannot do (no --collect, bad label, adapt already running)."""
+    """A review or adapt request the service cannot do (no --collect, bad label)."""
+
+
+class AdaptRunning(ReviewError):
+    """An adaptation is already running (HTTP 409: try again when it has finished)."""
 
 
 def collection_folder(svc: "Service") -> Path:
@@ -77,11 +81,11 @@ def adapt_and_swap(svc: "Service", catalogue: "ModelCatalogue") -> dict[str, Any
     if adapt is None:
         raise ReviewError("adapting is not available in this service (the [adapt] extra: scikit-learn, onnx)")
     if not svc.adapt_lock.acquire(blocking=False):
-        raise ReviewError("an adaptation is already running")
+        raise AdaptRunning("an adaptation is already running")
     try:
         base = svc.holder.current
         target = catalogue.adapted_path(base.path)
-        result = adapt(base.path, folder, target, threads=svc.config.threads)
+        result = adapt(base.path, folder, target, threads=svc.config.model.threads)
         try:
             new = svc.holder.swap(result.out)
         except BaseException:  # the new model failed its probe: it does not stay in the folder to be picked later
@@ -89,7 +93,7 @@ def adapt_and_swap(svc: "Service", catalogue: "ModelCatalogue") -> dict[str, Any
                 made.unlink(missing_ok=True)
             raise
         catalogue.prune(new.sha256)
-        return {"model": new.info(), "base_sha256": result.base_sha256, "labelled": result.n_labelled,
+        return {"model": new.info().to_dict(), "base_sha256": result.base_sha256, "labelled": result.n_labelled,
                 "problems": result.problems, "seconds": result.seconds, "summary": result.summary()}
     finally:
         svc.adapt_lock.release()

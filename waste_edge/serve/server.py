@@ -26,7 +26,8 @@ import threading
 from typing import Callable, Iterator, TextIO
 
 from waste_edge.errors import WasteEdgeError
-from waste_edge.serve.service import ServeConfig, Service
+from waste_edge.serve.config import ServeConfig
+from waste_edge.serve.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def run_server(config: ServeConfig, *, out: TextIO = sys.stdout) -> int:
     finally:
         service.stop()
         sock.close()
-    frames = ", ".join(f"{w.id} {w.status()['counters']['frames']} frames" for w in service.workers.values())
+    frames = ", ".join(f"{cam.id} {cam.counters.frames} frames" for cam in service.snapshot().cameras)
     print(f"stopped ({stop_reason[0] if stop_reason else 'server exited'})" + (f": {frames}" if frames else ""), file=out, flush=True)
     actions = service.actions.status()
     for line in ([actions.on_decision.summary()] if actions.on_decision else []) + [w.summary() for w in actions.webhooks]:

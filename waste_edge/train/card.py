@@ -1,4 +1,4 @@
-"""card.json (DESIGN.md contract 1): one writer for every run kind, one reader that checks every field it returns.
+"""card.json (ARCHITECTURE.md, contract 1): one writer for every run kind, one reader that checks every field it returns.
 
 A card says which encoder (id, weights source and sha256, preprocessing), which classes, which data
 (fingerprint), which metrics and which library versions produced the run; together with the kind's model

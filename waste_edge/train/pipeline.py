@@ -1,6 +1,6 @@
 """The study's training path end to end: data -> frozen encoder embeddings -> logistic head -> reports.
 
-This is the reference pipeline of DESIGN.md (contract 3) as a trainer: decoding, the encoder's own
+This is the reference pipeline of ARCHITECTURE.md (contract 3) as a trainer: decoding, the encoder's own
 preprocessing on PIL, PyTorch features and sklearn's LogisticRegression, with every file it could not use
 listed in the report rather than dropped. The run directory it writes is a `LinearRun` (train/runs.py),
 which also re-evaluates it (`waste-edge eval`).
@@ -12,38 +12,17 @@ import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from waste_edge._io import Log, quiet
 from waste_edge.data.discovery import DatasetError, discover
 from waste_edge.data.labels import display_names
 from waste_edge.train.card import data_fingerprint
+from waste_edge.train.config import TrainConfig
 from waste_edge.train.embeddings import extract_embeddings
 from waste_edge.train.encoders import create_encoder
 from waste_edge.train.evaluate import EvalReport, headline, write_report
-from waste_edge.train.head import STUDY_C, LinearHead, fit_head
+from waste_edge.train.head import LinearHead, fit_head
 from waste_edge.train.runs import LinearRun
-
-@dataclass
-class TrainConfig:
-    data: Path
-    encoder: str
-    out: Path
-    C: float = STUDY_C
-    sweep: bool = False
-    l2_normalize: bool = False
-    class_weight: str | None = None
-    batch_size: int = 32
-    workers: int = 2
-    threads: int | None = None
-    cache_dir: Path | None = None
-    test_size: float = 0.2
-    seed: int = 0
-    progress: bool = True
-    device: str = "auto"  # torch device of the encoder: auto | cpu | cuda
-    amp: bool = False  # fp16 autocast on CUDA (embeddings cached under their own key)
-    runner: Any = None  # a FeatureRunner (e.g. waste_edge.scale.extract.RayFeatureRunner); default: TorchRunner here
-
 
 @dataclass
 class TrainResult:

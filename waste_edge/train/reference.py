@@ -1,4 +1,4 @@
-"""The reference pipeline of a run (DESIGN.md contract 3): the study's own path, the yardstick every
+"""The reference pipeline of a run (ARCHITECTURE.md, contract 3): the study's own path, the yardstick every
 exported variant is checked (`parity`) and timed (`bench`) against. `Run.reference()` builds it.
 
 For a linear run: decode with PIL, the encoder's own preprocessing (open_clip's transform for CLIP), the

@@ -1,4 +1,4 @@
-"""One model of a run directory (DESIGN.md contract 1), any kind: `open_run(path) -> LinearRun | KerasRun`.
+"""One model of a run directory (ARCHITECTURE.md, contract 1), any kind: `open_run(path) -> LinearRun | KerasRun`.
 
 The card's `kind` picks a class from `RUN_KINDS`; the class validates the card and its model files on load
 (shapes, types, finite numbers, checksums, head width == encoder width, distinct classes: a one-line

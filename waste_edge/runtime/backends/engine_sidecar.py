@@ -1,4 +1,4 @@
-"""The sidecar that makes a TensorRT engine safe to ship: `<file>.engine.json`, written by export, read everywhere.
+"""The sidecar that makes a TensorRT engine safe to ship (ARCHITECTURE.md, contract 5): `<file>.engine.json`.
 
 A serialised engine only runs on the TensorRT version and GPU architecture that built it; anything else fails
 deep inside deserialisation or, worse, runs wrongly. So the build writes the fused model's metadata (contract

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from waste_edge._io import cache_dir as default_cache_dir
 from waste_edge.runtime.backends.base import BackendError, Runner
@@ -125,3 +125,43 @@ def open_runner(
             continue
         return runner
     raise BackendError(f"no backend could load {path}")  # unreachable: the loop returns or raises
+
+
+@dataclass(frozen=True)
+class BackendCheck:
+    """Whether one backend can run a model file here: `ok`, `skipped` (the format cannot use it at all) or
+    `failed` (it could, but is missing here), with the reason."""
+
+    backend: str
+    status: str
+    reason: str = ""
+
+
+def check_backends(path: str | Path, wanted: Sequence[str] | None = None) -> list[BackendCheck]:
+    """Each backend of `wanted` (None: every one available here for this file, best first) with whether it can
+    run `path` on this machine, and why not; the benchmark's rows come from this, so it never guesses.
+    Raises `FormatError` for a file type no format knows."""
+    fmt = format_for_path(path)
+    here = available_backends(path)
+    if wanted is None:
+        if here:
+            return [BackendCheck(b, "ok") for b in here]
+        try:
+            candidate_backends(path, "auto")
+            reason = "no backend available"
+        except BackendError as e:
+            reason = str(e)
+        return [BackendCheck("auto", "failed", reason)]
+    out = []
+    for b in wanted:
+        if b not in fmt.backends:
+            out.append(BackendCheck(b, "skipped", f"a {fmt.suffix} file runs on {', '.join(fmt.backends)}, not on {b}"))
+        elif b not in here:
+            try:
+                candidate_backends(path, b)
+                out.append(BackendCheck(b, "ok"))  # listed as unavailable, yet it says it can: let the loader decide
+            except BackendError as e:
+                out.append(BackendCheck(b, "failed", str(e)))
+        else:
+            out.append(BackendCheck(b, "ok"))
+    return out

@@ -27,20 +27,14 @@ async def classify(request: Request) -> Any:
     svc = request.app.state.service
     metrics = svc.metrics
     t0 = time.perf_counter()
-    with svc.classify_lock:
-        if svc.classify_pending >= svc.config.classify_queue:
-            metrics.requests.labels("503").inc()
-            return JSONResponse({"detail": f"{svc.classify_pending} requests waiting; try again"}, status_code=503, headers={"Retry-After": "1"})
-        svc.classify_pending += 1
     try:
-        data = await read_image_body(request, svc.config.max_body_bytes)
-        answer = await asyncio.get_running_loop().run_in_executor(svc.classify_pool, classify_bytes, svc.holder, data, svc.config.max_pixels)
+        with svc.classify_gate.slot():
+            data = await read_image_body(request, svc.config.max_body_bytes)
+            answer = await asyncio.get_running_loop().run_in_executor(svc.classify_pool, classify_bytes, svc.holder, data, svc.config.max_pixels)
     except ClassifyError as e:
         metrics.requests.labels(str(e.status)).inc()
-        return JSONResponse({"detail": e.detail}, status_code=e.status)
-    finally:
-        with svc.classify_lock:
-            svc.classify_pending -= 1
+        headers = {"Retry-After": "1"} if e.status == 503 else None
+        return JSONResponse({"detail": e.detail}, status_code=e.status, headers=headers)
     metrics.classify.observe(time.perf_counter() - t0)
     metrics.requests.labels("200").inc()
     return answer

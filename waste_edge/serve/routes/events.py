@@ -19,6 +19,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from waste_edge.serve.auth import require_token
+from waste_edge.serve.events import decision_event
+from waste_edge.serve.snapshots import ServiceSnapshot
 
 router = APIRouter()
 
@@ -27,10 +29,9 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _stats(svc: Any) -> dict[str, Any]:
-    s = svc.status()
-    return {"cameras": s["cameras"], "model": {"sha256": s["model"]["sha256"], "name": s["model"]["name"]},
-            "healthy": s["healthy"], "mqtt": s["mqtt"], "batching": s["batching"]}
+def _stats(s: ServiceSnapshot) -> dict[str, Any]:
+    return {"cameras": [c.to_dict() for c in s.cameras], "model": {"sha256": s.model.sha256, "name": s.model.name},
+            "healthy": not s.health(), "mqtt": s.mqtt.to_dict() if s.mqtt is not None else None, "batching": s.batching.to_dict()}
 
 
 class StatsCache:
@@ -44,7 +45,7 @@ class StatsCache:
     def event(self, svc: Any) -> bytes:
         now = time.monotonic()
         if now - self._at >= self.ttl_s:
-            self._event, self._at = _sse("stats", _stats(svc)), now
+            self._event, self._at = _sse("stats", _stats(svc.snapshot())), now
         return self._event
 
 
@@ -58,10 +59,9 @@ async def events(request: Request) -> StreamingResponse:
         try:
             yield b"retry: 2000\n\n"
             yield cache.event(svc)
-            for w in svc.workers.values():  # the current decisions, so a new page needs no second request
-                st = w.status()
-                if st["decision"]:
-                    yield _sse("decision", {"type": "decision", "camera": w.id, **st["decision"]})
+            for cam in svc.snapshot().cameras:  # the current decisions, so a new page needs no second request
+                if cam.decision is not None:
+                    yield _sse("decision", decision_event(cam.id, cam.decision))
             last_stats = last_ping = time.monotonic()
             while not svc.stopping.is_set():
                 event = await sub.get(timeout=0.25)

@@ -78,7 +78,7 @@ async def swap_model(request: Request) -> Any:
         return error_response(e)
     except WasteEdgeError as e:  # does not load, fails the probe, other classes: the current model keeps serving
         return JSONResponse({"detail": f"{'the uploaded model: ' if created else ''}{e}"}, status_code=422)
-    return {"model": new.info()}
+    return {"model": new.info().to_dict()}
 
 
 async def _store_upload(request: Request, catalogue: ModelCatalogue) -> tuple[Any, bool]:

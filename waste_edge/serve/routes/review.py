@@ -15,15 +15,16 @@ from waste_edge.serve.auth import require_token
 from waste_edge.serve.bodies import AdaptBody, LabelsBody
 from waste_edge.serve.catalogue import CatalogueError
 from waste_edge.serve.names import BadNameError
-from waste_edge.serve.review import ReviewError, adapt_and_swap, frame_path, label_frames, review_queue
+from waste_edge.serve.review import AdaptRunning, ReviewError, adapt_and_swap, frame_path, label_frames, review_queue
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
 
 def error_response(e: WasteEdgeError, status: int = 422) -> JSONResponse:
+    """A refused request: the catalogue's own status, 409 while an adaptation runs (a type, not a message), else `status`."""
     if isinstance(e, CatalogueError):
         status = e.status
-    elif "already running" in str(e):
+    elif isinstance(e, AdaptRunning):
         status = 409
     return JSONResponse({"detail": str(e)}, status_code=status)
 

@@ -30,21 +30,20 @@ _CAMERA = re.compile(CAMERA_ID)
 @router.get("/api/v1/cameras/{camera}/latest.jpg", dependencies=[Depends(require_token)])
 async def latest_jpeg(camera: str, request: Request) -> Response:
     svc = request.app.state.service
-    worker = svc.workers.get(camera) if _CAMERA.fullmatch(camera) else None
-    if worker is None:
+    stream = svc.stream(camera) if _CAMERA.fullmatch(camera) else None
+    if stream is None:
         shown = camera if _CAMERA.fullmatch(camera) else "(not a camera id)"
-        raise HTTPException(status_code=404, detail=f"no camera {shown}; cameras: {', '.join(svc.workers) or 'none'}")
-    stream = worker.stream
+        raise HTTPException(status_code=404, detail=f"no camera {shown}; cameras: {', '.join(svc.streams) or 'none'}")
     stream.demand()
     seq, jpeg, ts = stream.snapshot()
     if jpeg is None or time.time() - ts > FRESH_S:
         deadline = time.monotonic() + WAIT_S
-        poll = max(0.01, 0.5 / max(worker.options.stream_fps, 1.0))
+        poll = max(0.01, 0.5 / max(stream.fps, 1.0))
         while time.monotonic() < deadline and not svc.stopping.is_set() and stream.snapshot()[0] == seq:
             await asyncio.sleep(poll)
         seq, jpeg, ts = stream.snapshot()
     if jpeg is None:
-        state = worker.state
+        cam = next(c for c in svc.snapshot().cameras if c.id == camera)
         raise HTTPException(status_code=503, headers={"Retry-After": "1"},
-                            detail=f"camera {camera} has no frame yet (state: {state}" + (f": {worker.error}" if worker.error else "") + ")")
+                            detail=f"camera {camera} has no frame yet (state: {cam.state}" + (f": {cam.error}" if cam.error else "") + ")")
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store", "Last-Modified": formatdate(ts, usegmt=True)})

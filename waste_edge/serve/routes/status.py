@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
@@ -14,7 +12,7 @@ router = APIRouter()
 
 
 @router.get("/api/v1/status", dependencies=[Depends(require_token)])
-def status(request: Request) -> dict[str, Any]:
+def status(request: Request) -> Response:
     """Model (path, sha256, classes, backend), cameras (state, decision, fps, latency percentiles, counters,
     last-hour counts), batching, MQTT and classify figures; `http`: open connections, limits, and counts of
     refused or cut requests (timeouts, evictions, hang-ups, cross-site)."""
@@ -23,12 +21,13 @@ def status(request: Request) -> dict[str, Any]:
     http = guard.status() if guard is not None else {"limits": dict(app.state.limits.__dict__)}
     http["events"] = {**http.get("events", {}), **app.state.http_events.counts()}
     catalogue = app.state.catalogue
-    return {**app.state.service.status(), "http": http, "models_folder": str(catalogue.folder) if catalogue.folder else None}
+    body = {**app.state.service.snapshot().to_dict(), "http": http, "models_folder": str(catalogue.folder) if catalogue.folder else None}
+    return JSONResponse(body)  # plain JSON: no per-field encoder walk
 
 
 @router.get("/healthz")
 def healthz(request: Request) -> Response:
-    reasons = request.app.state.service.health()
+    reasons = request.app.state.service.snapshot().health()
     if reasons:
         return JSONResponse({"status": "unhealthy", "reasons": reasons}, status_code=503)
     return JSONResponse({"status": "ok"})

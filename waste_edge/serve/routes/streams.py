@@ -22,24 +22,24 @@ BOUNDARY = "waste-edge-frame"
 @router.get("/stream/{camera}.mjpg", dependencies=[Depends(require_token)])
 async def mjpeg(camera: str, request: Request) -> StreamingResponse:
     svc = request.app.state.service
-    worker = svc.workers.get(camera)
-    if worker is None:
-        raise HTTPException(status_code=404, detail=f"no camera {camera!r}; cameras: {', '.join(svc.workers) or 'none'}")
-    poll = max(0.01, 0.5 / max(worker.options.stream_fps, 1.0))
+    frames = svc.stream(camera)
+    if frames is None:
+        raise HTTPException(status_code=404, detail=f"no camera {camera!r}; cameras: {', '.join(svc.streams) or 'none'}")
+    poll = max(0.01, 0.5 / max(frames.fps, 1.0))
 
     async def stream() -> AsyncIterator[bytes]:
-        worker.stream.watch(+1)
+        frames.watch(+1)
         try:
             seen = -1
             while not svc.stopping.is_set():
-                seq, jpeg = worker.stream.get()
+                seq, jpeg = frames.get()
                 if jpeg is None or seq == seen:
                     await asyncio.sleep(poll)
                     continue
                 seen = seq
                 yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
         finally:
-            worker.stream.watch(-1)
+            frames.watch(-1)
 
     return StreamingResponse(stream(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                              headers={"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"})

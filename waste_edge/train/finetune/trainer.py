@@ -39,7 +39,7 @@ from waste_edge.data.labels import display_names
 from waste_edge.train.embeddings import extract_embeddings
 from waste_edge.train.encoders import EncoderError, create_encoder
 from waste_edge.train.evaluate import EvalReport, compute_metrics, headline, write_report
-from waste_edge.train.finetune.augment import DEFAULT_AUGMENT, build_augment, describe
+from waste_edge.train.finetune.augment import build_augment, describe
 from waste_edge.train.finetune.data import Crops, carve_validation, decode_crops
 from waste_edge.train.finetune.history import EpochRecord, plot_history
 from waste_edge.train.finetune.model import FinetuneModel, check_freeze_until, normalise_batch
@@ -49,46 +49,12 @@ from waste_edge.train.finetune.weights import (
 )
 from waste_edge.train.head import STUDY_C, LinearHead, fit_head
 from waste_edge.train.card import RunError
+from waste_edge.train.config import FinetuneConfig
 from waste_edge.train.runs import LinearRun
 
 Log = Callable[[str], None]
 ENCODER_FILE = "encoder.safetensors"
 HISTORY_FILE, CURVES_FILE = "history.json", "training_curves.png"
-
-
-@dataclass
-class FinetuneConfig:
-    data: Path
-    out: Path
-    encoder: str = "effnet-lite0"
-    epochs: int = 8
-    imgsz: int = 224
-    augment: tuple[str, ...] = DEFAULT_AUGMENT
-    freeze_until: int | None = 8  # the stem and blocks [0, k) stay fixed; None trains everything
-    bn: str = "frozen"  # BatchNorm: "frozen" (statistics, scale and shift), "affine" (scale and shift learn), "train"
-    dropout: float = 0.2  # before the final layer, training only (EfficientNet-Lite0's own)
-    batch_size: int = 32
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.5
-    patience: int = 4
-    val_size: float = 0.15
-    class_weight: str = "balanced"  # "balanced" | "none"
-    seed: int = 0
-    test_size: float = 0.2  # only for data without a TEST split (plain class folders, CSV without splits)
-    workers: int = 2
-    threads: int | None = None
-    cache_dir: Path | None = None  # embedding cache of the TEST evaluation
-    resume: bool = False
-    progress: bool = True
-
-    def recipe(self) -> dict[str, Any]:
-        """Everything that decides the weights (a resumed run must match it exactly)."""
-        keys = ("encoder", "epochs", "imgsz", "augment", "freeze_until", "bn", "dropout", "batch_size", "lr", "weight_decay", "warmup_epochs",
-                "patience", "val_size", "class_weight", "seed", "test_size")
-        d = {k: getattr(self, k) for k in keys}
-        d["augment"] = list(self.augment)
-        return d
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The reference pipeline of a Keras run (DESIGN.md contract 3): PIL decode -> box_crop -> the Keras model itself.
+"""The reference pipeline of a Keras run (ARCHITECTURE.md, contract 3): PIL decode -> box_crop -> the Keras model itself.
 
 It answers the same questions as the linear runs' `ReferencePipeline` (`train.reference.Reference`), so
 `parity` and `bench` do not care which kind of run they compare against. A baseline has no embedding.

@@ -21,34 +21,13 @@ from waste_edge._io import Log, file_sha256, quiet
 from waste_edge.data.discovery import DatasetError, discover
 from waste_edge.data.labels import display_names
 from waste_edge.train.card import CARD_LIBRARIES, data_fingerprint, make_card, write_card
+from waste_edge.train.config import BaselineConfig
 from waste_edge.train.evaluate import EvalReport, headline, write_report
 from waste_edge.train.keras.archs import (
     KIND, LIBRARIES, MODEL_FILE, BaselineError, build_model, check_arch, get_arch, import_tensorflow, predict_images,
     preprocess_card, preprocess_spec, resolve_weights, unfreeze_from,
 )
 from waste_edge.train.keras.data import carve_validation, load_images, tf_dataset
-
-@dataclass
-class BaselineConfig:
-    data: Path
-    arch: str
-    out: Path
-    epochs: int = 10
-    imgsz: int | None = None  # None: the architecture's default_imgsz
-    batch_size: int = 32
-    weights: str | None = None  # imagenet | none | PATH; None: imagenet, or none for the CNN
-    fine_tune_from: str | None = None
-    fine_tune_epochs: int | None = None  # None: same as epochs
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-5
-    patience: int = 3
-    val_fraction: float = 0.1
-    workers: int = 2
-    threads: int = 2
-    test_size: float = 0.2
-    seed: int = 0
-    progress: bool = True
-
 
 @dataclass
 class BaselineResult:

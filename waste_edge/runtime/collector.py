@@ -5,8 +5,9 @@ it only compares the decision confidence with the threshold, applies the rate li
 the frame and hands it to a bounded queue without blocking (a full queue drops the frame and counts it).
 A background writer thread does the rest: a 64-bit difference hash (dHash) of a 9x8 grey thumbnail, a
 comparison with the hashes of the most recent saves (a near duplicate is skipped: a bin camera sees the same
-uncertain object for many seconds), the JPEG encoding and the atomic writes of the image and its sidecar
-(DESIGN.md contract 4: `runtime/collection.py` reads them back).
+uncertain object for many seconds), the JPEG encoding, and `runtime.collection.write_frame`, which writes the
+image and its sidecar as the collection folder's contract says (ARCHITECTURE.md). `CollectFrames` is the sink
+through which a frame loop (`runtime/pipeline.py`) offers its frames.
 
 The caps hold for the folder, not for one run: the frames and bytes already in it count, so restarting the
 camera never grows a collection past `max_frames` or `max_mb`. dHash needs only OpenCV (the runtime may not
@@ -18,45 +19,61 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import cv2
 import numpy as np
 
-from waste_edge._io import atomic_write_bytes, file_sha256, list_images, write_json
+from waste_edge._io import file_sha256, list_images
+from waste_edge._options import float_in, int_in, option, probability
+from waste_edge._outputs import apart_folder
 from waste_edge.errors import WasteEdgeError
-from waste_edge.runtime.collection import SIDECAR_SUFFIX, read_sidecar
+from waste_edge.runtime.collection import SIDECAR_SUFFIX, FrameRecord, read_dhash, read_sidecar, write_frame
+from waste_edge.runtime.observations import FrameResult
+from waste_edge.runtime.pipeline import Sink
 
 log = logging.getLogger(__name__)
-
-SIDECAR_FORMAT = "waste-edge/collected-frame"
-SIDECAR_VERSION = 1
 
 
 class CollectError(WasteEdgeError):
     """Collection cannot start (folder not writable, bad settings)."""
 
 
+COLLECT_HELP = ("Save frames whose decision confidence is below --collect-below as JPEG + JSON sidecar into DIR,\n"
+                "from a background thread (the loop never waits; near duplicates of recent saves are skipped).\n"
+                "Label them in DIR/labels.csv (file,label), then run `waste-edge adapt --data DIR`.")
+
+
 @dataclass
 class CollectConfig:
-    folder: Path
-    below: float = 0.8  # save frames whose decision confidence is below this
-    max_frames: int = 1000  # images in the folder, this run's and earlier ones
-    max_mb: float = 500.0  # disk use of the folder's images and sidecars, MB
-    every_s: float = 1.0  # at most one frame per this many seconds (0 = no rate limit)
-    dedup_bits: int = 6  # dHash Hamming distance at or below which a frame is a near duplicate (-1 = off)
+    """Collection of uncertain frames (the collection option group of `camera` and `serve`)."""
+
+    GROUP: ClassVar[tuple[str, str | None]] = ("collection of uncertain frames", COLLECT_HELP)
+
+    folder: Path = option(None, "--collect", type=apart_folder, metavar="DIR", help="collection folder (created if missing)")
+    below: float = option(0.8, "--collect-below", type=probability, metavar="P",
+                          help="save frames with confidence below P (default: %(default)s)")
+    max_frames: int = option(1000, "--collect-max", type=int_in(1, 1_000_000), metavar="N",
+                             help="at most N frames in the folder, earlier runs included (default: %(default)s)")
+    max_mb: float = option(500.0, "--collect-max-mb", type=float_in(0.0, 1_000_000.0, open_lo=True), metavar="MB",
+                           help="at most MB of disk in the folder (default: %(default)s)")
+    every_s: float = option(1.0, "--collect-every", type=float_in(0.0, 86_400.0), metavar="S",
+                            help="at most one saved frame per S seconds (default: %(default)s)")
+    dedup_bits: int = option(6, "--collect-dedup", type=int_in(-1, 64), metavar="BITS",
+                             help="skip frames within BITS of a recent save's 64-bit dHash; -1 keeps all (default: %(default)s)")
     dedup_recent: int = 64  # how many recent saves a new frame is compared with
     queue_size: int = 8  # frames waiting for the writer; a full queue drops (never blocks)
     jpeg_quality: int = 92
 
     def validate(self) -> None:
+        if self.folder is None:
+            raise CollectError("collection needs a folder (--collect DIR)")
         if not 0.0 < self.below <= 1.0:
             raise CollectError(f"--collect-below must be in (0, 1], got {self.below}")
         if self.max_frames < 1 or self.max_mb <= 0:
@@ -130,15 +147,6 @@ def hamming(a: int, b: int) -> int:
 
 # -- the collector -------------------------------------------------------------------------------------------
 
-_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def camera_slug(name: str) -> str:
-    """A file-name-safe short form of a camera name (`rtsp://host/stream` -> `host_stream`, `/data/v.mp4` -> `v.mp4`)."""
-    tail = name.split("://", 1)[1].split("@")[-1] if "://" in name else Path(name).name or name
-    return _SLUG.sub("_", tail).strip("._-")[-40:] or "camera"
-
-
 @dataclass
 class _Item:
     frame: np.ndarray
@@ -181,7 +189,6 @@ class Collector:
             raise CollectError(f"--collect {self.folder}: cannot write there ({e.strerror or e})") from None
         self.classes = list(classes)
         self.camera = camera
-        self._slug = camera_slug(camera)
         self._model = (model_sha256, model_name)
         self.stats = CollectStats()
         self._recent: deque[int] = deque(maxlen=max(1, config.dedup_recent))
@@ -257,12 +264,9 @@ class Collector:
                     pass
         self.stats.folder_frames, self.stats.folder_bytes = len(images), total
         for p in images[-self._recent.maxlen:]:  # collected names sort by time
-            side = read_sidecar(p)
-            if side and isinstance(side.get("dhash"), str):
-                try:
-                    self._recent.append(int(side["dhash"], 16))
-                except ValueError:
-                    pass
+            h = read_dhash(read_sidecar(p))
+            if h is not None:
+                self._recent.append(h)
 
     def _over_caps(self) -> bool:
         s, c = self.stats, self.config
@@ -297,38 +301,15 @@ class Collector:
         ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
         if not ok:
             raise CollectError("JPEG encoding failed")
-        when = datetime.fromtimestamp(item.wall, timezone.utc)
-        # Time first, then this run's sequence number: names sort in save order, and are unique within a millisecond.
-        stem = f"{when:%Y%m%d-%H%M%S}-{when.microsecond // 1000:03d}-{self.stats.saved % 10000:04d}-{self._slug}"
-        image = self.folder / f"{stem}.jpg"
-        n = 1
-        while image.exists():
-            image = self.folder / f"{stem}-{n}.jpg"
-            n += 1
         probs = {c: round(float(p), 6) for c, p in zip(self.classes, item.probs)}
         best = int(np.argmax(item.probs))
-        sidecar = {
-            "format": SIDECAR_FORMAT,
-            "version": SIDECAR_VERSION,
-            "file": image.name,
-            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "camera": self.camera,
-            "frame": item.index,
-            "model_sha256": item.model_sha256,
-            "model": item.model_name,
-            "probabilities": probs,
-            "prediction": self.classes[best] if best < len(self.classes) else None,
-            "confidence": round(item.confidence, 6),
-            "threshold": self.config.below,
-            "width": int(frame.shape[1]),
-            "height": int(frame.shape[0]),
-            "dhash": f"{h:016x}",
-            **item.extra,
-        }
-        data = jpeg.tobytes()
-        atomic_write_bytes(image, data)
-        side = write_json(image.with_suffix(SIDECAR_SUFFIX), sidecar)  # the sidecar last: it promises the image
-        size = len(data) + side.stat().st_size
+        record = FrameRecord(
+            time=datetime.fromtimestamp(item.wall, timezone.utc), camera=self.camera, frame=item.index, model_sha256=item.model_sha256,
+            model=item.model_name, probabilities=probs, prediction=self.classes[best] if best < len(self.classes) else None,
+            confidence=item.confidence, threshold=self.config.below, width=int(frame.shape[1]), height=int(frame.shape[0]), dhash=h,
+            extra=item.extra,
+        )
+        _, size = write_frame(self.folder, jpeg.tobytes(), record, self.stats.saved)
         self._recent.append(h)
         self.stats.saved += 1
         self.stats.bytes_written += size
@@ -352,3 +333,24 @@ class Collector:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class CollectFrames(Sink):
+    """Offers every classified frame of a loop to a `Collector` (raw pixels, before any overlay).
+
+    When the frame was classified by another model than the collector last recorded (the service's hot swap),
+    later sidecars name the new one (`model_name()` gives its file name)."""
+
+    name = "collect"
+    reads_pixels = True
+
+    def __init__(self, collector: Collector, model_name: Callable[[], str] | None = None) -> None:
+        self.collector = collector
+        self.model_name = model_name
+
+    def on_frame(self, result: FrameResult) -> None:
+        c = self.collector
+        if result.model_sha256 is not None and result.model_sha256 != c.model_sha256:
+            c.set_model(result.model_sha256, self.model_name() if self.model_name is not None else "")
+        c.offer(result.image.raw, result.probs, result.decision.confidence, index=result.info.index,
+                channel_order=result.image.channel_order)
