@@ -155,3 +155,26 @@ def test_a_sliceable_reader_is_calibrated_in_chunks_and_bias_correction_then_see
     if calibration == "minmax":
         whole, _ = quantize_static_pixels(_two_convs(), Arrays(x), scheme)
         assert q.SerializeToString() == whole.SerializeToString()
+
+
+def _qdq_add(sa: float, sb: float, sc: float) -> onnx.ModelProto:
+    """x, y -> Q -> DQ each -> Add -> Q -> DQ: what ONNX Runtime runs as one QLinearAdd."""
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("sa", sa), ("sb", sb), ("sc", sc))]
+    inits += [numpy_helper.from_array(np.array(z, np.uint8), n) for n, z in (("za", 3), ("zb", 7), ("zc", 11))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sa", "za"], ["xq"]), helper.make_node("DequantizeLinear", ["xq", "sa", "za"], ["xd"]),
+             helper.make_node("QuantizeLinear", ["y", "sb", "zb"], ["yq"]), helper.make_node("DequantizeLinear", ["yq", "sb", "zb"], ["yd"]),
+             helper.make_node("Add", ["xd", "yd"], ["s"], name="add"),
+             helper.make_node("QuantizeLinear", ["s", "sc", "zc"], ["sq"]), helper.make_node("DequantizeLinear", ["sq", "sc", "zc"], ["out"])]
+    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [4])  # noqa: E731
+    return helper.make_model(helper.make_graph(nodes, "add", [vi("x"), vi("y")], [vi("out")], inits))
+
+
+def test_scale_ratios_that_are_simple_fractions_make_an_add_tie_at_one_half():
+    """The scales of a build with ranges rounded to 6 significant bits (ratios 16/27 and 95/108 to the output's):
+    about 1 uint8 input pair in 108 requantises to a .5 tie, rounded differently on x86 and Arm; generic scales
+    (the same Add of the shipped default model) give only chance near-ties (about 1e-4)."""
+    from waste_edge.export.quantize import add_tie_fractions
+
+    tied = add_tie_fractions(_qdq_add(0.05 * 16 / 27, 0.05 * 95 / 108, 0.05))
+    assert list(tied) == ["add"] and 1 / 130 < tied["add"] < 1 / 90
+    assert add_tie_fractions(_qdq_add(0.05 * 0.59478631, 0.05 * 0.87469212, 0.05))["add"] <= 1e-3

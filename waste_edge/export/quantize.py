@@ -422,15 +422,16 @@ def saturating_ops(model: onnx.ModelProto) -> list[IntegerBound]:
     return [b for b in int8_integer_bounds(model) if not b.exact]
 
 
-def add_tie_fractions(model: onnx.ModelProto, within: float = 1e-6) -> dict[str, float]:
+def add_tie_fractions(model: onnx.ModelProto, ulps: float = 4.0) -> dict[str, float]:
     """For each quantised Add of a QDQ graph (DequantizeLinear x 2 -> Add -> QuantizeLinear: ONNX Runtime's
     QLinearAdd), the fraction of all 256 x 256 uint8 input pairs whose requantised sum
-    (qa - za) * sa / sc + (qb - zb) * sb / sc + zc lies within `within` of a .5 tie.
+    (qa - za) * sa / sc + (qb - zb) * sb / sc + zc lies within `ulps` float32 units of its terms' size of a .5 tie.
 
-    Why: at a tie the result depends on the last bit of the kernel's float arithmetic, which differs between x86 and
-    Arm (MLAS QLinearAdd), so a tie may round up on one and down on the other. Generic scales make near-ties as rare
-    as chance (about 2 * within of the pairs); scales whose ratios are simple fractions (ranges rounded to few significant
-    bits did that: 16/27, 95/108) make about 1 pair in 100 a tie (benchmarks/README.md "INT8 levers")."""
+    Why: that close to a tie the result depends on the last bits of the kernel's float arithmetic, which differ between
+    x86 and Arm (MLAS QLinearAdd), so it may round up on one and down on the other. Generic scales make such pairs as
+    rare as chance (at most about 2 * ulps * 2^-24 * 500, 1.2e-4 at 4 ulps); scales whose ratios are simple fractions
+    (ranges rounded to few significant bits did that: 16/27, 95/108) make about 1 pair in 100 one (benchmarks/README.md
+    "INT8 levers")."""
     from onnx import numpy_helper
 
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -448,8 +449,10 @@ def add_tie_fractions(model: onnx.ModelProto, within: float = 1e-6) -> dict[str,
             continue
         (sa, za), (sb, zb), (sc, zc) = [(float(inits[n.input[1]]), float(inits[n.input[2]]) if len(n.input) > 2 else 0.0)
                                         for n in (*dqs, outs[0])]
-        value = ((q[:, None] - za) * np.float64(sa) + (q[None, :] - zb) * np.float64(sb)) / np.float64(sc) + zc
-        found[add.name or add.output[0]] = float((np.abs(value - np.floor(value) - 0.5) < within).mean())
+        ta, tb = (q[:, None] - za) * np.float64(sa) / np.float64(sc), (q[None, :] - zb) * np.float64(sb) / np.float64(sc)
+        value = ta + tb + zc
+        near = np.abs(value - np.floor(value) - 0.5) <= ulps * 2.0**-24 * (np.abs(ta) + np.abs(tb) + abs(zc))
+        found[add.name or add.output[0]] = float(near.mean())
     return found
 
 
