@@ -51,7 +51,7 @@ def test_export_unsupported_option_is_a_one_line_error(clip_run, capsys):
 def test_export_unknown_int8_scheme_is_a_one_line_error(clip_run, capsys):
     assert main(["export", str(clip_run), "--int8", "--int8-scheme", "u4"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: unknown INT8 scheme 'u4': choose one of u8s8-7bit, ") and "\n" not in err
+    assert err.startswith("error: unknown INT8 scheme 'u4': choose one of u8s8-7bit-bc, u8s8-7bit, ") and "\n" not in err
 
 
 def test_export_refuses_a_head_that_answers_nan(clip_run, tmp_path, capsys):

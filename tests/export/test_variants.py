@@ -20,6 +20,7 @@ from waste_edge.export.quantize import (
     IntegerBound,
     int8_gemm_weight_peak,
     int8_integer_bounds,
+    onnxruntime_quantizes_at_load,
     quantize_dynamic_encoder,
     saturating_ops,
 )
@@ -79,6 +80,7 @@ def test_conv_int8_is_static_qdq_calibrated_on_images(lite0_int8, lite0_run, lit
     int8_inits = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_inits) >= 40
     _pre_and_head_untouched(model)
+    assert onnxruntime_quantizes_at_load(model) == []  # no float conv that ONNX Runtime would give 8-bit weights at load
     assert lite0_int8.size_bytes < 0.5 * lite0_onnx.stat().st_size
     report = run_parity(lite0_int8.path, lite0_run, export_images, progress=False)
     assert report.passed and report.agreement >= 0.995, report.summary()
@@ -256,8 +258,13 @@ def test_int8_exports_are_saturation_free_and_say_their_scheme(lite0_int8, clip_
     assert depthwise and max(int(np.abs(w.astype(int)).max()) for w in depthwise) == 127  # depthwise keeps 8 bits
     from waste_edge.runtime.model_info import describe_model, model_summary
 
-    line = f"int8       : static quantisation, scheme {DEFAULT_INT8_SCHEME}, largest GEMM weight {lite0_int8.metadata.extra['int8_weight_peak']}"
-    assert line in model_summary(describe_model(lite0_int8.path)).splitlines()
+    recipe = INT8_SCHEMES[DEFAULT_INT8_SCHEME].recipe
+    lines = model_summary(describe_model(lite0_int8.path)).splitlines()
+    assert f"int8       : static quantisation, scheme {DEFAULT_INT8_SCHEME} ({recipe}), largest GEMM weight {lite0_int8.metadata.extra['int8_weight_peak']}" in lines
+    exact = next(line for line in lines if line.startswith("exact on   : "))
+    assert exact.startswith("exact on   : every CPU: no u8 x s8 pair sum of its weights can pass 32767 (worst ")
+    assert lines[lines.index(exact) + 1].startswith("this cpu   : ")
+    assert lite0_int8.metadata.extra["int8_exact_on_every_cpu"] is True and lite0_int8.metadata.extra["int8_recipe"] == recipe
 
 
 def test_int8_kernels_are_exact_against_an_integer_reference(lite0_int8, clip_int8, tmp_path):
@@ -296,7 +303,7 @@ def test_int8_scheme_option_is_checked():
         validate_options(get_format("onnx"), {"int8_scheme": "u8u8"})
     with pytest.raises(FormatError, match="--int8-scheme"):
         validate_options(get_format("engine"), {"int8": True, "int8_scheme": "u8u8"})
-    with pytest.raises(QuantizationError, match="unknown INT8 scheme 'u4': choose one of u8s8-7bit, "):
+    with pytest.raises(QuantizationError, match=f"unknown INT8 scheme 'u4': choose one of {DEFAULT_INT8_SCHEME}, "):
         validate_options(get_format("onnx"), {"int8": True, "int8_scheme": "u4"})
     with pytest.raises(QuantizationError, match="dynamic quantisation has only uint8"):
         quantize_dynamic_encoder(onnx.ModelProto(), "s8s8")

@@ -45,7 +45,7 @@ def test_every_asked_lever_is_built_with_what_changed_in_its_metadata(built):
         assert clf.metadata.variant == "int8" and clf.metadata.extra["int8_lever"] == lever.name
         assert json.loads(Path(str(path) + ".lever.json").read_text())["what"] == lever.what
         assert info["int8_weight_peak"] is not None and info["int8_weight_peak"] <= SATURATION_FREE_MAX_WEIGHT  # portable
-        assert info["int8_scheme"] == DEFAULT_INT8_SCHEME
+        assert info["int8_scheme"] == ("u8s8-7bit" if lever.name == "int8-static-u8" else DEFAULT_INT8_SCHEME)  # the lever names its scheme
 
 
 def test_levers_differ_in_the_encoder_only(built, clip_onnx):

@@ -113,7 +113,7 @@ def build_fused_onnx(
     details["normalization"] = norm
     if opts.int8:
         from waste_edge.export.quantize import (DEFAULT_INT8_SCHEME, QuantizationError, choose_int8_method, get_int8_scheme, int8_gemm_weight_peak,
-                                                quantize_dynamic_encoder, quantize_static_encoder, saturating_ops)
+                                                int8_integer_bounds, quantize_dynamic_encoder, quantize_static_encoder, saturating_ops)
 
         method = choose_int8_method(enc_model)
         scheme = get_int8_scheme(opts.int8_scheme or DEFAULT_INT8_SCHEME)
@@ -134,7 +134,10 @@ def build_fused_onnx(
             enc_model, calib_info = quantize_static_encoder(enc_model, pre_rgb, opts.calib, progress=progress, log=log, scheme=scheme.name)
             details.update(calib_info)
         details["int8_weight_peak"] = int8_gemm_weight_peak(enc_model)
+        bounds = int8_integer_bounds(enc_model)
+        details["int8_worst_pair_sum"] = max((b.worst_pair for b in bounds if b.kind == "gemm"), default=None)
         unsafe = saturating_ops(enc_model)
+        details["int8_exact_on_every_cpu"] = not unsafe
         if scheme.portable and unsafe:
             worst = max(unsafe, key=lambda b: b.worst_pair)
             raise QuantizationError(f"INT8 scheme {scheme.name!r} left {len(unsafe)} op(s) whose integer sums can saturate (e.g. {worst.node}: "
@@ -145,6 +148,11 @@ def build_fused_onnx(
         enc_model = convert_encoder_fp16(enc_model)
     pre = build_preprocess_model(spec, opts.channel_order, opset=opts.opset, imgsz=opts.imgsz)
     fused = compose_fused(pre, enc_model, build_head_model(run.head, opset=opts.opset, with_embedding=opts.with_embedding))
+    if opts.int8:
+        from waste_edge.export.quantize import QuantizationError, onnxruntime_quantizes_at_load
+
+        if onnxruntime_quantizes_at_load(fused):  # e.g. a head Gemm fed by a DequantizeLinear: 8-bit weights at load time
+            raise QuantizationError(f"the fused INT8 graph has float op(s) ONNX Runtime would quantise at load: {onnxruntime_quantizes_at_load(fused)[:3]}")
     set_io_dims(fused, None if opts.dynamic else opts.batch, opts.imgsz)
     fused = onnx.shape_inference.infer_shapes(fused)  # fresh intermediate shapes (tools like onnx.utils.Extractor use them)
     meta = ModelMetadata(
@@ -160,7 +168,8 @@ def build_fused_onnx(
         embedding=embedding_metadata(run.head) if opts.with_embedding else None,
         model_kind=run.kind,
         extra={k: v for k, v in details.items()
-               if k in ("normalization", "int8_method", "int8_scheme", "int8_weight_peak", "int8_weights", "int8_fusions", "opset")}
+               if k in ("normalization", "int8_method", "int8_scheme", "int8_recipe", "int8_weight_peak", "int8_worst_pair_sum", "int8_exact_on_every_cpu",
+                        "int8_weights", "int8_fusions", "opset")}
         | {"dynamic_batch": opts.dynamic, "batch": None if opts.dynamic else opts.batch},
     )
     onnx.helper.set_model_props(fused, meta.to_props())

@@ -35,8 +35,11 @@ class ExportOptions:
     half: bool = option(False, "--half", action="store_true", help="FP16 variant (GPU execution providers / TensorRT)")
     int8: bool = option(False, "--int8", action="store_true", help="INT8 variant (method chosen per encoder)")
     int8_scheme: str | None = option(None, "--int8-scheme", metavar="SCHEME",
-                                     help="integer types of --int8: u8s8-7bit (default: 7-bit weights, the same integers on every CPU), "
-                                          "u8u8, or u8s8 / s8s8 (8-bit weights: saturate on x86 CPUs without VNNI, so results depend on the CPU)")
+                                     help="integer types and recipe of --int8: u8s8-7bit-bc (default: 7-bit weights and bias correction; "
+                                          "the same answers on every CPU tested, Arm included), u8s8-7bit (without bias correction: less "
+                                          "accurate), u8s8-7bit-bc-stem (plus a float stem: more accurate, answers differ slightly between "
+                                          "CPUs), u8u8, or u8s8 / s8s8 (8-bit weights: saturate on x86 CPUs without VNNI, so results depend "
+                                          "on the CPU)")
     calib: Path | None = option(None, "--calib", type=input_path, help="folder of real images to calibrate --int8 (needed for conv encoders)")
     channel_order: str = option("BGR", "--channel-order", choices=["BGR", "RGB"], type=str.upper,
                                 help="channel order of the input frames (default: BGR, as OpenCV decodes)")

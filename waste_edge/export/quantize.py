@@ -46,9 +46,14 @@ class QuantizationError(WasteEdgeError):
     """INT8 export impossible as asked (no calibration images for a conv encoder, unreadable folder)."""
 
 
+CALIB_CHUNK = 16  # calibration images whose intermediate tensors onnxruntime holds at once (`quantize_static_pixels`)
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's CalibrationMethod MinMax / Percentile / Entropy
+
+
 @dataclass(frozen=True)
 class Int8Scheme:
-    """Integer types of the activations x weights of the quantised GEMMs / convolutions, and the weight range."""
+    """Integer types of the activations x weights of the quantised GEMMs / convolutions, the weight range, and the
+    recipe of a static quantisation (which levers of benchmarks/int8_levers.py it uses)."""
 
     name: str
     activations: str  # onnxruntime QuantType name: "QUInt8" | "QInt8" (dynamic quantisation: always QUInt8)
@@ -57,6 +62,15 @@ class Int8Scheme:
     depthwise_8bit: bool  # keep 8-bit weights on depthwise convs (their kernels widen each product: exact at 8 bits)
     portable: bool  # exact integer arithmetic on every CPU ISA (no int16 saturation anywhere)
     note: str
+    float_stem: bool = False  # static: the first convolution (and its padding) stays float; see `_stem_nodes`
+    bias_correction: bool = False  # static: int32 biases corrected by -dW . E[x] (export/bias_correction.py)
+    calibration: str = "minmax"  # static: how activation ranges are set from the calibration images
+
+    @property
+    def recipe(self) -> str:
+        """The static-quantisation levers in one line (model metadata, `waste-edge info`)."""
+        parts = [f"{self.calibration} calibration"]
+        return ", ".join(parts + ["float stem"] * self.float_stem + ["bias correction"] * self.bias_correction)
 
     def quant_types(self) -> tuple[Any, Any]:
         from onnxruntime.quantization import QuantType
@@ -64,9 +78,11 @@ class Int8Scheme:
         return getattr(QuantType, self.activations), getattr(QuantType, self.weights)
 
 
-# The first is the default; the others are measured alternatives (README), kept for comparison and for users
-# who know their deployment CPU.
+# The first is the default (bias correction: the accuracy of fp32 on TEST, exact on x86 and emulated Arm); the others
+# are measured alternatives (README), kept for comparison and for users who know their deployment CPU.
 INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (
+    Int8Scheme("u8s8-7bit-bc", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True,
+               bias_correction=True, note="7-bit weights (8-bit depthwise), bias correction: no saturation on any CPU"),
     Int8Scheme("u8s8-7bit", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True,
                note="7-bit weights, 8-bit on depthwise convs: no saturation on any CPU"),
     Int8Scheme("u8s8-7bit-all", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=False, portable=True,
@@ -77,12 +93,24 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (
                note="unsigned weights: 16-bit multiply path, no saturation, several times slower"),
     Int8Scheme("s8s8", "QInt8", "QInt8", reduce_range=False, depthwise_8bit=False, portable=False,
                note="signed activations: saturates on x86 without VNNI too, and slower there"),
+    # The float stem wins more accuracy (benchmarks/int8_levers.py) but is not exact across CPUs: its float conv's
+    # last bits differ between x86 and Arm and move the QuantizeLinear after it at near-ties (emulated Cortex-A72:
+    # 1-5 of its 401,408 values by 1 per photo, spreading from there). Calibrated ranges are used as they are, never rounded: ranges
+    # rounded to few significant bits (tried, removed) make the scale ratios of a residual Add simple fractions
+    # (16/27, 95/108), so about 1 % of its sums land on .5, which ONNX Runtime's QLinearAdd rounds one way on x86
+    # and the other on Arm (benchmarks/README.md "INT8 levers": 441 of 903 ties differed on Cortex-A72; unrounded
+    # ranges: no ties, no differences; `add_tie_fractions`).
+    Int8Scheme("u8s8-7bit-bc-stem", "QUInt8", "QInt8", reduce_range=True, depthwise_8bit=True, portable=True, float_stem=True,
+               bias_correction=True, note="u8s8-7bit-bc with a float stem: more accurate, answers differ slightly between CPUs"),
 )}
 DEFAULT_INT8_SCHEME = next(iter(INT8_SCHEMES))
 
 
-def get_int8_scheme(name: str) -> Int8Scheme:
-    """The scheme called `name`, or a QuantizationError listing the names (before any slow work starts)."""
+def get_int8_scheme(name: str | Int8Scheme) -> Int8Scheme:
+    """The scheme called `name` (or `name` itself: the lever study builds variants), or a QuantizationError listing
+    the names (before any slow work starts)."""
+    if isinstance(name, Int8Scheme):
+        return name
     try:
         return INT8_SCHEMES[name]
     except KeyError:
@@ -122,7 +150,8 @@ def quantize_dynamic_encoder(
     if sch.activations != "QUInt8":
         raise QuantizationError(f"INT8 scheme {scheme!r} needs signed activations; dynamic quantisation has only uint8 ones")
     info: dict[str, Any] = {"int8_weights": f"{sch.weights} {'per-channel' if per_channel else 'per-tensor'}"
-                                            + (" 7-bit" if sch.reduce_range else "")}
+                                            + (" 7-bit" if sch.reduce_range else ""),
+                            "int8_recipe": "dynamic activations (the scheme's static levers do not apply)"}
     ops = ["MatMul"]
     if fuse:
         heads = infer_num_heads(encoder_model)
@@ -156,15 +185,16 @@ def calibration_images(calib_dir: str | Path, limit: int = DEFAULT_CALIB_LIMIT, 
     return seeded_sample(files, limit, seed)
 
 
-class _PixelsReader:
+class PixelsReader:
     """onnxruntime CalibrationDataReader: real images -> the ONNX preprocessing graph -> `pixels` batches of 1."""
 
-    def __init__(self, pre_model: onnx.ModelProto, files: list[Path], progress: bool) -> None:
+    def __init__(self, pre_model: onnx.ModelProto, files: list[Path], progress: bool, desc: str = "calibrating") -> None:
         from waste_edge.runtime.backends.onnxrt import load_session
 
         self._pre = load_session(pre_model.SerializeToString(), threads=2, name="preprocessing graph")
         self._files = files
         self._progress = progress
+        self._desc = desc
         self.skipped: list[str] = []
         self._it: Iterator[dict[str, np.ndarray]] | None = None
 
@@ -173,7 +203,7 @@ class _PixelsReader:
 
         from waste_edge.data.decode import DecodeError, load_rgb_array
 
-        for path in tqdm(self._files, desc="calibrating", unit="img", disable=not self._progress):
+        for path in tqdm(self._files, desc=self._desc, unit="img", disable=not self._progress):
             try:
                 rgb = load_rgb_array(path)
             except DecodeError as e:
@@ -188,6 +218,7 @@ class _PixelsReader:
 
     def rewind(self) -> None:
         self._it = None
+        self.skipped = []  # the next pass finds the same unreadable files again
 
 
 def quantize_static_encoder(
@@ -198,37 +229,132 @@ def quantize_static_encoder(
     limit: int = DEFAULT_CALIB_LIMIT,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-    scheme: str = DEFAULT_INT8_SCHEME,
+    scheme: str | Int8Scheme = DEFAULT_INT8_SCHEME,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Static QDQ (per-channel symmetric weights, asymmetric activations, MinMax), after `quant_pre_process`.
+    """Static QDQ (per-channel symmetric weights, asymmetric activations) calibrated on up to `limit` images of
+    `calib_dir`, with the scheme's recipe (`quantize_static_pixels`).
 
     `pre_model_rgb` is the preprocessing graph with RGB input (images are decoded as RGB here).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quant_pre_process, quantize_static
-
-    sch = get_int8_scheme(scheme)
-    activation_type, weight_type = sch.quant_types()
     files = calibration_images(calib_dir, limit)
-    reader = _PixelsReader(pre_model_rgb, files, progress)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, prep, dst = Path(tmp) / "encoder.onnx", Path(tmp) / "encoder-prep.onnx", Path(tmp) / "encoder-int8.onnx"
-        onnx.save(encoder_model, src)
-        quant_pre_process(src, prep, skip_symbolic_shape=False)
-        overrides = {}
-        if sch.reduce_range and sch.depthwise_8bit:
-            overrides = {w: [{"axis": 0, "reduce_range": False}] for w in _depthwise_weights(onnx.load(prep))}
-        quantize_static(
-            prep, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=weight_type,
-            activation_type=activation_type, reduce_range=sch.reduce_range, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "TensorQuantOverrides": overrides},
-        )
-        model = onnx.load(dst)
+    reader = PixelsReader(pre_model_rgb, files, progress)
+    model, info = quantize_static_pixels(encoder_model, reader, scheme, log=log)
     used = len(files) - len(reader.skipped)
     if used == 0:
         raise QuantizationError(f"--calib {calib_dir}: none of the {len(files)} images could be decoded")
     if log and reader.skipped:
         log(f"calibration skipped {len(reader.skipped)} unreadable image(s), e.g. {reader.skipped[0]}")
-    return model, {"calibration_images": used, "calibration_dir": str(calib_dir), "calibration_skipped": len(reader.skipped)}
+    return model, info | {"calibration_images": used, "calibration_dir": str(calib_dir), "calibration_skipped": len(reader.skipped)}
+
+
+def quantize_static_pixels(
+    encoder_model: onnx.ModelProto,
+    reader: Any,
+    scheme: str | Int8Scheme = DEFAULT_INT8_SCHEME,
+    *,
+    cache: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The encoder quantised from `reader` (an onnxruntime CalibrationDataReader of `pixels` batches that can rewind).
+
+    The recipe of `scheme`: `calibration` picks how ranges are set; `float_stem` keeps the first convolution and
+    its padding float; `bias_correction` then corrects the int32 biases on the same images. `cache`: onnxruntime's
+    calibration cache (ranges computed once per method and image set; the lever study reuses them)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quant_pre_process, quantize_static
+
+    sch = get_int8_scheme(scheme)
+    if sch.calibration not in CALIBRATION_METHODS:
+        raise QuantizationError(f"INT8 scheme {sch.name!r}: unknown calibration {sch.calibration!r} (choose {', '.join(CALIBRATION_METHODS)})")
+    activation_type, weight_type = sch.quant_types()
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[sch.calibration]
+    info: dict[str, Any] = {"int8_recipe": sch.recipe}
+    with tempfile.TemporaryDirectory() as tmp:
+        src, prep, dst = Path(tmp) / "encoder.onnx", Path(tmp) / "encoder-prep.onnx", Path(tmp) / "encoder-int8.onnx"
+        onnx.save(encoder_model, src)
+        quant_pre_process(src, prep, skip_symbolic_shape=False)
+        fp32 = onnx.load(prep)
+        overrides = {}
+        if sch.reduce_range and sch.depthwise_8bit:
+            overrides = {w: [{"axis": 0, "reduce_range": False}] for w in _depthwise_weights(fp32)}
+        exclude = _stem_nodes(fp32) if sch.float_stem else []
+        ranges = Path(cache) if cache else Path(tmp) / "ranges.json"
+        # Memory: onnxruntime keeps every intermediate tensor of every calibration image until it computes the ranges
+        # (~40 MB an image for Lite0: 200 images took ~8 GB). A reader that can be sliced (`len` and `set_range`) is
+        # read CALIB_CHUNK images at a time (onnxruntime's strided calibration): MinMax merges the chunks' ranges (a
+        # min of mins: the same ranges), the histogram methods merge their histograms. Not `CalibMaxIntermediateOutputs`:
+        # onnxruntime 1.32 drops each full chunk without computing its ranges (only the last partial one counts).
+        calib_options: dict[str, Any] = {}
+        if reader is not None and hasattr(reader, "set_range"):
+            calib_options["CalibStridedMinMax"] = _chunk_dividing(len(reader), CALIB_CHUNK)
+
+        def run(data_reader: Any, ranges_file: Path) -> None:
+            quantize_static(
+                prep, dst, data_reader, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=weight_type,
+                activation_type=activation_type, reduce_range=sch.reduce_range, calibrate_method=method, nodes_to_exclude=exclude,
+                calibration_cache_path=str(ranges_file),
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "TensorQuantOverrides": overrides} | calib_options,
+            )
+
+        # The ranges as calibrated, not rounded to a coarser grid: rounded ranges make a residual Add's scale ratios
+        # simple fractions, whose sums tie at .5 and round differently on x86 and Arm (INT8_SCHEMES).
+        run(reader, ranges)  # calibrates (or reads the cache) and writes the ranges
+        model = onnx.load(dst)
+    if sch.bias_correction:
+        from waste_edge.export.bias_correction import correct_biases
+
+        reader.rewind()
+        model, corrected, found = correct_biases(model, fp32, iter(reader.get_next, None))
+        info["int8_bias_corrected"] = f"{corrected} of {found} convolutions"
+        if log and corrected < found:
+            log(f"bias correction: {found - corrected} convolution(s) left as they were (the correction does not fit an int32 bias)")
+    float_quantized_at_load = onnxruntime_quantizes_at_load(model)
+    if float_quantized_at_load:
+        raise QuantizationError(f"INT8 scheme {sch.name!r} left float op(s) {', '.join(float_quantized_at_load[:3])} between "
+                                "DequantizeLinear and QuantizeLinear: ONNX Runtime would quantise them at load with 8-bit weights")
+    return model, info
+
+
+def _chunk_dividing(n: int, most: int) -> int:
+    """The largest chunk size <= `most` that divides `n` (onnxruntime's strided calibration needs an exact split)."""
+    return next(k for k in range(min(most, max(n, 1)), 0, -1) if n % k == 0)
+
+
+def _stem_nodes(fp32: onnx.ModelProto) -> list[str]:
+    """The first convolution and the ops between it and the graph input (Lite0: a Pad), to keep float.
+
+    Why the stem: its normalisation is folded into the weights and it reads raw pixels 0..255, so its 7-bit
+    rounding errors meet the largest inputs of the network (benchmarks/README.md "INT8 levers": it moved the
+    embedding cosine more than any other layer). Why its padding too: a float Conv whose input comes out of a
+    DequantizeLinear is quantised by ONNX Runtime itself at load time (its WeightBiasQuantization pass, 8-bit
+    per-tensor weights: less accurate and not saturation-free), so a float island must start at the graph input."""
+    inputs = {i.name for i in fp32.graph.input}
+    producer = {o: n for n in fp32.graph.node for o in n.output}
+    for node in fp32.graph.node:
+        if node.op_type != "Conv":
+            continue
+        chain, tensor = [node.name], node.input[0]
+        while tensor in producer and producer[tensor].op_type in ("Pad", "Identity", "Cast"):
+            chain.append(producer[tensor].name)
+            tensor = producer[tensor].input[0]
+        if tensor in inputs:
+            return chain
+        raise QuantizationError("the encoder's first convolution does not read the graph input: no float stem possible")
+    raise QuantizationError("the encoder has no convolution: no float stem possible")
+
+
+def onnxruntime_quantizes_at_load(model: onnx.ModelProto) -> list[str]:
+    """Float Conv / ConvTranspose / Gemm nodes whose input comes from a per-tensor DequantizeLinear: ONNX Runtime's
+    WeightBiasQuantization (optimisation level basic and up) quantises their weights at load time to 8-bit
+    per-tensor, which no export check sees and which saturates on x86 without VNNI."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+            continue
+        x, w = producer.get(node.input[0]), producer.get(node.input[1])
+        if x is not None and x.op_type == "DequantizeLinear" and (w is None or w.op_type != "DequantizeLinear"):
+            found.append(node.name or node.output[0])
+    return found
 
 
 # Where the integer weight operand sits in ONNX Runtime's integer GEMM / convolution ops (QOperator format).
@@ -294,6 +420,40 @@ class IntegerBound:
 def saturating_ops(model: onnx.ModelProto) -> list[IntegerBound]:
     """The integer ops of `model` whose worst case does not fit (empty: the integers are exact on every CPU)."""
     return [b for b in int8_integer_bounds(model) if not b.exact]
+
+
+def add_tie_fractions(model: onnx.ModelProto, ulps: float = 4.0) -> dict[str, float]:
+    """For each quantised Add of a QDQ graph (DequantizeLinear x 2 -> Add -> QuantizeLinear: ONNX Runtime's
+    QLinearAdd), the fraction of all 256 x 256 uint8 input pairs whose requantised sum
+    (qa - za) * sa / sc + (qb - zb) * sb / sc + zc lies within `ulps` float32 units of its terms' size of a .5 tie.
+
+    Why: that close to a tie the result depends on the last bits of the kernel's float arithmetic, which differ between
+    x86 and Arm (MLAS QLinearAdd), so it may round up on one and down on the other. Generic scales make such pairs as
+    rare as chance (at most about 2 * ulps * 2^-24 * 500, 1.2e-4 at 4 ulps); scales whose ratios are simple fractions
+    (ranges rounded to few significant bits did that: 16/27, 95/108) make about 1 pair in 100 one (benchmarks/README.md
+    "INT8 levers")."""
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    q = np.arange(256, dtype=np.float64)
+    found = {}
+    for add in model.graph.node:
+        dqs = [producer.get(i) for i in add.input]
+        outs = [c for c in consumers.get(add.output[0], []) if c.op_type == "QuantizeLinear"]
+        if add.op_type != "Add" or len(dqs) != 2 or not outs or not all(d is not None and d.op_type == "DequantizeLinear" for d in dqs):
+            continue
+        (sa, za), (sb, zb), (sc, zc) = [(float(inits[n.input[1]]), float(inits[n.input[2]]) if len(n.input) > 2 else 0.0)
+                                        for n in (*dqs, outs[0])]
+        ta, tb = (q[:, None] - za) * np.float64(sa) / np.float64(sc), (q[None, :] - zb) * np.float64(sb) / np.float64(sc)
+        value = ta + tb + zc
+        near = np.abs(value - np.floor(value) - 0.5) <= ulps * 2.0**-24 * (np.abs(ta) + np.abs(tb) + abs(zc))
+        found[add.name or add.output[0]] = float(near.mean())
+    return found
 
 
 def int8_integer_bounds(model: onnx.ModelProto) -> list[IntegerBound]:

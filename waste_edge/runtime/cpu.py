@@ -41,7 +41,7 @@ class CpuInfo:
             if "avx512_vnni" in f or "avx_vnni" in f:
                 return "VNNI (VPDPBUSD): int32 accumulation, no saturation"
             if "avx2" in f or "avx512bw" in f:
-                return "VPMADDUBSW: int16 pair sums, saturate beyond 32767 (exact only with 7-bit GEMM weights)"
+                return "VPMADDUBSW: int16 pair sums, saturate beyond 32767"
             return "SSE widening multiply: int32 accumulation, no saturation"
         if self.machine in ("aarch64", "arm64") or "asimd" in f or "neon" in f:
             if "i8mm" in f or "asimddp" in f:

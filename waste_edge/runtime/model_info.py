@@ -8,6 +8,7 @@ from typing import Any
 from waste_edge._io import JsonFileError, file_sha256, read_json
 from waste_edge.runtime.backends.engine_sidecar import read_sidecar, sidecar_metadata
 from waste_edge.runtime.backends.onnxrt import read_model_props
+from waste_edge.runtime.cpu import cpu_info
 from waste_edge.runtime.formats import format_for_path
 from waste_edge.runtime.metadata import MetadataError, ModelMetadata
 from waste_edge.runtime.model_path import model_card_path, resolve_model_path
@@ -50,6 +51,19 @@ def _rounded(values: Any) -> list[Any]:
     return [round(v, 4) if _is_number(v) else v for v in values] if isinstance(values, list) else []
 
 
+def _int8_exactness(extra: dict[str, Any]) -> str:
+    """Which CPUs compute this INT8 model's integers exactly, from what the export proved (the same on every machine:
+    `info` on a board prints the card as on the host; what this CPU uses is a line of its own)."""
+    exact = extra.get("int8_exact_on_every_cpu")
+    if exact is True:
+        worst = extra.get("int8_worst_pair_sum")
+        return ("every CPU: no u8 x s8 pair sum of its weights can pass 32767" + (f" (worst {worst})" if worst else "")
+                + ", so x86 without VNNI (AVX2, AVX-512) computes the same integers as VNNI, AMX and Arm")
+    if exact is False:
+        return "CPUs that accumulate in int32 only (VNNI, AMX, Arm): on x86 without VNNI its u8 x s8 pair sums can saturate"
+    return "not recorded in this model (exported before the check)"
+
+
 def model_summary(info: dict[str, Any]) -> str:
     """The human summary `waste-edge info` prints for `describe_model`'s answer."""
     meta, card = info["metadata"], info.get("card") or {}
@@ -75,8 +89,12 @@ def model_summary(info: dict[str, Any]) -> str:
                      f"with {counts} labels, method {ada.get('method')}" + (f"; {len(ada['previous'])} earlier adaptation(s)" if ada.get("previous") else ""))
     extra = meta.get("extra") or {}
     if extra.get("int8_scheme"):  # README "INT8 that gives the same answers on every CPU"
-        lines.append(f"int8       : {extra.get('int8_method', '')} quantisation, scheme {extra['int8_scheme']}, "
+        recipe = f" ({extra['int8_recipe']})" if extra.get("int8_recipe") else ""
+        lines.append(f"int8       : {extra.get('int8_method', '')} quantisation, scheme {extra['int8_scheme']}{recipe}, "
                      f"largest GEMM weight {extra.get('int8_weight_peak')}")
+        lines.append(f"exact on   : {_int8_exactness(extra)}")
+        here = cpu_info()
+        lines.append(f"this cpu   : {here.model}, {here.int8_gemm}")
     metrics = card.get("metrics")
     for name, m in (metrics.items() if isinstance(metrics, dict) else ()):
         if isinstance(m, dict) and _is_number(m.get("accuracy")):
